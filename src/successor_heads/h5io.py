@@ -1,0 +1,153 @@
+"""HDF5 outputs with provenance and a completion marker (DESIGN.md, Outputs).
+
+Files are written under a temporary name and renamed when complete; the root attribute
+``complete`` is set last, so a reader can tell a finished file from a truncated one even if
+the file was copied or renamed by hand. h5py has no bfloat16: tensors are stored as float32
+or float16.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+
+COMPLETE_ATTR = "complete"
+
+
+class IncompleteOutputError(RuntimeError):
+    """An HDF5 output is missing, truncated, unmarked or lacks a required dataset."""
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu()
+            if x.dtype == torch.bfloat16:
+                x = x.float()
+            return x.numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
+        return np.array(x, dtype=h5py.string_dtype())
+    return np.asarray(x)
+
+
+def _attr_value(v: Any) -> Any:
+    if v is None:
+        return "None"
+    if isinstance(v, (str, int, float, bool, np.number)):
+        return v
+    return json.dumps(v, default=str)
+
+
+def write_h5(
+    path: str | os.PathLike,
+    datasets: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+    chunk_rows: int | None = None,
+) -> Path:
+    """Write ``datasets`` (name -> array/tensor/list of str) and root ``attrs`` atomically.
+
+    Arrays with two or more dimensions are chunked along axis 0 (``chunk_rows`` rows, default
+    256) and gzip-compressed. Non-scalar attribute values are stored as JSON strings.
+
+    Returns: the final path. Raises: OSError on a failed write (no file is left behind).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, value in datasets.items():
+                arr = _to_numpy(value)
+                kw: dict[str, Any] = {}
+                if arr.ndim >= 1 and arr.size > 0 and arr.dtype.kind in "fiub":
+                    rows = min(arr.shape[0], chunk_rows or 256)
+                    kw = dict(chunks=(rows, *arr.shape[1:]), compression="gzip", compression_opts=4)
+                f.create_dataset(name, data=arr, **kw)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = _attr_value(v)
+            f.attrs[COMPLETE_ATTR] = True
+    return path
+
+
+def read_h5(
+    path: str | os.PathLike, required: tuple[str, ...] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read every dataset and the root attributes of a file written by :func:`write_h5`.
+
+    String datasets come back as ``list[str]``.
+
+    Raises:
+        IncompleteOutputError: the file is missing, cannot be opened (truncated), lacks the
+            completion marker, or lacks one of ``required``. The message says to delete the
+            file and rerun the stage that makes it.
+    """
+    path = Path(path)
+    hint = f"delete {path} and rerun the stage that writes it (snakemake reruns it automatically)"
+    if not path.is_file():
+        raise IncompleteOutputError(f"{path} does not exist; {hint}")
+    try:
+        with h5py.File(path, "r") as f:
+            if not bool(f.attrs.get(COMPLETE_ATTR, False)):
+                raise IncompleteOutputError(f"{path} has no completion marker (a write was interrupted); {hint}")
+            missing = [r for r in required if r not in f]
+            if missing:
+                raise IncompleteOutputError(f"{path} lacks dataset(s) {missing}; {hint}")
+            data = {}
+            for name in f:
+                v = f[name][()]
+                if isinstance(v, np.ndarray) and v.dtype.kind == "O":
+                    v = [s.decode() if isinstance(s, bytes) else s for s in v.tolist()]
+                data[name] = v
+            attrs = {k: f.attrs[k] for k in f.attrs}
+    except IncompleteOutputError:
+        raise
+    except (OSError, KeyError) as e:
+        raise IncompleteOutputError(f"{path} cannot be read ({e}); {hint}") from e
+    return data, attrs
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape numerical results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for p in ("torch", "transformers", "numpy", "h5py", "gguf", "scikit-learn"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+def provenance(cfg, manifest: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Provenance attributes for an output: model, source, revision or sha256, quantization,
+    dtype, layer-norm option, package versions, plus ``extra``.
+
+    ``cfg`` is a resolved config (full or stage view); ``manifest`` is the model folder's
+    ``manifest.json`` as a dict (see :mod:`successor_heads.models`).
+    """
+    manifest = dict(manifest or {})
+    m = cfg.model
+    out = {
+        "model": m.name,
+        "family": m.family,
+        "source": m.source.kind,
+        "revision": manifest.get("revision") or m.source.get("revision"),
+        "sha256": manifest.get("sha256") or m.source.get("sha256"),
+        "quantization": manifest.get("quantization", "none"),
+        "dtype": m.dtype,
+        "norms": cfg.scores.norms if "scores" in cfg else "n/a",
+        "package_versions": package_versions(),
+    }
+    out.update(extra)
+    return out

