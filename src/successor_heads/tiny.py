@@ -1,0 +1,148 @@
+"""Tiny random-weight models of every supported family, for tests and the end-to-end DAG test.
+
+Built from transformers configs with no download (DESIGN.md: tests build tiny models of every
+architecture). The tokenizer is a byte-level BPE trained in memory on the succession tasks'
+items and a little English, so task tokens are single tokens as in GPT-2's tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3")
+
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"]
+_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+          "eighteen", "nineteen", "twenty", "first", "second", "third", "fourth", "fifth",
+          "sixth", "seventh", "eighth", "ninth", "tenth"]
+
+
+def _training_text() -> list[str]:
+    items = _DAYS + [d[:3] for d in _DAYS] + _MONTHS + [m[:3] for m in _MONTHS] + _WORDS
+    items += [w.capitalize() for w in _WORDS] + [d.lower() for d in _DAYS + _MONTHS]
+    items += [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
+    items += [str(n) for n in range(0, 210)]
+    line = " ".join(items)
+    prose = (
+        "The quick brown fox jumps over the lazy dog. A function returns a value, and the "
+        "value is printed. Lists are ordered; items are numbered from one to ten. "
+    )
+    # Every item appears both after a space and at the start of a line.
+    return [" " + line, ", " + ", ".join(items), "".join(f"{i}\n" for i in items)] * 50 + [prose] * 20
+
+
+def make_tokenizer(vocab_size: int = 2048):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (GPT-2 style, ``<|endoftext|>`` as BOS/EOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_training_text(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+
+
+def make_config(family: str, vocab_size: int, n_layers: int = 2, d_model: int = 32, n_heads: int = 4):
+    """A transformers config for a tiny model of ``family`` (one of :data:`FAMILIES`)."""
+    from transformers import (Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
+                              Qwen2Config)
+
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if family == "gpt2":
+        return GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=512, **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+                             intermediate_size=4 * d_model, max_position_embeddings=512,
+                             tie_word_embeddings=False, **common)
+    kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+              num_key_value_heads=n_heads // 2, intermediate_size=4 * d_model,
+              max_position_embeddings=512, **common)
+    if family == "llama":
+        return LlamaConfig(tie_word_embeddings=True, **kw)
+    if family == "qwen2":
+        return Qwen2Config(tie_word_embeddings=False, **kw)
+    if family == "gemma3":
+        return Gemma3TextConfig(head_dim=d_model // n_heads, tie_word_embeddings=True,
+                                sliding_window=64, query_pre_attn_scalar=d_model // n_heads,
+                                final_logit_softcapping=30.0, **kw)
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def make_model(family: str, tokenizer=None, seed: int = 0, **kw):
+    """``(model, tokenizer)``: a tiny random-weight causal LM in eval mode (eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tokenizer or make_tokenizer()
+    torch.manual_seed(seed)
+    cfg = make_config(family, len(tokenizer), **kw)
+    cfg._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    # Random norm weights, so tests see whether norms are applied (defaults are all ones/zeros).
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return model, tokenizer
+
+
+def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a tiny model + tokenizer as a transformers folder at ``path`` (for ``local`` sources)."""
+    model, tok = make_model(family, seed=seed)
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@torch.no_grad()
+def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tensor) -> None:
+    """Overwrite one head's value and output weights (and zero its value bias) in place.
+
+    ``W_V [d_model, d_head]``, ``W_O [d_head, d_model]``, in the adapter's convention
+    (``out = x @ W_V @ W_O``). For grouped-query models the KV head that ``head`` reads is
+    overwritten, so the other query heads of its group change too.
+    """
+    mt = model.config.model_type
+    if mt == "gpt2":
+        d = model.config.n_embd
+        dh = d // model.config.n_head
+        attn = model.transformer.h[layer].attn
+        cols = slice(2 * d + head * dh, 2 * d + (head + 1) * dh)
+        attn.c_attn.weight[:, cols] = W_V
+        attn.c_attn.bias[cols] = 0
+        attn.c_proj.weight[head * dh:(head + 1) * dh, :] = W_O
+    elif mt == "gpt_neox":
+        H = model.config.num_attention_heads
+        d = model.config.hidden_size
+        dh = d // H
+        attn = model.gpt_neox.layers[layer].attention
+        rows = slice(head * 3 * dh + 2 * dh, head * 3 * dh + 3 * dh)
+        attn.query_key_value.weight[rows, :] = W_V.T
+        attn.query_key_value.bias[rows] = 0
+        attn.dense.weight[:, head * dh:(head + 1) * dh] = W_O.T
+    else:
+        c = model.config
+        H, Hkv = c.num_attention_heads, c.num_key_value_heads
+        dh = getattr(c, "head_dim", None) or c.hidden_size // H
+        kv = head // (H // Hkv)
+        attn = model.model.layers[layer].self_attn
+        attn.v_proj.weight[kv * dh:(kv + 1) * dh, :] = W_V.T
+        if attn.v_proj.bias is not None:
+            attn.v_proj.bias[kv * dh:(kv + 1) * dh] = 0
+        attn.o_proj.weight[:, head * dh:(head + 1) * dh] = W_O.T
