@@ -1,0 +1,25 @@
+# successor-heads: regenerates Gould et al., "Successor Heads" (ICLR 2024) on a model zoo.
+# Run: snakemake --cores N   (SLURM: snakemake --profile workflow/profiles/slurm)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflow/config.yaml"
+
+
+validate(config, "workflow/schemas/workflow.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/scores.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/editing.smk"
+include: "workflow/rules/wild.smk"
+
+
+rule all:
+    input:
+        all_outputs,
+    default_target: True

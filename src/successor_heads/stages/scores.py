@@ -1,0 +1,154 @@
+"""Stage ``scores``: successor scores of every head in both effective-embedding modes, the
+behavioural check, tables and figures (paper Section 2 and Figure 2; DESIGN.md).
+
+Outputs in ``out_dir`` (``results/{model}/``): ``successor_scores.h5``, ``successor_scores.csv``,
+``tasks.csv``, ``successor_heatmap.png``, ``top_head_tasks.png``, ``scores_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import plots
+from ..adapters import get_adapter
+from ..atomic import atomic_path
+from ..behaviour import behavioural_drops
+from ..effective_embedding import effective_embeddings, neutral_prefix
+from ..h5io import provenance, read_h5, write_h5
+from ..models import load_model, read_manifest
+from ..scores import TaskIndex, successor_scores
+from ..tasks import build_tasks, ordinal_list_prompts, tasks_report
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("successor_scores.h5", "successor_scores.csv", "tasks.csv", "successor_heatmap.png",
+           "top_head_tasks.png", "scores_summary.json")
+
+
+def task_indices(tasks) -> tuple[list[TaskIndex], torch.Tensor]:
+    """Usable tasks as :class:`TaskIndex` and the union of their token ids ``[n_tokens]``."""
+    idx = [TaskIndex(t.name, list(t.token_ids), list(t.successor), t.held_out)
+           for t in tasks if getattr(t, "usable", True) and len(t.token_ids) > 0]
+    union = sorted({tid for t in idx for tid in t.token_ids})
+    if not union:
+        raise ValueError("no succession task kept any single-token item for this tokenizer")
+    return idx, torch.tensor(union, dtype=torch.long)
+
+
+def write_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+    """Score every head of ``cfg.model`` and write the outputs listed in the module docstring.
+
+    Args:
+        cfg: resolved config (full, or the ``scores`` stage view).
+        model_dir: folder written by :func:`successor_heads.models.fetch_model`.
+        out_dir: ``results/{model}``.
+
+    Returns: the summary dict also written to ``scores_summary.json``.
+    Raises: ValueError when no task survives the single-token filter.
+    """
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
+    manifest = read_manifest(model_dir)
+    adapter = get_adapter(model)
+    d = adapter.dims
+    tasks = build_tasks(tok, cfg.tasks)
+    report = tasks_report(tasks)
+    with atomic_path(out_dir / "tasks.csv") as tmp:
+        report.to_csv(tmp, index=False)
+    idx, token_ids = task_indices(tasks)
+    norms = cfg.scores.norms
+    results = {}
+    for mode in cfg.scores.modes:
+        log.info("effective embeddings (%s) for %d tokens", mode, len(token_ids))
+        x = effective_embeddings(adapter, token_ids, mode, norms, prefix_ids=neutral_prefix(tok), progress=progress)
+        results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress)
+    prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items)
+    drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress)
+
+    default = cfg.scores.default_mode
+    task_names = results[default].task_names
+    datasets = {"task_names": task_names, "n_pairs": results[default].n_pairs,
+                "behaviour_logprob_drop": drops.astype(np.float32)}
+    for mode, r in results.items():
+        datasets[f"scores_{mode}"] = r.per_task.astype(np.float32)
+        datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
+    attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
+                       threshold=cfg.scores.threshold, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
+                       dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
+    write_h5(out_dir / "successor_scores.h5", datasets, attrs)
+
+    rows = []
+    for layer in range(d.n_layers):
+        for head in range(d.n_heads):
+            row = {"layer": layer, "head": head, "successor_score": results[default].overall[layer, head]}
+            for k, name in enumerate(task_names):
+                row[name] = results[default].per_task[layer, head, k]
+            for mode, r in results.items():
+                if mode != default:
+                    row[f"successor_score_{mode}"] = r.overall[layer, head]
+            row["behaviour_logprob_drop"] = drops[layer, head]
+            rows.append(row)
+    df = pd.DataFrame(rows).sort_values("successor_score", ascending=False, kind="stable")
+    with atomic_path(out_dir / "successor_scores.csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
+
+    panels = {f"{m} ({'default' if m == default else 'other'})": r.overall for m, r in results.items()}
+    panels["behaviour: log-prob drop (nats)"] = drops
+    plots.heatmap(panels, f"{cfg.model.name}: successor score per head (norms={norms})", out_dir / "successor_heatmap.png")
+    top = df.iloc[0]
+    tl, th = int(top.layer), int(top.head)
+    plots.bars(task_names, results[default].per_task[tl, th],
+               f"{cfg.model.name} L{tl}H{th}: per-task successor score ({default})", out_dir / "top_head_tasks.png",
+               hline=cfg.scores.threshold)
+
+    summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
+    summary.update(n_prompts=len(prompts), baseline_logprob=base_lp, wall_s=round(time.time() - t0, 1),
+                   tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
+                   pairs_dropped=int(report.n_pairs_dropped.sum()))
+    write_json(summary, out_dir / "scores_summary.json")
+    return summary
+
+
+def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: dict) -> dict:
+    """Zoo-table row: top head per mode, score, heads above threshold, top behavioural head, agreement."""
+    default = cfg.scores.default_mode
+    bl, bh = np.unravel_index(np.argmax(drops), drops.shape)
+    out = {"model": cfg.model.name, "family": cfg.model.family, "n_params": int(n_params),
+           "quantization": manifest.get("quantization", "none"), "norms": cfg.scores.norms,
+           "default_mode": default, "top_behaviour_head": f"L{bl}H{bh}",
+           "top_behaviour_drop": float(drops[bl, bh])}
+    for mode, r in results.items():
+        l, h = np.unravel_index(np.argmax(r.overall), r.overall.shape)
+        out[f"top_head_{mode}"] = f"L{l}H{h}"
+        out[f"top_score_{mode}"] = float(r.overall[l, h])
+        out[f"n_above_threshold_{mode}"] = int((r.overall > cfg.scores.threshold).sum())
+        out[f"agrees_{mode}"] = bool((l, h) == (bl, bh))
+        # rank of the behavioural top head under this mode (1 = first)
+        out[f"behaviour_head_rank_{mode}"] = int((r.overall > r.overall[bl, bh]).sum() + 1)
+    return out
+
+
+def load_top_heads(scores_h5: str | Path, k: int = 1, mode: str | None = None) -> list[tuple[int, int]]:
+    """The ``k`` highest-scoring heads ``[(layer, head), ...]`` from a ``successor_scores.h5``
+    (``mode`` default: the file's default mode).
+
+    Raises: :class:`successor_heads.h5io.IncompleteOutputError` for a missing or unfinished file.
+    """
+    data, attrs = read_h5(scores_h5)
+    mode = mode or str(attrs["default_mode"])
+    overall = data[f"overall_{mode}"]
+    order = np.argsort(-overall, axis=None, kind="stable")[:k]
+    return [tuple(int(v) for v in np.unravel_index(i, overall.shape)) for i in order]

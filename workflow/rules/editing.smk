@@ -1,0 +1,1 @@
+# Stage `editing` (rules defined by the editing stage).

@@ -1,0 +1,1 @@
+# Stage `features` (rules defined by the features stage).

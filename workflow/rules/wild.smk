@@ -1,0 +1,1 @@
+# Stage `wild` (rules defined by the wild stage).
