@@ -1,11 +1,13 @@
 # successor-heads: regenerates Gould et al., "Successor Heads" (ICLR 2024) on a model zoo.
 # Run: snakemake --cores N   (SLURM: snakemake --profile workflow/profiles/slurm)
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "workflow/config.yaml"
+configfile: os.path.join(workflow.basedir, "workflow", "config.yaml")
 
 
 validate(config, "workflow/schemas/workflow.schema.yaml")

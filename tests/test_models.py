@@ -270,7 +270,8 @@ def test_local_gguf_file_is_dequantized(tiny, tmp_path):
     assert man["gguf"]["sha256"] == sha
     q = man["gguf"]["quantization"]
     assert q["summary"] == {"F32": 2 * N_LAYERS + 1, "Q8_0": 7 * N_LAYERS + 1}
-    assert q["main_type"] == "Q8_0" and q["file_type"] == "MOSTLY_Q8_0"
+    assert q["main_type"] == "Q8_0" and q["embedding_type"] == "Q8_0" and q["file_type"] == "MOSTLY_Q8_0"
+    assert q["n_elements"]["F32"] == (2 * N_LAYERS + 1) * D_MODEL
     assert man["n_params"] == sum(p.numel() for p in original.parameters())
     assert gguf_path.exists()  # a local source file is never deleted
 

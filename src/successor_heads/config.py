@@ -95,13 +95,21 @@ def compose(
         if model not in known:
             raise ConfigError(f"unknown model {model!r}; known models: {', '.join(known)}")
         ovr = [o for o in ovr if not o.startswith("model=")] + [f"model={model}"]
+    from hydra.core.config_store import ConfigStore
+
+    # The schema is the first entry of config.yaml's defaults list, so overrides of keys that
+    # the YAML leaves at their defaults (e.g. wild.batch_size=8) are accepted and typed.
+    ConfigStore.instance().store(name="successor_heads_schema", node=RootConfig)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(cdir), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=ovr)
     except (HydraException, OmegaConfBaseException) as e:
-        msg = str(e).splitlines()[0]
-        if "model/" in msg or "'model'" in msg:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:2]
+        if e.__cause__ is not None:
+            lines.append(str(e.__cause__).splitlines()[0])
+        msg = " ".join(dict.fromkeys(lines))
+        if "Could not find 'model/" in msg:
             msg += f" (known models: {', '.join(known)})"
         raise ConfigError(f"cannot compose config with overrides {ovr}: {msg}") from e
     finally:

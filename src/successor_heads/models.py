@@ -466,18 +466,27 @@ def gguf_quantization(path: str | os.PathLike) -> dict:
     """Summarise the tensor types of a GGUF file.
 
     Returns:
-        ``{"summary": {type: n_tensors}, "n_elements": {type: n_elements}, "main_type": type
-        holding most elements, "file_type": llama.cpp's ``general.file_type`` name or None}``.
+        ``{"summary": {type: n_tensors}, "n_elements": {type: n_elements}, "main_type": the type
+        holding most elements of the transformer blocks (``blk.*``; all tensors if none),
+        "embedding_type": type of ``token_embd.weight`` or None, "file_type": llama.cpp's
+        ``general.file_type`` name (e.g. ``MOSTLY_Q4_K_M``) or None}``. Type names are
+        ``gguf.GGMLQuantizationType`` names (``F32``, ``Q4_K``, ...).
     """
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
     n_tensors: Counter = Counter()
     n_elements: Counter = Counter()
+    in_blocks: Counter = Counter()
+    embedding_type = None
     for t in reader.tensors:
         name = t.tensor_type.name
         n_tensors[name] += 1
         n_elements[name] += int(t.n_elements)
+        if t.name.startswith("blk."):
+            in_blocks[name] += int(t.n_elements)
+        if t.name == "token_embd.weight":
+            embedding_type = name
     file_type = None
     field = reader.fields.get("general.file_type")
     if field is not None:
@@ -491,11 +500,12 @@ def gguf_quantization(path: str | os.PathLike) -> dict:
                 file_type = str(code)
         except (IndexError, TypeError, ValueError):
             file_type = None
-    main = n_elements.most_common(1)[0][0] if n_elements else None
+    main = (in_blocks or n_elements).most_common(1)
     return {
         "summary": dict(sorted(n_tensors.items())),
         "n_elements": dict(sorted(n_elements.items())),
-        "main_type": main,
+        "main_type": main[0][0] if main else None,
+        "embedding_type": embedding_type,
         "file_type": file_type,
     }
 

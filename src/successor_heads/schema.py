@@ -56,14 +56,17 @@ class ModelConfig:
 
 @dataclass
 class CorpusConfig:
+    """Natural text for the ``wild`` stage (successor_heads/corpus.py; paper: 128 x 512 from The Pile)."""
+
     name: str = "pydoc"
     kind: str = "pydoc"  # pydoc | files | hf_dataset
-    glob: Optional[str] = None
-    hf_dataset: Optional[str] = None
+    glob: Optional[str] = None  # files: sorted glob, ** recurses
+    hf_dataset: Optional[str] = None  # hf_dataset: hub id, streamed
     hf_split: str = "train"
     hf_text_field: str = "text"
-    n_contexts: int = 16
-    context_len: int = 128
+    n_contexts: int = 16  # embedded default kept small for 2 CPU cores (paper: 128)
+    context_len: int = 128  # tokens per context, BOS included (paper: 512)
+    prepend_bos: bool = True  # put the tokenizer's BOS token first when it has one
 
 
 @dataclass
@@ -89,15 +92,25 @@ class BehaviourConfig:
 
 @dataclass
 class FeaturesConfig:
-    numbers_max: int = 500
+    """Stages ``activations`` + ``features``: mod-10 features from SAEs and linear probes on
+    MLP0 outputs (paper, Section 3; DESIGN.md, Mod-10 features)."""
+
+    numbers_max: int = 500  # number tokens 0..numbers_max, with and without a leading space
+    norms: str = "raw"  # MLP0 norms (raw | applied); config.yaml ties it to scores.norms
     n_saes: int = 5
     d_sae: int = 256
+    tied: bool = False  # tied decoder (W_enc = W_dec^T)
     l1_coeff: float = 1e-3
     lr: float = 1e-3
     steps: int = 2000
     batch_size: int = 128
     val_fraction: float = 0.1
     moduli: List[int] = field(default_factory=lambda: [10, 7, 12])
+    residue_of: str = "position"  # position: 1-based (Monday=1, February=2); index: Task.index
+    match_cosine: float = 0.9  # SAE features from two SAEs are "the same" above this cosine
+    probe_C: float = 1.0  # inverse L2 strength of the logistic-regression probes
+    cv_folds: int = 5
+    head_mode: Optional[str] = None  # scores mode whose top head is the successor head; None: file default
 
 
 @dataclass
@@ -108,8 +121,16 @@ class EditingConfig:
 
 @dataclass
 class WildConfig:
-    batch_size: int = 4
-    n_listing_prompts: int = 64
+    """Direct-effect mean ablation on natural text (successor_heads/direct_effect.py, winners.py,
+    listings.py; paper Section 4.3 and Appendix J)."""
+
+    batch_size: int = 16  # contexts per forward pass; the head loop runs once per batch
+    max_chunk_mb: int = 1024  # memory cap of one [tokens, d_vocab] float32 logit block
+    n_listing_prompts: int = 64  # numbered-listing prompts (paper Appendix J: 64)
+    min_increase: float = 0.0  # nats; a head wins a token only when ablating it costs more than this
+    n_successor_heads: int = 1  # top heads by successor score whose winning tokens are categorised
+    score_mode: Optional[str] = None  # successor-score mode that picks them (None: the scores file's default)
+    context_chars: int = 80  # characters of context shown before each winning token in winners.csv
 
 
 @dataclass

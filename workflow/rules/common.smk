@@ -9,10 +9,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from omegaconf import OmegaConf
 from successor_heads.config import compose, resolve_for_workflow
 
-_root = compose(None, config["overrides"], config["config_dir"])
+# config_dir: relative to the working directory if it exists there, else to the Snakefile.
+CONFIG_DIR = Path(config["config_dir"])
+if not CONFIG_DIR.is_absolute() and not CONFIG_DIR.is_dir():
+    CONFIG_DIR = Path(workflow.basedir) / CONFIG_DIR
+_root = compose(None, config["overrides"], CONFIG_DIR)
 RESULTS = _root.results_dir
 ZOO = list(config["zoo"]) or list(_root.zoo)
-MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, config["config_dir"])
+MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR)
 STAGES = list(config.get("stages", ["scores"]))
 
 

@@ -1,4 +1,4 @@
-"""Shared by the workflow scripts: send logging and warnings to the rule's log file."""
+"""Shared by the workflow scripts: send logging, warnings and any traceback to the rule's log."""
 
 import logging
 import sys
@@ -11,4 +11,10 @@ def setup_logging(log_path):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
-    return logging.getLogger("successor_heads")
+    log = logging.getLogger("successor_heads")
+
+    def excepthook(etype, value, tb):
+        log.error("stage failed", exc_info=(etype, value, tb))
+
+    sys.excepthook = excepthook
+    return log

@@ -109,7 +109,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     panels["behaviour: log-prob drop (nats)"] = drops
     plots.heatmap(panels, f"{cfg.model.name}: successor score per head (norms={norms})", out_dir / "successor_heatmap.png")
     top = df.iloc[0]
-    tl, th = int(top.layer), int(top.head)
+    tl, th = int(top["layer"]), int(top["head"])
     plots.bars(task_names, results[default].per_task[tl, th],
                f"{cfg.model.name} L{tl}H{th}: per-task successor score ({default})", out_dir / "top_head_tasks.png",
                hline=cfg.scores.threshold)

@@ -1,0 +1,370 @@
+"""Stage ``features``: mod-10 (and mod-7, mod-12) features from SAEs and linear probes on
+MLP0 outputs, read through the successor head (paper, Section 3; DESIGN.md, Mod-10 features).
+
+Steps: (1) the activation cache (:func:`build_cache`, rule ``cache_activations``): MLP0
+outputs of numbers 0..``features.numbers_max`` and every succession-task token
+(:mod:`successor_heads.activations`); (2) ``features.n_saes`` SAEs on a 90/10 split of the
+distinct tokens (:mod:`successor_heads.sae`), FVU and L0 on the validation tokens; (3) per
+modulus m and residue class i, each row's top feature for the successor head (the top head of
+``successor_scores.h5``), the class's modal feature per SAE, the mode across SAEs and its
+coverage; (4) logistic-regression probes for ``residue mod m`` trained on number tokens,
+cross-validated there and tested on the non-numeric succession tokens, and the cosine of each
+class's probe direction with its SAE feature (:mod:`successor_heads.probes`).
+
+Paper numbers (GPT-2 / Pythia): modal feature covers 58.5% of its class on average; probe right
+on 94 of 102 non-numeric tokens; mean probe-SAE cosine 0.71.
+
+Outputs in ``out_dir/features/``: ``directions.h5`` (the contract the editing stage reads:
+``sae_mod{m}``, ``probe_mod{m}`` ``[m, d_model]`` unit rows, NaN where a class has no tokens;
+attrs ``successor_head``, ``space``, ``norms``), ``saes.h5``, ``features_table.csv``,
+``features_summary.json``, ``feature_activations.png``, ``probe_confusion.png``,
+``probe_sae_cosine.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import plots
+from ..activations import NUMBER_FAMILY, TokenRows, activation_rows, mlp0_embeddings, read_cache, write_cache
+from ..adapters import NORM_OPTIONS, get_adapter
+from ..atomic import atomic_path
+from ..h5io import IncompleteOutputError, provenance, write_h5
+from ..models import load_model, read_manifest
+from ..probes import confusion, cosines, cross_val_predict, fit_probe
+from ..sae import evaluate, mode_across_saes, modal_features, save_saes, top_features, train_sae
+from ..tasks import build_tasks
+from .scores import load_top_heads
+
+log = logging.getLogger(__name__)
+
+CACHE = "activations/effective_embeddings.h5"
+OUTPUTS = ("features/directions.h5", "features/saes.h5", "features/features_table.csv",
+           "features/features_summary.json", "features/feature_activations.png",
+           "features/probe_confusion.png", "features/probe_sae_cosine.png")
+#: families a probe falls back on when number tokens alone leave a class with < 2 rows
+VALUE_FAMILIES = ["number_words", "ordinal_words"]
+#: the succession families that wrap with each modulus (past the paper: days mod 7, months mod 12)
+CYCLIC_FAMILIES = {7: ["days", "day_prefixes"], 12: ["months", "month_prefixes"]}
+PAPER = {"coverage_mod10": 0.585, "nonnumeric_probe_correct": "94/102", "probe_sae_cosine_mod10": 0.71}
+
+
+def check_config(fc) -> None:
+    """Reject bad ``features`` options with a message naming the key. Raises: ValueError."""
+    def integer(name, lo):
+        v = fc[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"features.{name}={v!r}: must be an integer >= {lo}")
+    for name, lo in (("numbers_max", 0), ("n_saes", 1), ("d_sae", 1), ("steps", 1), ("batch_size", 1),
+                     ("cv_folds", 2)):
+        integer(name, lo)
+    if not 0 < fc.val_fraction < 1:
+        raise ValueError(f"features.val_fraction={fc.val_fraction!r}: must be in (0, 1)")
+    if fc.l1_coeff < 0 or fc.lr <= 0 or fc.probe_C <= 0:
+        raise ValueError("features.l1_coeff must be >= 0, features.lr and features.probe_C > 0")
+    if not fc.moduli or any(isinstance(m, bool) or int(m) != m or m < 2 for m in fc.moduli):
+        raise ValueError(f"features.moduli={list(fc.moduli)!r}: must be a non-empty list of integers >= 2")
+    if fc.residue_of not in ("position", "index"):
+        raise ValueError(f"features.residue_of={fc.residue_of!r}: must be 'position' or 'index'")
+    if fc.norms not in NORM_OPTIONS:
+        raise ValueError(f"features.norms={fc.norms!r}: must be one of {NORM_OPTIONS}")
+    if not -1 <= fc.match_cosine <= 1:
+        raise ValueError(f"features.match_cosine={fc.match_cosine!r}: must be in [-1, 1]")
+
+
+def _cache_key(cfg, manifest) -> str:
+    return json.dumps({"model": cfg.model.name, "sha256": manifest.get("sha256"),
+                       "numbers_max": cfg.features.numbers_max, "norms": cfg.features.norms,
+                       "tasks": {k: cfg.tasks[k] for k in cfg.tasks}}, sort_keys=True, default=str)
+
+
+def build_cache(cfg, model_dir, path, loaded=None) -> tuple[TokenRows, np.ndarray, dict]:
+    """Compute and write the activation cache ``path`` (module docstring, step 1).
+
+    ``loaded``: optional ``(model, tokenizer)`` already in memory. Returns ``(rows, x
+    [n_tokens, d_model], attrs)``. Raises: ValueError for bad options or an empty token set.
+    """
+    check_config(cfg.features)
+    manifest = read_manifest(model_dir)
+    model, tok = loaded or load_model(model_dir, cfg.model.dtype, cfg.device)
+    adapter = get_adapter(model)
+    rows = activation_rows(tok, build_tasks(tok, cfg.tasks), cfg.features.numbers_max)
+    x = mlp0_embeddings(adapter, rows.token_ids, cfg.features.norms)
+    attrs = provenance(cfg, manifest, norms=cfg.features.norms, numbers_max=cfg.features.numbers_max,
+                       cache_key=_cache_key(cfg, manifest))
+    write_cache(path, rows, x, attrs)
+    log.info("cached %d rows (%s) to %s", len(rows), rows.counts(), path)
+    return rows, x.numpy(), attrs
+
+
+def head_score_fn(adapter, layer: int, head: int, rows: TokenRows, norms: str = "raw"):
+    """The successor head's score of a vector read as a given row, for :func:`successor_heads.sae.top_features`.
+
+    ``score(x [N, d_model], r [N]) -> [N]``: the logit that head ``layer.head``'s OV circuit
+    (:meth:`Adapter.ov`, then :meth:`Adapter.unembed`) gives row r's successor token minus the
+    mean logit over the tokens of row r's group (its task, or all numbers of its spacing); NaN
+    for rows without a single-token successor. Also returns ``ov_norm(C [d_sae, d_model]) -> [d_sae]``,
+    ``|OV(c) - OV(0)|``, the fallback weight.
+    """
+    U = sorted(set(rows.token_ids) | {s for s in rows.successor_id if s >= 0})
+    pos = {t: i for i, t in enumerate(U)}
+    U_t = torch.tensor(U, dtype=torch.long)
+    groups = sorted(set(rows.group))
+    gid = torch.tensor([groups.index(g) for g in rows.group])
+    G = torch.zeros(len(groups), len(U))
+    for g, t in zip(gid.tolist(), rows.token_ids):
+        G[g, pos[t]] = 1.0
+    G /= G.sum(1, keepdim=True)
+    tgt = torch.tensor([pos[s] if s >= 0 else -1 for s in rows.successor_id])
+    heads = torch.tensor([head])
+    dtype = adapter.W_E.dtype
+
+    @torch.no_grad()
+    def out(x):
+        return adapter.ov(layer, x.to(adapter.device, dtype), norms, heads=heads)[0]
+
+    @torch.no_grad()
+    def score(x_NM, r_N):
+        r_N = torch.as_tensor(r_N, dtype=torch.long)
+        s = torch.full((len(r_N),), float("nan"))
+        t = tgt[r_N]
+        has = t >= 0
+        if bool(has.any()):
+            logits = adapter.unembed(out(x_NM[has]), norms, token_ids=U_t).float().cpu()
+            s[has] = logits.gather(1, t[has][:, None])[:, 0] - (logits * G[gid[r_N[has]]]).sum(1)
+        return s
+
+    @torch.no_grad()
+    def ov_norm(C_FM):
+        return (out(C_FM) - out(torch.zeros(1, C_FM.shape[1]))).float().norm(dim=-1).cpu()
+
+    return score, ov_norm
+
+
+def split_tokens(token_ids, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, val)`` of one row per distinct token id, split ``1 - val_fraction :
+    val_fraction`` at random (``seed``); at least one token on each side. Raises: ValueError
+    for fewer than 2 distinct tokens."""
+    _, first = np.unique(np.asarray(token_ids), return_index=True)
+    if len(first) < 2:
+        raise ValueError(f"only {len(first)} distinct token(s): cannot split into train and validation")
+    perm = np.random.default_rng(int(seed)).permutation(np.sort(first))
+    n_val = min(max(1, int(round(val_fraction * len(perm)))), len(perm) - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _load_cache_or_build(cfg, model_dir, path, loaded, manifest, build: bool):
+    try:
+        rows, x, attrs = read_cache(path)
+        if str(attrs.get("cache_key")) == _cache_key(cfg, manifest):
+            return rows, x
+        if not build:
+            raise ValueError(f"{path} was built with another config ({attrs.get('cache_key')}); rerun cache_activations")
+    except IncompleteOutputError:
+        if not build:
+            raise
+    return build_cache(cfg, model_dir, path, loaded)[:2]
+
+
+def probe_sets(rows: TokenRows, y: np.ndarray, modulus: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Probe training and test rows: number tokens (plus number and ordinal words when numbers
+    leave a class with fewer than 2 rows, e.g. digit-splitting tokenizers) vs the rest; held-out
+    tasks in neither. Returns ``(train_families, train_mask [n_tokens], test_mask [n_tokens])``."""
+    fams = [NUMBER_FAMILY]
+    train = rows.mask([NUMBER_FAMILY])
+    if np.bincount(y[train], minlength=modulus).min() < 2:
+        fams += VALUE_FAMILIES
+        train = rows.mask(fams)
+    return fams, train, rows.mask(exclude=fams)
+
+
+def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores=None) -> dict:
+    """Run the stage (module docstring) for ``cfg.model``.
+
+    Args:
+        cfg: resolved config (full, or the ``features`` stage view).
+        model_dir: folder written by :func:`successor_heads.models.fetch_model`.
+        out_dir: ``results/{model}``.
+        activations: the cache to read (Snakemake passes it; must match the config). None: use
+            ``out_dir/activations/effective_embeddings.h5``, (re)building it when missing or stale.
+        scores: ``successor_scores.h5`` (default ``out_dir/successor_scores.h5``).
+
+    Returns: the summary dict also written to ``features/features_summary.json``.
+    Raises: ValueError for bad options or an empty token set; IncompleteOutputError when the
+    scores file is missing (run the scores stage first).
+    """
+    t0 = time.time()
+    fc = cfg.features
+    check_config(fc)
+    out_dir, fdir = Path(out_dir), Path(out_dir) / "features"
+    scores = Path(scores) if scores else out_dir / "successor_scores.h5"
+    layer, head = load_top_heads(scores, 1, fc.head_mode)[0]
+    manifest = read_manifest(model_dir)
+    model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
+    adapter = get_adapter(model)
+    rows, x = _load_cache_or_build(cfg, model_dir, Path(activations or out_dir / CACHE), (model, tok), manifest,
+                                   build=activations is None)
+    x_t = torch.as_tensor(x)
+    head_norms = cfg.scores.norms if "scores" in cfg else fc.norms
+    score, ov_norm = head_score_fn(adapter, layer, head, rows, head_norms)
+
+    train, val = split_tokens(rows.token_ids, fc.val_fraction, cfg.seed)
+    saes, sae_stats, tops, acts = [], [], [], []
+    for k in tqdm(range(fc.n_saes), desc="SAEs", disable=not progress):
+        sae, hist = train_sae(x_t[train], fc.d_sae, fc.l1_coeff, fc.lr, fc.steps, fc.batch_size,
+                              seed=cfg.seed * 1000 + k, tied=fc.tied, progress=progress, desc=f"SAE {k}")
+        ev = evaluate(sae, x_t[val])
+        top, _, a = top_features(sae, x_t, score, ov_norm(sae.contributions()))
+        saes.append(sae)
+        tops.append(top)
+        acts.append(a)
+        sae_stats.append({"fvu": ev["fvu"], "l0": ev["l0"], "final_loss": hist["loss"][-1],
+                          "rows_per_s": round(hist["rows_per_s"])})
+        log.info("SAE %d: FVU %.3f, L0 %.1f (validation)", k, ev["fvu"], ev["l0"])
+
+    dirs_out, extra, table, per_mod = {}, {"top_feature": np.stack(tops)}, [], {}
+    figs = {}
+    for m in fc.moduli:
+        m = int(m)
+        y = rows.residues(m, fc.residue_of)
+        keep = rows.mask()
+        feats, covs = [], []
+        for top in tops:
+            f, c, n_rows = modal_features(top, y, m, keep)
+            feats.append(f)
+            covs.append(c)
+        feats, covs = np.stack(feats), np.stack(covs)
+        D = np.stack([np.where((f >= 0)[:, None], s.directions().numpy()[np.maximum(f, 0)], np.nan)
+                      for s, f in zip(saes, feats)])
+        chosen, sae_dir, agree = mode_across_saes(D, covs, fc.match_cosine)
+        coverage = np.array([covs[s, i] if s >= 0 else np.nan for i, s in enumerate(chosen)])
+        fires = np.array([np.nan if s < 0 else float((acts[s][keep & (y == i), feats[s, i]] > 0).mean())
+                          for i, s in enumerate(chosen)])
+        fams, tr, te = probe_sets(rows, y, m)
+        probe = fit_probe(x[tr], y[tr], m, fc.probe_C, cfg.seed)
+        cv_pred, folds = cross_val_predict(x[tr], y[tr], m, fc.probe_C, fc.cv_folds, cfg.seed)
+        te_pred = probe.predict(x[te])
+        cos = cosines(probe.directions, sae_dir)
+        fam_te = np.asarray(rows.family, dtype=object)[te]
+        per_family = {f: f"{int((te_pred[fam_te == f] == y[te][fam_te == f]).sum())}/{int((fam_te == f).sum())}"
+                      for f in sorted(set(fam_te))}
+        cyc = np.isin(fam_te, CYCLIC_FAMILIES.get(m, []))
+        per_mod[m] = {
+            "coverage_mean": _nanmean(coverage), "coverage": coverage.tolist(),
+            "coverage_mean_over_saes": _nanmean(covs), "fires_on_class_mean": _nanmean(fires),
+            "agreement_mean": float(agree[chosen >= 0].mean()) if (chosen >= 0).any() else float("nan"),
+            "n_rows_per_class": n_rows.tolist(), "probe_train_families": fams, "probe_n_train": int(tr.sum()),
+            "probe_cv_folds": folds,
+            "probe_cv_accuracy": float((cv_pred == y[tr]).mean()) if cv_pred is not None else float("nan"),
+            "probe_test_correct": int((te_pred == y[te]).sum()), "probe_test_total": int(te.sum()),
+            "probe_test_accuracy": float((te_pred == y[te]).mean()) if te.any() else float("nan"),
+            "probe_test_per_family": per_family,
+            "probe_cyclic_accuracy": float((te_pred[cyc] == y[te][cyc]).mean()) if cyc.any() else None,
+            "probe_sae_cosine_mean": _nanmean(cos), "probe_sae_cosine": cos.tolist(),
+        }
+        dirs_out[f"sae_mod{m}"] = sae_dir.astype(np.float32)
+        dirs_out[f"probe_mod{m}"] = probe.directions.astype(np.float32)
+        dirs_out[f"sae_feature_mod{m}"] = np.array([feats[s, i] if s >= 0 else -1 for i, s in enumerate(chosen)])
+        dirs_out[f"sae_index_mod{m}"] = chosen
+        extra[f"modal_feature_mod{m}"] = feats
+        extra[f"coverage_mod{m}"] = covs
+        for i in range(m):
+            table.append({"modulus": m, "residue": i, "n_rows": int(n_rows[i]), "sae": int(chosen[i]),
+                          "feature": int(dirs_out[f"sae_feature_mod{m}"][i]), "coverage": coverage[i],
+                          "fires_on_class": fires[i], "agreement": agree[i], "probe_sae_cosine": cos[i],
+                          "probe_train_rows": int((y[tr] == i).sum()), "probe_test_rows": int((y[te] == i).sum()),
+                          "probe_test_correct": int(((te_pred == i) & (y[te] == i)).sum())})
+        figs[m] = (chosen, dirs_out[f"sae_feature_mod{m}"], cv_pred, y[tr], te_pred, y[te], probe.directions, sae_dir)
+
+    head_name = f"L{layer}H{head}"
+    attrs = provenance(cfg, manifest, successor_head=head_name, space="mlp0", norms=fc.norms, head_norms=head_norms,
+                       residue_of=fc.residue_of, moduli=[int(m) for m in fc.moduli], counts=rows.counts(),
+                       dims="sae_mod{m}, probe_mod{m}: [m, d_model] unit rows (NaN: class without tokens)")
+    write_h5(fdir / "directions.h5", dirs_out, attrs)
+    extra.update(train_rows=train, val_rows=val, fvu=[s["fvu"] for s in sae_stats], l0=[s["l0"] for s in sae_stats])
+    save_saes(fdir / "saes.h5", saes, extra, dict(attrs, l1_coeff=fc.l1_coeff, lr=fc.lr, steps=fc.steps,
+                                                   batch_size=fc.batch_size, seed=cfg.seed))
+    with atomic_path(fdir / "features_table.csv") as tmp:
+        pd.DataFrame(table).to_csv(tmp, index=False, float_format="%.4f")
+    _figures(cfg, rows, acts, figs, fdir)
+
+    summary = {"model": cfg.model.name, "successor_head": head_name, "head_mode": fc.head_mode or "file default",
+               "space": "mlp0", "norms": fc.norms, "head_norms": head_norms, "residue_of": fc.residue_of,
+               "token_counts": rows.counts(), "n_train_tokens": len(train), "n_val_tokens": len(val),
+               "fvu_mean": _nanmean([s["fvu"] for s in sae_stats]), "l0_mean": _nanmean([s["l0"] for s in sae_stats]),
+               "saes": sae_stats, "moduli": {str(m): v for m, v in per_mod.items()}, "paper": PAPER,
+               "wall_s": round(time.time() - t0, 1)}
+    with atomic_path(fdir / "features_summary.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def _nanmean(v) -> float:
+    v = np.asarray(v, float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def _json_default(o):
+    return o.item() if hasattr(o, "item") else str(o)
+
+
+def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    name = cfg.model.name
+    m0 = 10 if 10 in figs else next(iter(figs))
+    chosen, feat, cv_pred, y_tr, te_pred, y_te, probe_dirs, sae_dirs = figs[m0]
+    # 1. modal features' activations over numbers 0..99
+    spacings = [g for g in ("numbers_unspaced", "numbers_spaced") if g in rows.group]
+    fig, axes = plt.subplots(len(spacings) or 1, 1, figsize=(12, 0.35 * m0 + 1.5) if spacings else (4, 2),
+                             squeeze=False)
+    for ax, g in zip(axes[:, 0], spacings):
+        M = np.full((m0, 100), np.nan)
+        for r, (grp, val) in enumerate(zip(rows.group, rows.index)):
+            if grp == g and val < 100:
+                for i in range(m0):
+                    if chosen[i] >= 0:
+                        M[i, val] = acts[chosen[i]][r, feat[i]]
+        im = ax.imshow(M, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(m0))
+        ax.set_yticklabels([f"f{i} (SAE {chosen[i]} #{feat[i]})" for i in range(m0)], fontsize=7)
+        ax.set_xlabel(f"number token ({g}; blank: not a single token)")
+        fig.colorbar(im, ax=ax, fraction=0.03, label="activation")
+    axes[0, 0].set_title(f"{name}: mod-{m0} features on numbers 0-99", fontsize=10)
+    plots.save(fig, fdir / "feature_activations.png")
+    # 2. probe confusion matrices
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    panels = [("numbers, cross-validated", cv_pred, y_tr), ("non-numeric succession tokens", te_pred, y_te)]
+    for ax, (title, pred, true) in zip(axes, panels):
+        C = confusion(true, pred, m0) if pred is not None and len(pred) else np.zeros((m0, m0))
+        ax.imshow(C, cmap="Blues")
+        for (i, j), v in np.ndenumerate(C):
+            if v:
+                ax.text(j, i, int(v), ha="center", va="center", fontsize=6)
+        acc = np.trace(C) / max(C.sum(), 1)
+        ax.set_title(f"{title}: {acc:.0%} of {int(C.sum())}", fontsize=9)
+        ax.set_xlabel("predicted residue")
+        ax.set_ylabel("true residue")
+    fig.suptitle(f"{name}: mod-{m0} linear probe", fontsize=10)
+    plots.save(fig, fdir / "probe_confusion.png")
+    # 3. probe vs SAE cosines, one panel per modulus
+    fig, axes = plt.subplots(1, len(figs), figsize=(4.2 * len(figs), 4), squeeze=False)
+    for ax, (m, f) in zip(axes[0], figs.items()):
+        P, S = f[6], f[7]
+        with np.errstate(invalid="ignore"):
+            C = P @ S.T
+        im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_title(f"mod {m}: mean diagonal {_nanmean(np.diag(C)):.2f}", fontsize=9)
+        ax.set_xlabel("SAE feature of residue")
+        ax.set_ylabel("probe direction of residue")
+    fig.colorbar(im, ax=axes[0, -1], fraction=0.05, label="cosine")
+    fig.suptitle(f"{name}: probe vs SAE directions (paper, mod 10: 0.71)", fontsize=10)
+    plots.save(fig, fdir / "probe_sae_cosine.png")

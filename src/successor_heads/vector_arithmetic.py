@@ -1,0 +1,302 @@
+"""Vector arithmetic with mod-m features through the successor head (paper, Section 3.2, Figure 5).
+
+The paper edits a token's effective embedding with its mod-10 features and reads the result
+through the successor head: for a token ``x`` whose value has residue ``i`` and a target
+residue ``j``,
+
+    ``logits = unembed(OV_h(MLP0(W_E[x]) - a f_i + a f_j))``,
+
+and the edit *succeeds* when, among the task's tokens, the largest logit is the successor of
+the **target token** ``y``: the token of the same task whose value is ``c*m + j``, where
+``c = value(x) // m`` is the cycle (decade for ``m = 10``) that ``x`` lies in. For a wrapping
+task edited with its own period (days mod 7, months mod 12) the cycle is the whole week or
+year: ``y`` is the one item with residue ``j``. Example (numbers, ``m = 10``): ``x = " 23"``
+(``i = 3``), ``j = 7`` -> ``y = " 27"``, success when the head's top task logit is ``" 28"``.
+A token's *value* follows the features stage's ``features.residue_of``: ``position``
+(:attr:`~successor_heads.tasks.Task.positions`, 1-based: Monday=1, January=1, A=1, 17=17) or
+``index`` (:attr:`~successor_heads.tasks.Task.index`: Monday=0, January=0, A=0, 17=17), so
+residue ``i`` means the same class as the features stage's ``f_i``. Pairs are skipped when
+``j == i``, when ``y`` is not a single token of the tokenizer, when ``y`` has no successor in
+the task, or when ``f_i`` or ``f_j`` is missing (NaN rows of the SAE directions).
+
+The modulus per task family is a config choice (``editing.moduli``; default 10 for numbers,
+number words, ordinal words and letters, 7 for days, 12 for months). The paper uses its mod-10
+features everywhere and reports numbers 20-29 about 89%, months about 53%, days and letters
+failing (Figure 5). Tokenizers that write numbers digit by digit (SmolLM2, Gemma3) keep only
+1-9 as number tokens, so "numbers 20-29" is empty there and only the 1-9 cycle is measured.
+
+Scale ``a`` (``editing.scale_ref``):
+
+* ``projection`` (default): ``a = scale * |<x, f_i>|`` per token, with ``f_i`` unit-norm. At
+  ``scale = 1`` and orthogonal features, the edit moves the part of ``x`` that lies along
+  ``f_i`` onto ``f_j`` (same length): "swap feature i for feature j".
+* ``norm``: ``a = scale * ||x||``, an absolute scale in units of the embedding's norm.
+
+``scale = 0`` is the unedited control (the head then predicts the successor of ``x``, so
+success there is chance-level 0 by construction whenever ``j != i``).
+
+Directions come from the features stage (``results/{model}/features/directions.h5``:
+``sae_mod{m}`` and ``probe_mod{m}``, ``[m, d_model]``, unit rows, in the ``mlp0`` space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .adapters import Adapter
+from .h5io import IncompleteOutputError, read_h5
+
+SOURCES = ("sae", "probe")
+SCALE_REFS = ("projection", "norm")
+#: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.
+PAPER = {"numbers_20_29": 0.89, "months": 0.53, "days": "fails", "letters": "fails"}
+RESIDUE_OF = ("position", "index")
+DEFAULT_MODULI = {"numbers": 10, "number_words": 10, "ordinal_words": 10, "letters": 10,
+                  "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12}
+
+
+def load_directions(path: str | Path, d_model: int, sources=SOURCES) -> dict[tuple[str, int], torch.Tensor]:
+    """Read the features stage's directions: ``{(source, m): f [m, d_model]}`` (float32, unit rows,
+    NaN rows where a residue class had no tokens).
+
+    Source: ``results/{model}/features/directions.h5`` written by the ``features`` stage
+    (datasets ``sae_mod{m}``, ``probe_mod{m}``).
+
+    Raises:
+        ValueError: the file is missing or unfinished (says which stage makes it), holds no
+            ``{source}_mod{m}`` dataset, or a dataset is not ``[m, d_model]``.
+    """
+    try:
+        data, _ = read_h5(path)
+    except IncompleteOutputError as e:
+        raise ValueError(
+            f"feature directions unavailable: {e}. They are made by the features stage "
+            "(`successor-heads features model=...`, or snakemake's features rule)") from e
+    out = {}
+    for name, arr in data.items():
+        src, _, m = name.partition("_mod")
+        if src not in sources or not m.isdigit():
+            continue
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape != (int(m), d_model):
+            raise ValueError(f"{path}: dataset {name} has shape {arr.shape}, expected ({m}, {d_model})")
+        out[(src, int(m))] = torch.from_numpy(arr)
+    if not out:
+        raise ValueError(f"{path} holds no {'/'.join(sources)}_mod<m> dataset; rerun the features stage")
+    return out
+
+
+def task_values(task, residue_of: str = "position") -> list[int]:
+    """The values whose residues define feature classes: ``task.positions`` (``"position"``,
+    1-based) or ``task.index`` (``"index"``). Raises: ValueError for another ``residue_of``."""
+    if residue_of not in RESIDUE_OF:
+        raise ValueError(f"residue_of={residue_of!r}: must be one of {RESIDUE_OF}")
+    return list(task.positions if residue_of == "position" else task.index)
+
+
+def edit_pairs(task, modulus: int, residue_of: str = "position") -> pd.DataFrame:
+    """Every (source token, target residue) pair of one task; see the module docstring.
+
+    Input: a :class:`successor_heads.tasks.Task`, its modulus ``m`` and the value convention.
+    Output: DataFrame with columns ``src`` (position of ``x`` in ``task.tokens``), ``tgt`` (of
+    ``y``), ``succ`` (of ``y``'s successor: the expected top token), ``i``, ``j`` (residues),
+    ``cycle``; one row per pair, possibly none. Raises: ValueError if ``modulus < 2``.
+    """
+    if modulus < 2:
+        raise ValueError(f"modulus must be >= 2, got {modulus}")
+    values = task_values(task, residue_of)
+    whole = task.modulus == modulus  # a wrapping task edited with its own period: one cycle
+    where = {((0 if whole else v // modulus), v % modulus): k for k, v in enumerate(values)}
+    rows = []
+    for k, v in enumerate(values):
+        i, c = v % modulus, (0 if whole else v // modulus)
+        for j in range(modulus):
+            t = where.get((c, j))
+            if j == i or t is None or task.successor[t] < 0:
+                continue
+            rows.append((k, t, task.successor[t], i, j, c))
+    return pd.DataFrame(rows, columns=["src", "tgt", "succ", "i", "j", "cycle"])
+
+
+def edit_vectors(x: torch.Tensor, f_from: torch.Tensor, f_to: torch.Tensor, scale: float,
+                 ref: str = "projection") -> torch.Tensor:
+    """``x - a f_from + a f_to`` row by row.
+
+    Shapes: ``x, f_from, f_to [n, d_model]`` (``f`` unit-norm) -> ``[n, d_model]``. ``a`` is
+    ``scale * |<x, f_from>|`` (``ref="projection"``) or ``scale * ||x||`` (``"norm"``), per row.
+    Raises: ValueError for an unknown ``ref``.
+    """
+    if ref not in SCALE_REFS:
+        raise ValueError(f"scale_ref={ref!r}: must be one of {SCALE_REFS}")
+    if ref == "projection":
+        a = (x * f_from).sum(-1, keepdim=True).abs()
+    else:
+        a = x.norm(dim=-1, keepdim=True)
+    return x + scale * a * (f_to - f_from)
+
+
+@torch.no_grad()
+def head_task_logits(adapter: Adapter, layer: int, head: int, x: torch.Tensor, token_ids,
+                     norms: str = "raw") -> torch.Tensor:
+    """The head's OV output read through the unembedding, restricted to ``token_ids``.
+
+    ``x [n, d_model]`` (residual vectors the head attends to) -> ``[n, n_tokens]`` float32
+    logits: ``unembed(ov(x))`` with ``norms`` as in :meth:`Adapter.ov` / :meth:`Adapter.unembed`.
+    """
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    out = adapter.ov(layer, x.to(adapter.device, adapter.W_E.dtype), norms, heads=torch.tensor([head]))[0]
+    return adapter.unembed(out, norms, token_ids=ids).float().cpu()
+
+
+@torch.no_grad()
+def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw") -> torch.Tensor:
+    """The paper's effective embedding ``MLP0(W_E[t])``: ``token_ids [n]`` -> ``[n, d_model]`` float32."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    return adapter.mlp0(adapter.embed(ids), norms).float().cpu()
+
+
+@torch.no_grad()
+def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor, feats: torch.Tensor,
+                 scales, norms: str = "raw", ref: str = "projection", src_values=None,
+                 residue_of: str = "position") -> pd.DataFrame:
+    """Success of vector arithmetic on one task for each scale.
+
+    Args:
+        task: a :class:`~successor_heads.tasks.Task`.
+        x: ``[len(task.tokens), d_model]`` effective embeddings of the task's tokens.
+        feats: ``[m, d_model]`` unit feature directions (NaN rows = unavailable class).
+        scales: the scales ``a`` is multiplied by (see :func:`edit_vectors`).
+        src_values: if given, only source tokens whose value is in it (e.g. 20-29); targets
+            may be any token of the task.
+        residue_of: ``"position"`` or ``"index"`` (see :func:`task_values`).
+
+    Returns: one row per (scale, i, j) with ``n_pairs``, ``n_success``, ``success_rate`` and
+    ``n_source_successor`` (pairs where the head still predicts the successor of ``x``).
+    Raises: ValueError if ``x`` does not match the task or ``ref`` is unknown.
+    """
+    m = feats.shape[0]
+    if x.shape[0] != len(task.tokens):
+        raise ValueError(f"x has {x.shape[0]} rows, task {task.name} has {len(task.tokens)} tokens")
+    pairs = edit_pairs(task, m, residue_of)
+    if src_values is not None and len(pairs):
+        keep, values = set(src_values), task_values(task, residue_of)
+        pairs = pairs[[values[k] in keep for k in pairs.src.values]]
+    ok = ~torch.isnan(feats).any(-1)
+    if len(pairs):
+        pairs = pairs[ok[pairs.i.values].numpy() & ok[pairs.j.values].numpy()].reset_index(drop=True)
+    cols = ["scale", "i", "j", "n_pairs", "n_success", "n_source_successor", "success_rate"]
+    if not len(pairs):
+        return pd.DataFrame(columns=cols)
+    xs, fi, fj = x[pairs.src.values], feats[pairs.i.values], feats[pairs.j.values]
+    src_succ = torch.tensor([task.successor[k] for k in pairs.src.values])
+    rows = []
+    for s in scales:
+        pred = head_task_logits(adapter, layer, head, edit_vectors(xs, fi, fj, float(s), ref),
+                                task.token_ids, norms).argmax(-1)
+        df = pairs.assign(hit=(pred == torch.tensor(pairs.succ.values)).numpy(),
+                          stay=(pred == src_succ).numpy())
+        g = df.groupby(["i", "j"]).agg(n_pairs=("hit", "size"), n_success=("hit", "sum"),
+                                       n_source_successor=("stay", "sum")).reset_index()
+        rows.append(g.assign(scale=float(s)))
+    out = pd.concat(rows, ignore_index=True)
+    out["success_rate"] = out.n_success / out.n_pairs
+    return out[cols]
+
+
+def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions: Mapping, scales,
+                      norms: str = "raw", ref: str = "projection", moduli: Mapping | None = None,
+                      residue_of: str = "position", mlp0_norms: str | None = None) -> pd.DataFrame:
+    """Vector arithmetic on every usable task whose family has a modulus with directions.
+
+    Args:
+        tasks: from :func:`successor_heads.tasks.build_tasks` (unusable and held-out tasks skipped).
+        directions: ``{(source, m): [m, d_model]}`` from :func:`load_directions`.
+        norms: for the head's OV circuit and the unembedding (``scores.norms``).
+        moduli: family -> modulus (default :data:`DEFAULT_MODULI`); families not listed are skipped.
+        residue_of: value convention of the features (``features.residue_of``).
+        mlp0_norms: norms of the MLP0 space the directions live in (default ``norms``).
+
+    Returns: long DataFrame, columns ``source, task, family, modulus, numbers_20_29, scale, i,
+    j, n_pairs, n_success, n_source_successor, success_rate``; ``numbers_20_29`` is True on
+    extra rows of the numbers tasks restricted to sources 20-29 (also counted in the full rows).
+    Raises: ValueError as :func:`edit_success`.
+    """
+    moduli = dict(DEFAULT_MODULI if moduli is None else moduli)
+    frames = []
+    for task in tasks:
+        m = moduli.get(task.family)
+        if m is None or not task.usable or task.held_out:
+            continue
+        x = mlp0_embeddings(adapter, task.token_ids, mlp0_norms or norms)
+        values = task_values(task, residue_of)
+        for (source, dm), feats in directions.items():
+            if dm != m:
+                continue
+            meta = dict(source=source, task=task.name, family=task.family, modulus=m)
+            df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, None, residue_of)
+            frames.append(df.assign(**meta, numbers_20_29=False))
+            if task.family == "numbers" and any(20 <= v <= 29 for v in values):
+                df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, range(20, 30), residue_of)
+                frames.append(df.assign(**meta, numbers_20_29=True))
+    cols = ["source", "task", "family", "modulus", "numbers_20_29", "scale", "i", "j", "n_pairs",
+            "n_success", "n_source_successor", "success_rate"]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def summarise(df: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """Success per (source, group) at ``scale``: groups are each task, each family (all its
+    spacing/case variants pooled) and ``numbers_20_29``. Columns ``source, group, kind,
+    n_pairs, n_success, success_rate, paper``. Input: the output of :func:`vector_arithmetic`."""
+    d = df[np.isclose(df.scale.astype(float), scale)]
+    rows = []
+    for (source, n2029), g in d.groupby(["source", "numbers_20_29"]):
+        keys = [("numbers_20_29", "group", g)] if n2029 else (
+            [(t, "task", gt) for t, gt in g.groupby("task")] + [(f, "family", gf) for f, gf in g.groupby("family")])
+        for name, kind, gg in keys:
+            n, k = int(gg.n_pairs.sum()), int(gg.n_success.sum())
+            rows.append({"source": source, "group": name, "kind": kind, "n_pairs": n, "n_success": k,
+                         "success_rate": k / n if n else float("nan"), "paper": PAPER.get(name, "")})
+    return pd.DataFrame(rows, columns=["source", "group", "kind", "n_pairs", "n_success", "success_rate", "paper"])
+
+
+def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Success per (source, family or ``numbers_20_29``, scale), pooled over tasks, residues and
+    variants: columns ``source, group, scale, n_pairs, n_success, success_rate``."""
+    d = df.assign(group=np.where(df.numbers_20_29.astype(bool), "numbers_20_29", df.family))
+    g = d.groupby(["source", "group", "scale"], as_index=False)[["n_pairs", "n_success"]].sum()
+    g["success_rate"] = g.n_success / g.n_pairs
+    return g
+
+
+def plot_scale_sweep(df: pd.DataFrame, title: str, path) -> None:
+    """Success rate against the edit scale, one panel per direction source, one line per family
+    (and numbers 20-29); the paper's reported rates as stars at scale 1. Writes ``path`` atomically."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    t = sweep_table(df) if len(df) else pd.DataFrame(columns=["source", "group", "scale", "success_rate"])
+    sources = sorted(set(t.source)) or ["(no directions)"]
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 3.4), squeeze=False, sharey=True)
+    groups = sorted(set(t.group))
+    for ax, source in zip(axes[0], sources):
+        for k, grp in enumerate(groups):
+            g = t[(t.source == source) & (t.group == grp)].sort_values("scale")
+            if len(g):
+                ax.plot(g.scale, g.success_rate, marker="o", ms=3, color=f"C{k % 10}", label=grp)
+            paper = PAPER.get(grp)
+            if isinstance(paper, float):
+                ax.plot([1.0], [paper], "*", color=f"C{k % 10}", ms=9)
+        ax.set_title(f"{source} directions", fontsize=9)
+        ax.set_xlabel("scale (a / reference)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("success rate (top task token = successor of target)")
+    fig.suptitle(title + "  (*: paper, Pythia-1.4B)", fontsize=10)
+    plots.save(fig, path)

@@ -1,0 +1,51 @@
+"""The DAG end to end on a tiny local model, in a temporary folder."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from workflow_project import make_project, snakemake
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp = make_project(tmp_path_factory.mktemp("dag"))
+    snakemake(tmp)
+    return tmp
+
+
+def test_scores_outputs(project):
+    r = project / "results" / "tiny-llama"
+    for f in ("successor_scores.h5", "successor_scores.csv", "tasks.csv", "successor_heatmap.png",
+              "top_head_tasks.png", "scores_summary.json", "config.yaml", "model/manifest.json"):
+        assert (r / f).is_file(), f
+    df = pd.read_csv(r / "successor_scores.csv")
+    assert list(df.columns[:3]) == ["layer", "head", "successor_score"]
+    assert "behaviour_logprob_drop" in df.columns and "successor_score_mlp0" in df.columns
+    assert df.successor_score.is_monotonic_decreasing
+    assert len(df) == 2 * 4
+    s = json.loads((r / "scores_summary.json").read_text())
+    assert s["default_mode"] == "resid"
+    zoo = pd.read_csv(project / "results" / "zoo" / "successor_heads.csv")
+    assert list(zoo.model) == ["tiny-llama"]
+    assert (project / "results" / "zoo" / "max_score_vs_params.png").stat().st_size > 1000
+
+
+def test_rerun_does_nothing(project):
+    proc = snakemake(project, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_config_change_reruns_only_affected_stage(project):
+    proc = snakemake(project, "-n", overrides=[*__import__("workflow_project").TINY_OVERRIDES, "scores.threshold=0.6"])
+    out = proc.stdout + proc.stderr
+    assert "successor_scores" in out and "fetch_model" not in out
+    # a dry run must leave the stored config as the finished run wrote it
+    snakemake(project, "-n")
+
+
+def test_unknown_model_fails_clearly(project):
+    proc = snakemake(project, "-n", models=("nope",), check=False)
+    assert proc.returncode != 0
+    assert "unknown model 'nope'" in proc.stdout + proc.stderr

@@ -1,0 +1,20 @@
+# Stage `models`: fetch a model's weights once and store them as a transformers folder
+# (DESIGN.md, "Models without a network"; successor_heads.models.fetch_model).
+# A local rule: compute nodes are often offline, and the job is download-bound. The folder is
+# built under a temporary name and renamed into place with manifest.json written last, so
+# downstream rules depend on MANIFEST (results/{model}/model/manifest.json), never on the folder.
+
+
+localrules:
+    fetch_model,
+
+
+rule fetch_model:
+    input:
+        config=stage_config("models"),
+    output:
+        manifest=MANIFEST,
+    log:
+        f"{RESULTS}/logs/{{model}}/fetch_model.log",
+    script:
+        "../scripts/fetch_model.py"

@@ -1,0 +1,24 @@
+"""Thin wrapper: rule fetch_model -> successor_heads.models.fetch_model.
+
+Fetches one model into the folder holding ``snakemake.output.manifest``
+(``results/{model}/model/``); logging goes to ``snakemake.log[0]``.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
+from _common import setup_logging  # noqa: E402
+
+from successor_heads.config import load_resolved  # noqa: E402
+from successor_heads.models import fetch_model  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+manifest = Path(snakemake.output.manifest)  # noqa: F821
+try:
+    cfg = load_resolved(snakemake.input.config)  # noqa: F821
+    fetch_model(cfg, manifest.parent)
+    if not manifest.is_file():
+        raise RuntimeError(f"fetch_model finished but {manifest} is missing")
+except Exception:
+    log.exception("fetch_model failed")
+    raise
