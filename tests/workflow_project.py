@@ -35,15 +35,24 @@ def make_project(tmp: Path, family: str = "llama", name: str = "tiny-llama") -> 
     return tmp
 
 
-def snakemake(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, timeout=900,
-              check=True) -> subprocess.CompletedProcess:
-    """Run the repo's Snakefile in ``tmp`` (results land in ``tmp/results``)."""
+def snakemake_command(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, config=(),
+                      env=None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment :func:`snakemake` runs (for tests that need a
+    ``subprocess.Popen``). ``config``: extra ``--config`` items (e.g. ``"stages=[scores]"``);
+    ``env``: extra environment variables for snakemake and its jobs."""
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp),
         "--cores", "2", "--config", f"zoo=[{','.join(models)}]", f"config_dir={tmp / 'config'}",
-        f"overrides=[{','.join(overrides)}]", *args,
+        f"overrides=[{','.join(overrides)}]", *config, *args,
     ]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return cmd, dict(os.environ, PYTHONPATH=str(REPO / "src"), **(env or {}))
+
+
+def snakemake(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, timeout=900,
+              check=True, config=(), env=None) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile in ``tmp`` (results land in ``tmp/results``); see
+    :func:`snakemake_command` for ``config`` and ``env``."""
+    cmd, env = snakemake_command(tmp, *args, models=models, overrides=overrides, config=config, env=env)
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

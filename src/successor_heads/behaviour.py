@@ -50,12 +50,40 @@ def _group_by_length(tokenizer, prompts: list[dict]) -> dict[int, tuple[torch.Te
 
 
 @torch.no_grad()
-def _target_logprobs(adapter: Adapter, groups) -> torch.Tensor:
+def _target_logprobs(adapter: Adapter, groups, repeat: int = 1) -> torch.Tensor:
+    """Log-prob of each prompt's target, ``[repeat, n_prompts]``; every group is run ``repeat``
+    times in one batch (copy k is what a hook patches for head k)."""
     out = []
     for ids, tgt in groups.values():
-        logits = adapter.model(input_ids=ids.to(adapter.device)).logits[:, -1].float()
-        out.append(logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu())
-    return torch.cat(out)
+        ids_rep = ids.repeat(repeat, 1).to(adapter.device)
+        logits = adapter.model(input_ids=ids_rep, logits_to_keep=1).logits[:, -1].float()
+        lp = logits.log_softmax(-1).gather(1, tgt.repeat(repeat).to(logits.device)[:, None])[:, 0]
+        out.append(lp.reshape(repeat, -1).cpu())
+    return torch.cat(out, 1)
+
+
+@contextlib.contextmanager
+def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor):
+    """For a batch made of ``n_heads`` stacked copies of the same prompts, copy k has head k
+    of ``layer`` replaced by ``values[k] [d_head]`` (``values [n_heads, d_head]``).
+
+    One forward pass then ablates every head of the layer; the hook is removed on exit even
+    when the forward pass raises.
+    """
+    n_heads, dh = adapter.dims.n_heads, adapter.dims.d_head
+
+    def hook(_mod, args):
+        z = args[0].clone()
+        z_KBPHD = z.view(n_heads, -1, z.shape[-2], n_heads, dh)
+        idx = torch.arange(n_heads, device=z.device)
+        z_KBPHD[idx, :, :, idx] = values.to(z.dtype)[:, None, None, :]
+        return (z, *args[1:])
+
+    handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @torch.no_grad()
@@ -75,7 +103,7 @@ def mean_z(adapter: Adapter, groups) -> torch.Tensor:
         for layer in range(d.n_layers):
             handles.append(adapter.o_proj(layer).register_forward_pre_hook(make(layer)))
         for ids, _ in groups.values():
-            adapter.model(input_ids=ids.to(adapter.device))
+            adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1)
             count += ids.numel()
     finally:
         for h in handles:
@@ -105,16 +133,12 @@ def behavioural_drops(
     if ablation not in ("mean", "zero"):
         raise ValueError(f"ablation={ablation!r}: must be mean or zero")
     groups = _group_by_length(tokenizer, prompts)
-    base = _target_logprobs(adapter, groups)
+    base = _target_logprobs(adapter, groups)[0]
     d = adapter.dims
     means = mean_z(adapter, groups) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
     drops = np.zeros((d.n_layers, d.n_heads))
-    bar = tqdm(total=d.n_layers * d.n_heads, desc="behavioural check (head ablations)", disable=not progress)
-    for layer in range(d.n_layers):
-        for head in range(d.n_heads):
-            with patch_head_z(adapter, layer, head, means[layer, head].to(adapter.device)):
-                lp = _target_logprobs(adapter, groups)
-            drops[layer, head] = float((base - lp).mean())
-            bar.update()
-    bar.close()
+    for layer in tqdm(range(d.n_layers), desc="behavioural check (ablating each head)", disable=not progress):
+        with patch_each_head(adapter, layer, means[layer].to(adapter.device)):
+            lp_HN = _target_logprobs(adapter, groups, repeat=d.n_heads)
+        drops[layer] = (base[None] - lp_HN).mean(1).numpy()
     return drops, float(base.mean())

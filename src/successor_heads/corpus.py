@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds allowed for the hub reachability check before an hf_dataset corpus gives up.
 HUB_TIMEOUT_S = 3.0
-OFFLINE_HINT = "use the offline corpus with `corpus=pydoc` (CPython's reference text) or local files with `corpus=files corpus.glob='/path/*.txt'`"
+OFFLINE_HINT = ("use the offline corpus with `corpus=pydoc` (CPython's reference text) or local files with "
+                "`corpus=files corpus.glob='/path/*.txt'`")
 
 
 class CorpusError(ValueError):
@@ -118,7 +119,8 @@ def file_texts(pattern: str | None) -> tuple[list[str], str]:
         except UnicodeDecodeError as e:
             raise CorpusError(f"corpus file {p} is not UTF-8 text ({e}); remove it from corpus.glob") from e
         except OSError as e:
-            raise CorpusError(f"corpus file {p} cannot be read ({e.strerror or e}); fix its permissions or corpus.glob") from e
+            raise CorpusError(
+                f"corpus file {p} cannot be read ({e.strerror or e}); fix its permissions or corpus.glob") from e
     return texts, f"{len(paths)} file(s) matching {pattern}"
 
 
@@ -162,7 +164,8 @@ def hf_texts(cfg: Any, n_tokens_needed: int, count_tokens: Callable[[str], int],
         texts, n = [], 0
         for row in stream:
             if field_name not in row:
-                raise CorpusError(f"dataset {name!r} has no field {field_name!r} (fields: {sorted(row)}); set corpus.hf_text_field")
+                raise CorpusError(
+                    f"dataset {name!r} has no field {field_name!r} (fields: {sorted(row)}); set corpus.hf_text_field")
             texts.append(str(row[field_name]))
             n += count_tokens(texts[-1])
             if n >= n_tokens_needed:

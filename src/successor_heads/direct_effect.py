@@ -70,7 +70,8 @@ class DirectEffects:
     ``loss [n_layers, n_heads, n_tokens]`` and ``target_logit [n_layers, n_heads, n_tokens]``
     with each head's direct effect mean-ablated; ``base_loss [n_tokens]``, ``base_logit
     [n_tokens]`` clean; ``target_ids [n_tokens]``; ``context_index`` and ``position
-    [n_tokens]`` (position of the token that predicts the target).
+    [n_tokens]`` (position of the token that predicts the target); ``method``: the path used
+    (both are exact; "fast" is the rank-``d_head`` form).
     """
 
     loss: np.ndarray
@@ -80,6 +81,7 @@ class DirectEffects:
     target_ids: np.ndarray
     context_index: np.ndarray
     position: np.ndarray
+    method: str = "fast"
 
 
 def _compute_device(adapter: Adapter) -> torch.device:
@@ -101,6 +103,14 @@ def _hooks(pairs):
 
 def _first_input(args, kwargs):
     return args[0] if args else next(iter(kwargs.values()))
+
+
+def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` as float32 on ``x``'s device, with ``x`` cast to the module's own dtype and
+    device first (half-precision or multi-GPU models)."""
+    p = next(module.parameters(), None)
+    y = module(x.to(p.device, p.dtype)) if p is not None else module(x)
+    return y.to(x.device, torch.float32)
 
 
 @torch.no_grad()
@@ -250,12 +260,14 @@ class DirectEffectAblator:
         return lse - logit, logit
 
     def _unembed(self, x: torch.Tensor) -> torch.Tensor:
-        L = self.a.final_norm()(x).float() @ self.W_U
+        L = _norm(self.a.final_norm(), x) @ self.W_U
         return L + self.b_U if self.b_U is not None else L
 
     @torch.no_grad()
-    def run(self, cap: Capture, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def run(self, cap: Capture, targets: torch.Tensor, bar=None) -> tuple[torch.Tensor, ...]:
         """Ablate every head's direct effect for captured positions with next tokens ``targets [N]``.
+
+        ``bar``: an optional tqdm bar, advanced by one per layer and token chunk.
 
         Returns: ``(loss, target_logit)`` each ``[n_layers, n_heads, N]`` and ``(base_loss,
         base_logit)`` each ``[N]``, float32 on the CPU; losses in nats.
@@ -264,8 +276,9 @@ class DirectEffectAblator:
         N = cap.resid.shape[0]
         if targets.shape != (N,):
             raise ValueError(f"targets has shape {tuple(targets.shape)}; the capture has {N} positions")
+        tol = 1e-4 if self.W_U.dtype == self.a.W_U.dtype else 1e-2  # looser for half-precision models
         if self.spec is not None and not torch.allclose(
-                self.spec(cap.resid), self.a.final_norm()(cap.resid).float(), rtol=1e-4, atol=1e-4):
+                self.spec(cap.resid), _norm(self.a.final_norm(), cap.resid), rtol=tol, atol=tol):
             log.warning("final norm %s does not match its recognised form; using the exact path",
                         type(self.a.final_norm()).__name__)
             self.spec = None
@@ -276,11 +289,11 @@ class DirectEffectAblator:
         for s in range(0, N, rows):
             sl = slice(s, min(N, s + rows))
             fn = self._fast_chunk if self.spec is not None else self._exact_chunk
-            lo, lg, bl, bg = fn(cap, sl, tg[sl])
+            lo, lg, bl, bg = fn(cap, sl, tg[sl], bar)
             out[0][:, :, sl], out[1][:, :, sl], base[0][sl], base[1][sl] = lo, lg, bl, bg
         return out[0], out[1], base[0], base[1]
 
-    def _fast_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor):
+    def _fast_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor, bar):
         spec, d = self.spec, self.d
         x_NM = cap.resid[sl]
         n = x_NM.shape[0]
@@ -311,9 +324,11 @@ class DirectEffectAblator:
                     L += c_V
                 lo, lg = self._finish(L, tg)
                 loss[layer, h], logit[layer, h] = lo.cpu(), lg.cpu()
+            if bar is not None:
+                bar.update()
         return loss, logit, base_loss.cpu(), base_logit.cpu()
 
-    def _exact_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor):
+    def _exact_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor, bar):
         d = self.d
         x_NM = cap.resid[sl]
         n = x_NM.shape[0]
@@ -330,9 +345,11 @@ class DirectEffectAblator:
                 if self.post:
                     a_NM = cap.attn_out[sl, layer]
                     norm = self.a.attn_out_norm(layer)
-                    dout_KNM = norm(a_NM[None] + dout_KNM).float() - norm(a_NM).float()[None]
+                    dout_KNM = _norm(norm, a_NM[None] + dout_KNM) - _norm(norm, a_NM)[None]
                 lo, lg = self._finish(self._unembed(x_NM[None] + dout_KNM), tg)
                 loss[layer, hs], logit[layer, hs] = lo.cpu(), lg.cpu()
+            if bar is not None:
+                bar.update()
         return loss, logit, base_loss.cpu(), base_logit.cpu()
 
 
@@ -351,17 +368,22 @@ def corpus_direct_effects(adapter: Adapter, tokens: torch.Tensor, mean_z_LHD: to
         raise ValueError(f"contexts of {P} token(s): need at least 2 to score a next-token prediction")
     ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, fast)
     parts: list[tuple] = []
-    for s in tqdm(range(0, n_ctx, batch_size), desc=f"direct effects ({'fast' if ab.fast else 'exact'} path)",
-                  disable=not progress):
+    starts = range(0, n_ctx, batch_size)
+    n_chunks = sum(-(-min(batch_size, n_ctx - s) * (P - 1) // ab.block_rows) for s in starts)
+    bar = tqdm(total=n_chunks * adapter.dims.n_layers, desc=f"direct effects, all heads ({'fast' if ab.fast else 'exact'})",
+               unit="layer", disable=not progress)
+    for s in starts:
         ids = tokens[s:s + batch_size]
         sel = torch.ones_like(ids, dtype=torch.bool)
         sel[:, -1] = False
         cap = capture(adapter, ids, sel)
-        parts.append(ab.run(cap, ids[:, 1:].reshape(-1)))
+        parts.append(ab.run(cap, ids[:, 1:].reshape(-1), bar))
+    bar.close()
     loss, logit, bl, bg = (torch.cat([p[i] for p in parts], -1).numpy() for i in range(4))
     ctx = np.repeat(np.arange(n_ctx), P - 1)
     pos = np.tile(np.arange(P - 1), n_ctx)
-    return DirectEffects(loss, logit, bl, bg, tokens[:, 1:].reshape(-1).numpy(), ctx, pos)
+    return DirectEffects(loss, logit, bl, bg, tokens[:, 1:].reshape(-1).numpy(), ctx, pos,
+                         "fast" if ab.fast else "exact")
 
 
 @torch.no_grad()
@@ -375,7 +397,7 @@ def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: to
     in nats (batch-major, as :func:`corpus_direct_effects`). ``heads`` default: all.
     """
     d = adapter.dims
-    heads = heads or [(l, h) for l in range(d.n_layers) for h in range(d.n_heads)]
+    heads = heads or [(i, h) for i in range(d.n_layers) for h in range(d.n_heads)]
     cap = capture(adapter, input_ids)
     B, P = input_ids.shape
     z = cap.z.reshape(B, P, d.n_layers, d.n_heads, d.d_head)
@@ -387,7 +409,7 @@ def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: to
         if cap.attn_out is not None:
             a = cap.attn_out.reshape(B, P, d.n_layers, -1)[:, :, layer].to(W_O.device)
             norm = adapter.attn_out_norm(layer)
-            delta = norm(a + delta).float() - norm(a).float()
+            delta = _norm(norm, a + delta) - _norm(norm, a)
 
         def hook(_m, args, kwargs, delta=delta):
             if args:

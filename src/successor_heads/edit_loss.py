@@ -102,8 +102,8 @@ def prompt_cases(tokenizer, tasks, moduli: Mapping | None = None, residue_of: st
     out = []
     for pr in ordinal_list_prompts(tokenizer, tasks, n_items, max_per_family):
         task = by_name[pr["task"]]
-        m = moduli.get(task.family)
-        if m is None:
+        m = moduli.get(task.family) or 0
+        if m < 2:
             continue
         kt = task.token_ids.index(pr["target_id"])
         k = task.successor.index(kt)  # the last list item
@@ -172,8 +172,8 @@ def residue_classes(tasks, moduli: Mapping | None = None, families=None,
     moduli = dict(DEFAULT_MODULI if moduli is None else moduli)
     out: dict[int, dict[int, int]] = {}
     for task in tasks:
-        m = moduli.get(task.family)
-        if m is None or (families is not None and task.family not in families) or task.held_out:
+        m = moduli.get(task.family) or 0
+        if m < 2 or (families is not None and task.family not in families) or task.held_out:
             continue
         cls = out.setdefault(m, {})
         for tid, v in zip(task.token_ids, task_values(task, residue_of)):

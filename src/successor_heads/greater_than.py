@@ -120,10 +120,10 @@ def plot(df: pd.DataFrame, title: str, path) -> None:
     for ax, fam in zip(axes[0], fams):
         d = df[(df.family == fam) & df.both_sides]
         for k, (task, g) in enumerate(d.groupby("task")):
-            for path, ls in (("head", "-"), ("mlp0", "--")):
-                gp = g[g.path == path].sort_values("value")
+            for route, ls in (("head", "-"), ("mlp0", "--")):
+                gp = g[g.path == route].sort_values("value")
                 ax.plot(gp.value, gp.greater_share, ls, color=f"C{k}", lw=1.2, marker=".", ms=3,
-                        label=f"{path}: {task}")
+                        label=f"{route}: {task}")
             gc = g[g.path == "head"].sort_values("value")
             ax.plot(gc.value, gc.chance, ":", color="grey", lw=0.8)
         ax.axhline(0.5, color="grey", lw=0.5)

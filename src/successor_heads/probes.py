@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Probe:
         x = np.asarray(x_TM, np.float64)
         if len(x) == 0:
             return np.zeros(0, np.int64)
-        return np.asarray(self.clf.predict(x * self.scale), np.int64)
+        with threadpool_limits(1):
+            return np.asarray(self.clf.predict(x * self.scale), np.int64)
 
 
 def _check(x, y, modulus):
@@ -76,7 +78,9 @@ def fit_probe(x_TM, y_T, modulus: int, C: float = 1.0, seed: int = 0) -> Probe:
     x, y = _check(x_TM, y_T, modulus)
     s = input_scale(x)
     clf = _clf(C, seed)
-    with warnings.catch_warnings():
+    # One BLAS thread: these problems are small, and on a shared or busy machine more threads
+    # oversubscribe the cores (measured: 10x slower on 2 busy cores).
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")  # lbfgs convergence chatter on separable data
         clf.fit(x * s, y)
     W = np.asarray(clf.coef_, np.float64)
@@ -88,33 +92,47 @@ def fit_probe(x_TM, y_T, modulus: int, C: float = 1.0, seed: int = 0) -> Probe:
     return Probe(clf, int(modulus), s, dirs, np.asarray(clf.classes_, np.int64))
 
 
-def cross_val_predict(x_TM, y_T, modulus: int, C: float = 1.0, folds: int = 5, seed: int = 0
-                      ) -> tuple[np.ndarray | None, int]:
-    """Stratified k-fold predictions ``[n_tokens]`` for every row (each row predicted by the
-    probe that did not see it); ``folds`` is lowered to the smallest class size.
+def cross_val_predict(x_TM, y_T, modulus: int, C: float = 1.0, folds: int = 5, seed: int = 0,
+                      groups_T=None) -> tuple[np.ndarray | None, int]:
+    """Stratified k-fold predictions ``[n_tokens]`` for every row, each from a probe that did
+    not see it. ``groups_T [n_tokens]`` (e.g. the number's value, so " 7" and "7", or "one" and
+    "One", always fall in the same fold) keeps a group's rows together; ``folds`` is lowered to
+    the smallest number of groups (or rows) in a class.
 
-    Returns ``(pred or None, folds used)``: None and 0 when some class has a single row (no
-    split can hold it out and keep it in training). Raises: as :func:`fit_probe`; ValueError
-    for ``folds < 2``.
+    Returns ``(pred or None, folds used)``: None and 0 when some class has a single group, so
+    no split can both hold it out and train on it. Raises: as :func:`fit_probe`; ValueError
+    for ``folds < 2`` or ``groups_T`` of the wrong length.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     x, y = _check(x_TM, y_T, modulus)
-    if int(folds) < 2:
+    if isinstance(folds, bool) or int(folds) < 2:
         raise ValueError(f"features.cv_folds={folds!r}: must be >= 2")
-    k = min(int(folds), int(np.bincount(y)[np.unique(y)].min()))
+    groups = np.arange(len(y)) if groups_T is None else np.asarray(groups_T)
+    if groups.shape != y.shape:
+        raise ValueError(f"groups have shape {groups.shape}; expected {y.shape}")
+    k = min(int(folds), min(len(np.unique(groups[y == c])) for c in np.unique(y)))
     if k < 2:
         return None, 0
-    pred = np.zeros(len(y), np.int64)
-    for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=int(seed)).split(x, y):
+    if groups_T is None:
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=int(seed)).split(x, y)
+    else:
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(seed)).split(x, y, groups)
+    pred = np.full(len(y), -1, np.int64)
+    for tr, te in splits:
+        if len(np.unique(y[tr])) < 2:
+            return None, 0
         pred[te] = fit_probe(x[tr], y[tr], modulus, C, seed).predict(x[te])
     return pred, k
 
 
 def confusion(y_true, y_pred, modulus: int) -> np.ndarray:
-    """``[modulus, modulus]`` counts: rows = true residue, columns = predicted."""
+    """``[modulus, modulus]`` counts: rows = true residue, columns = predicted (predictions
+    outside ``0..modulus-1``, e.g. -1 for "no probe", are not counted)."""
+    t, p = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    ok = (p >= 0) & (p < modulus) & (t >= 0) & (t < modulus)
     m = np.zeros((modulus, modulus), np.int64)
-    np.add.at(m, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    np.add.at(m, (t[ok], p[ok]), 1)
     return m
 
 

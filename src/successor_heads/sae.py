@@ -7,9 +7,10 @@ top feature for 58.5% of its class's tokens on average.
 
 The SAE (:class:`SparseAutoencoder`) is the standard ReLU SAE (Bricken et al. 2023;
 Cunningham et al. 2023): ``a = ReLU((x s - b_dec) W_enc + b_enc)``, ``x_hat = (a W_dec + b_dec) / s``
-with unit-norm decoder rows, loss ``mean((x_hat s - x s)^2) + l1_coeff * mean(|a|_1)``, where the
-scalar ``s`` scales the training rows to a mean squared (centred) norm of ``d_model``. The
-decoder is tied (``W_enc = W_dec^T``) or untied.
+with unit-norm decoder rows and loss ``mean_rows(|x_hat s - x s|^2 + l1_coeff * |a|_1)``, where
+the scalar ``s`` scales the training rows to a mean squared centred norm of 1, so the first
+term is a fraction of variance and ``l1_coeff`` means the same for any ``d_model``. The decoder
+is tied (``W_enc = W_dec^T``) or untied.
 
 Feature choice (ours, one reading of Section 3): for each row r and each feature f active on it,
 the effect of f on the successor head is ``score(x_r) - score(x_r - a_f(r) d_f / s)`` where
@@ -141,7 +142,7 @@ def _train(x, d_sae, l1_coeff, lr, steps, batch_size, seed, tied, device, progre
     with torch.no_grad():
         mean = x.mean(0)
         var = ((x - mean) ** 2).sum(-1).mean()
-        sae.scale.fill_(float(torch.sqrt(d_model / var.clamp_min(1e-12))) if var > 0 else 1.0)
+        sae.scale.fill_(float(torch.rsqrt(var)) if var > 0 else 1.0)
         sae.b_dec.copy_(mean * sae.scale)
         sae.W_dec.copy_(torch.randn(int(d_sae), d_model, generator=g))
         sae.normalize_decoder()
@@ -156,7 +157,7 @@ def _train(x, d_sae, l1_coeff, lr, steps, batch_size, seed, tied, device, progre
         idx = torch.randint(0, n, (int(batch_size),), generator=g)
         xb = xs[idx.to(device)]
         x_hat, a = sae(xb)
-        mse = ((x_hat - xb) * sae.scale).pow(2).mean()
+        mse = ((x_hat - xb) * sae.scale).pow(2).sum(-1).mean()
         l1 = a.sum(-1).mean()
         loss = mse + l1_coeff * l1
         opt.zero_grad(set_to_none=True)

@@ -87,6 +87,7 @@ class ScoresConfig:
 @dataclass
 class BehaviourConfig:
     n_items: int = 3  # list items shown before the one to predict
+    max_per_family: int = 4  # prompts per list family (days, months, number words, letters, digits)
     ablation: str = "mean"  # mean | zero
 
 
@@ -100,9 +101,9 @@ class FeaturesConfig:
     n_saes: int = 5
     d_sae: int = 256
     tied: bool = False  # tied decoder (W_enc = W_dec^T)
-    l1_coeff: float = 1e-3
+    l1_coeff: float = 3e-3
     lr: float = 1e-3
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 128
     val_fraction: float = 0.1
     moduli: List[int] = field(default_factory=lambda: [10, 7, 12])
@@ -115,8 +116,28 @@ class FeaturesConfig:
 
 @dataclass
 class EditingConfig:
-    scale: float = 1.0
+    """Stage ``editing``: vector arithmetic with the features, greater-than bias, edit -> loss
+    (paper Section 3.2 and Figure 5; successor_heads/vector_arithmetic.py, greater_than.py,
+    edit_loss.py)."""
+
+    scale: float = 1.0  # headline edit scale: a = scale * |<MLP0(x), f_i>| (scale_ref=projection)
     scale_sweep: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
+    scale_ref: str = "projection"  # projection: a relative to |<x, f_i>| | norm: relative to ||x||
+    sources: List[str] = field(default_factory=lambda: ["sae", "probe"])  # direction sets used
+    # task family -> modulus of the features it is edited with (0 skips a family)
+    moduli: dict[str, int] = field(default_factory=lambda: {
+        "numbers": 10, "number_words": 10, "ordinal_words": 10, "letters": 10,
+        "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12})
+    head_mode: Optional[str] = None  # scores mode whose top head is edited through; None: file default
+    greater_than_families: List[str] = field(default_factory=lambda: ["numbers", "number_words"])
+    n_items: int = 3  # list items shown in the edit -> loss prompts
+    max_prompts_per_family: int = 12
+    max_targets_per_prompt: int = 3  # target residues j tried per prompt
+    corpus_families: List[str] = field(default_factory=lambda: [
+        "numbers", "number_words", "ordinal_words", "days", "months"])  # tokens edited in the corpus
+    corpus_shift: int = 1  # corpus edit i -> (i + shift) mod m
+    corpus_sources: List[str] = field(default_factory=lambda: ["sae", "probe"])
+    batch_size: int = 8  # corpus contexts per forward pass
 
 
 @dataclass

@@ -60,9 +60,10 @@ DEFAULT_MODULI = {"numbers": 10, "number_words": 10, "ordinal_words": 10, "lette
                   "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12}
 
 
-def load_directions(path: str | Path, d_model: int, sources=SOURCES) -> dict[tuple[str, int], torch.Tensor]:
-    """Read the features stage's directions: ``{(source, m): f [m, d_model]}`` (float32, unit rows,
-    NaN rows where a residue class had no tokens).
+def load_directions(path: str | Path, d_model: int, sources=SOURCES) -> tuple[dict[tuple[str, int], torch.Tensor], dict]:
+    """Read the features stage's directions: ``({(source, m): f [m, d_model]}, attrs)`` (float32,
+    unit rows, NaN rows where a residue class had no tokens; ``attrs`` the file's attributes,
+    e.g. ``successor_head``, ``space``, ``norms``).
 
     Source: ``results/{model}/features/directions.h5`` written by the ``features`` stage
     (datasets ``sae_mod{m}``, ``probe_mod{m}``).
@@ -72,7 +73,7 @@ def load_directions(path: str | Path, d_model: int, sources=SOURCES) -> dict[tup
             ``{source}_mod{m}`` dataset, or a dataset is not ``[m, d_model]``.
     """
     try:
-        data, _ = read_h5(path)
+        data, attrs = read_h5(path)
     except IncompleteOutputError as e:
         raise ValueError(
             f"feature directions unavailable: {e}. They are made by the features stage "
@@ -88,7 +89,7 @@ def load_directions(path: str | Path, d_model: int, sources=SOURCES) -> dict[tup
         out[(src, int(m))] = torch.from_numpy(arr)
     if not out:
         raise ValueError(f"{path} holds no {'/'.join(sources)}_mod<m> dataset; rerun the features stage")
-    return out
+    return out, attrs
 
 
 def task_values(task, residue_of: str = "position") -> list[int]:
@@ -186,24 +187,23 @@ def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor,
     if src_values is not None and len(pairs):
         keep, values = set(src_values), task_values(task, residue_of)
         pairs = pairs[[values[k] in keep for k in pairs.src.values]]
-    ok = ~torch.isnan(feats).any(-1)
+    ok = (~torch.isnan(feats).any(-1)).numpy()
     if len(pairs):
-        pairs = pairs[ok[pairs.i.values].numpy() & ok[pairs.j.values].numpy()].reset_index(drop=True)
+        pairs = pairs[ok[pairs.i.to_numpy()] & ok[pairs.j.to_numpy()]].reset_index(drop=True)
     cols = ["scale", "i", "j", "n_pairs", "n_success", "n_source_successor", "success_rate"]
     if not len(pairs):
         return pd.DataFrame(columns=cols)
-    xs, fi, fj = x[pairs.src.values], feats[pairs.i.values], feats[pairs.j.values]
-    src_succ = torch.tensor([task.successor[k] for k in pairs.src.values])
-    rows = []
-    for s in scales:
-        pred = head_task_logits(adapter, layer, head, edit_vectors(xs, fi, fj, float(s), ref),
-                                task.token_ids, norms).argmax(-1)
-        df = pairs.assign(hit=(pred == torch.tensor(pairs.succ.values)).numpy(),
-                          stay=(pred == src_succ).numpy())
-        g = df.groupby(["i", "j"]).agg(n_pairs=("hit", "size"), n_success=("hit", "sum"),
-                                       n_source_successor=("stay", "sum")).reset_index()
-        rows.append(g.assign(scale=float(s)))
-    out = pd.concat(rows, ignore_index=True)
+    col = {c: torch.tensor(pairs[c].to_numpy(dtype=np.int64)) for c in ("src", "succ", "i", "j")}
+    xs, fi, fj = x[col["src"]], feats[col["i"]], feats[col["j"]]
+    src_succ = torch.tensor([task.successor[k] for k in col["src"].tolist()])
+    scales = [float(s) for s in scales]
+    edited = torch.cat([edit_vectors(xs, fi, fj, s, ref) for s in scales])  # [n_scales * n_pairs, d_model]
+    pred = head_task_logits(adapter, layer, head, edited, task.token_ids, norms).argmax(-1).view(len(scales), -1)
+    df = pd.DataFrame({"scale": np.repeat(scales, len(pairs)), "i": np.tile(pairs.i.to_numpy(), len(scales)),
+                       "j": np.tile(pairs.j.to_numpy(), len(scales)),
+                       "hit": (pred == col["succ"]).flatten().numpy(), "stay": (pred == src_succ).flatten().numpy()})
+    out = df.groupby(["scale", "i", "j"]).agg(n_pairs=("hit", "size"), n_success=("hit", "sum"),
+                                              n_source_successor=("stay", "sum")).reset_index()
     out["success_rate"] = out.n_success / out.n_pairs
     return out[cols]
 
@@ -217,7 +217,8 @@ def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions
         tasks: from :func:`successor_heads.tasks.build_tasks` (unusable and held-out tasks skipped).
         directions: ``{(source, m): [m, d_model]}`` from :func:`load_directions`.
         norms: for the head's OV circuit and the unembedding (``scores.norms``).
-        moduli: family -> modulus (default :data:`DEFAULT_MODULI`); families not listed are skipped.
+        moduli: family -> modulus (default :data:`DEFAULT_MODULI`); families not listed, or
+            given a modulus below 2 (e.g. 0), are skipped.
         residue_of: value convention of the features (``features.residue_of``).
         mlp0_norms: norms of the MLP0 space the directions live in (default ``norms``).
 
@@ -229,8 +230,8 @@ def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions
     moduli = dict(DEFAULT_MODULI if moduli is None else moduli)
     frames = []
     for task in tasks:
-        m = moduli.get(task.family)
-        if m is None or not task.usable or task.held_out:
+        m = moduli.get(task.family) or 0
+        if m < 2 or not task.usable or task.held_out:
             continue
         x = mlp0_embeddings(adapter, task.token_ids, mlp0_norms or norms)
         values = task_values(task, residue_of)

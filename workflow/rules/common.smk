@@ -7,7 +7,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from omegaconf import OmegaConf
+from snakemake.logging import logger
 from successor_heads.config import compose, resolve_for_workflow
+from successor_heads.h5io import set_aside_incomplete
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
 CONFIG_DIR = Path(config["config_dir"])
@@ -18,6 +20,22 @@ RESULTS = _root.results_dir
 ZOO = list(config["zoo"]) or list(_root.zoo)
 MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR)
 STAGES = list(config.get("stages", ["scores"]))
+
+# Snakemake trusts any output that exists and is newer than its inputs; an HDF5 output damaged
+# after it was written (truncated copy, full disk) would be kept and break its consumers. Every
+# HDF5 output carries a completion marker (successor_heads.h5io), so this run's models' files
+# that are unreadable or unmarked are renamed to .<name>.damaged, and every file with such a twin
+# that is still missing (also when a dry run set it aside) is requested by `rule all` (Snakemake
+# reruns a job only for outputs that something requests): it is regenerated with everything
+# downstream. Only the main process checks (not jobs re-parsing the Snakefile on a node).
+REGENERATE = []
+if workflow.is_main_process:
+    for _m in ZOO:
+        _moved, _missing = set_aside_incomplete(Path(RESULTS) / _m)
+        for _bad in _moved:
+            logger.warning(f"{_bad} is truncated or lacks its HDF5 completion marker; moved to "
+                           f".{_bad.name}.damaged, it is regenerated if a rule writes it")
+        REGENERATE += [str(p) for p in _missing]
 
 
 wildcard_constraints:
@@ -44,6 +62,9 @@ def stage_config(stage):
     return f"{RESULTS}/{{model}}/config/{stage}.yaml"
 
 
+# Every rule runs in the project's one environment (snakemake --use-conda builds it).
+CONDA_ENV = "../../environment.yml"
+
 MANIFEST = f"{RESULTS}/{{model}}/model/manifest.json"
 
 # Per-stage final outputs that `rule all` asks for; each stage's .smk registers its own.
@@ -56,4 +77,5 @@ def all_outputs(wildcards):
     for stage in STAGES:
         for pattern in STAGE_TARGETS.get(stage, []):
             out += expand(pattern, model=ZOO)
-    return out + ZOO_TARGETS
+    regenerate = [f for f in REGENERATE if any(r.is_producer(f) for r in workflow.rules)]
+    return out + ZOO_TARGETS + regenerate

@@ -16,5 +16,7 @@ rule fetch_model:
         manifest=MANIFEST,
     log:
         f"{RESULTS}/logs/{{model}}/fetch_model.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fetch_model.py"

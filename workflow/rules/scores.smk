@@ -30,6 +30,8 @@ rule successor_scores:
         summary=f"{RESULTS}/{{model}}/scores_summary.json",
     log:
         f"{RESULTS}/logs/{{model}}/successor_scores.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
@@ -55,6 +57,8 @@ rule zoo_table:
         ),
     log:
         f"{RESULTS}/logs/zoo/zoo_table.log",
+    conda:
+        CONDA_ENV
     localrule: True
     script:
         "../scripts/zoo_table.py"

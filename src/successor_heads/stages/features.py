@@ -186,6 +186,73 @@ def probe_sets(rows: TokenRows, y: np.ndarray, modulus: int) -> tuple[list[str],
     return fams, train, rows.mask(exclude=fams)
 
 
+def sae_features(saes, tops, acts, y, modulus: int, keep, match_cosine: float = 0.9) -> dict:
+    """Mod-``modulus`` SAE features (module docstring, step 3) from each SAE's per-row top features.
+
+    Args: ``saes`` (n_saes SAEs), ``tops`` (n_saes arrays ``[n_tokens]`` from
+    :func:`successor_heads.sae.top_features`), ``acts`` (n_saes arrays ``[n_tokens, d_sae]``),
+    ``y [n_tokens]`` residues, ``keep [n_tokens]`` bool rows that count.
+
+    Returns a dict: ``directions [m, d_model]`` (NaN rows: class without a feature), ``chosen``
+    / ``feature [m]`` (SAE and feature index, -1: none), ``per_sae_feature`` / ``per_sae_coverage``
+    ``[n_saes, m]``, ``summary`` (JSON-ready) and ``table`` (per-class columns).
+    """
+    per = [modal_features(top, y, modulus, keep) for top in tops]
+    feats, covs, n_rows = np.stack([p[0] for p in per]), np.stack([p[1] for p in per]), per[0][2]
+    D = np.stack([np.where((f >= 0)[:, None], s.directions().numpy()[np.maximum(f, 0)], np.nan)
+                  for s, f in zip(saes, feats)])
+    chosen, dirs, agree = mode_across_saes(D, covs, match_cosine)
+    feature = np.array([feats[s, i] if s >= 0 else -1 for i, s in enumerate(chosen)], np.int64)
+    coverage = np.array([covs[s, i] if s >= 0 else np.nan for i, s in enumerate(chosen)])
+    fires = np.array([np.nan if s < 0 else float((acts[s][keep & (y == i), feature[i]] > 0).mean())
+                      for i, s in enumerate(chosen)])
+    has = chosen >= 0
+    summary = {"coverage_mean": _nanmean(coverage), "coverage": coverage.tolist(),
+               "coverage_mean_over_saes": _nanmean(covs), "fires_on_class_mean": _nanmean(fires),
+               "agreement_mean": float(agree[has].mean()) if has.any() else float("nan"),
+               "n_rows_per_class": n_rows.tolist()}
+    table = {"n_rows": n_rows, "sae": chosen, "feature": feature, "coverage": coverage, "fires_on_class": fires,
+             "agreement": agree}
+    return {"directions": dirs, "chosen": chosen, "feature": feature, "per_sae_feature": feats,
+            "per_sae_coverage": covs, "summary": summary, "table": table}
+
+
+def probe_results(x, rows: TokenRows, y, modulus: int, C: float = 1.0, folds: int = 5, seed: int = 0) -> dict:
+    """Mod-``modulus`` probe (module docstring, step 4) on ``x [n_tokens, d_model]`` with
+    residues ``y [n_tokens]``: trained on :func:`probe_sets`' rows, cross-validated there with
+    folds grouped by value, tested on the rest.
+
+    Returns a dict: ``directions [m, d_model]`` (NaN rows when a class is absent or no probe
+    could be fitted), ``summary``, ``table``, and the predictions for the figures.
+    """
+    fams, tr, te = probe_sets(rows, y, modulus)
+    dirs = np.full((modulus, x.shape[1]), np.nan)
+    te_pred = np.full(int(te.sum()), -1, np.int64)
+    cv_pred, k = None, 0
+    if tr.any() and len(np.unique(y[tr])) >= 2:
+        probe = fit_probe(x[tr], y[tr], modulus, C, seed)
+        dirs, te_pred = probe.directions, probe.predict(x[te])
+        cv_pred, k = cross_val_predict(x[tr], y[tr], modulus, C, folds, seed, groups_T=np.asarray(rows.position)[tr])
+    else:
+        log.warning("mod %d: too few training rows for a probe (%d rows of families %s)", modulus, tr.sum(), fams)
+    y_tr, y_te = y[tr], y[te]
+    fam_te = np.asarray(rows.family, dtype=object)[te]
+    per_family = {f: f"{int((te_pred[fam_te == f] == y_te[fam_te == f]).sum())}/{int((fam_te == f).sum())}"
+                  for f in sorted(set(fam_te))}
+    cyc = np.isin(fam_te, CYCLIC_FAMILIES.get(modulus, []))
+    summary = {"probe_train_families": fams, "probe_n_train": int(tr.sum()), "probe_cv_folds": k,
+               "probe_cv_accuracy": float((cv_pred == y_tr).mean()) if cv_pred is not None else float("nan"),
+               "probe_test_correct": int((te_pred == y_te).sum()), "probe_test_total": int(te.sum()),
+               "probe_test_accuracy": float((te_pred == y_te).mean()) if te.any() else float("nan"),
+               "probe_test_per_family": per_family,
+               "probe_cyclic_accuracy": float((te_pred[cyc] == y_te[cyc]).mean()) if cyc.any() else None}
+    table = {"probe_train_rows": np.bincount(y_tr, minlength=modulus),
+             "probe_test_rows": np.bincount(y_te, minlength=modulus),
+             "probe_test_correct": np.bincount(y_te[te_pred == y_te], minlength=modulus)}
+    return {"directions": dirs, "summary": summary, "table": table, "cv_pred": cv_pred, "y_train": y_tr,
+            "test_pred": te_pred, "y_test": y_te}
+
+
 def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores=None) -> dict:
     """Run the stage (module docstring) for ``cfg.model``.
 
@@ -230,59 +297,21 @@ def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores
                           "rows_per_s": round(hist["rows_per_s"])})
         log.info("SAE %d: FVU %.3f, L0 %.1f (validation)", k, ev["fvu"], ev["l0"])
 
-    dirs_out, extra, table, per_mod = {}, {"top_feature": np.stack(tops)}, [], {}
-    figs = {}
-    for m in fc.moduli:
-        m = int(m)
+    dirs_out, extra, table, per_mod, figs = {}, {"top_feature": np.stack(tops)}, [], {}, {}
+    for m in (int(m) for m in fc.moduli):
         y = rows.residues(m, fc.residue_of)
-        keep = rows.mask()
-        feats, covs = [], []
-        for top in tops:
-            f, c, n_rows = modal_features(top, y, m, keep)
-            feats.append(f)
-            covs.append(c)
-        feats, covs = np.stack(feats), np.stack(covs)
-        D = np.stack([np.where((f >= 0)[:, None], s.directions().numpy()[np.maximum(f, 0)], np.nan)
-                      for s, f in zip(saes, feats)])
-        chosen, sae_dir, agree = mode_across_saes(D, covs, fc.match_cosine)
-        coverage = np.array([covs[s, i] if s >= 0 else np.nan for i, s in enumerate(chosen)])
-        fires = np.array([np.nan if s < 0 else float((acts[s][keep & (y == i), feats[s, i]] > 0).mean())
-                          for i, s in enumerate(chosen)])
-        fams, tr, te = probe_sets(rows, y, m)
-        probe = fit_probe(x[tr], y[tr], m, fc.probe_C, cfg.seed)
-        cv_pred, folds = cross_val_predict(x[tr], y[tr], m, fc.probe_C, fc.cv_folds, cfg.seed)
-        te_pred = probe.predict(x[te])
-        cos = cosines(probe.directions, sae_dir)
-        fam_te = np.asarray(rows.family, dtype=object)[te]
-        per_family = {f: f"{int((te_pred[fam_te == f] == y[te][fam_te == f]).sum())}/{int((fam_te == f).sum())}"
-                      for f in sorted(set(fam_te))}
-        cyc = np.isin(fam_te, CYCLIC_FAMILIES.get(m, []))
-        per_mod[m] = {
-            "coverage_mean": _nanmean(coverage), "coverage": coverage.tolist(),
-            "coverage_mean_over_saes": _nanmean(covs), "fires_on_class_mean": _nanmean(fires),
-            "agreement_mean": float(agree[chosen >= 0].mean()) if (chosen >= 0).any() else float("nan"),
-            "n_rows_per_class": n_rows.tolist(), "probe_train_families": fams, "probe_n_train": int(tr.sum()),
-            "probe_cv_folds": folds,
-            "probe_cv_accuracy": float((cv_pred == y[tr]).mean()) if cv_pred is not None else float("nan"),
-            "probe_test_correct": int((te_pred == y[te]).sum()), "probe_test_total": int(te.sum()),
-            "probe_test_accuracy": float((te_pred == y[te]).mean()) if te.any() else float("nan"),
-            "probe_test_per_family": per_family,
-            "probe_cyclic_accuracy": float((te_pred[cyc] == y[te][cyc]).mean()) if cyc.any() else None,
-            "probe_sae_cosine_mean": _nanmean(cos), "probe_sae_cosine": cos.tolist(),
-        }
-        dirs_out[f"sae_mod{m}"] = sae_dir.astype(np.float32)
-        dirs_out[f"probe_mod{m}"] = probe.directions.astype(np.float32)
-        dirs_out[f"sae_feature_mod{m}"] = np.array([feats[s, i] if s >= 0 else -1 for i, s in enumerate(chosen)])
-        dirs_out[f"sae_index_mod{m}"] = chosen
-        extra[f"modal_feature_mod{m}"] = feats
-        extra[f"coverage_mod{m}"] = covs
-        for i in range(m):
-            table.append({"modulus": m, "residue": i, "n_rows": int(n_rows[i]), "sae": int(chosen[i]),
-                          "feature": int(dirs_out[f"sae_feature_mod{m}"][i]), "coverage": coverage[i],
-                          "fires_on_class": fires[i], "agreement": agree[i], "probe_sae_cosine": cos[i],
-                          "probe_train_rows": int((y[tr] == i).sum()), "probe_test_rows": int((y[te] == i).sum()),
-                          "probe_test_correct": int(((te_pred == i) & (y[te] == i)).sum())})
-        figs[m] = (chosen, dirs_out[f"sae_feature_mod{m}"], cv_pred, y[tr], te_pred, y[te], probe.directions, sae_dir)
+        sf = sae_features(saes, tops, acts, y, m, rows.mask(), fc.match_cosine)
+        pr = probe_results(x, rows, y, m, fc.probe_C, fc.cv_folds, cfg.seed)
+        cos = cosines(pr["directions"], sf["directions"])
+        per_mod[m] = {**sf["summary"], **pr["summary"], "probe_sae_cosine_mean": _nanmean(cos),
+                      "probe_sae_cosine": cos.tolist()}
+        dirs_out.update({f"sae_mod{m}": sf["directions"].astype(np.float32),
+                         f"probe_mod{m}": pr["directions"].astype(np.float32),
+                         f"sae_feature_mod{m}": sf["feature"], f"sae_index_mod{m}": sf["chosen"]})
+        extra.update({f"modal_feature_mod{m}": sf["per_sae_feature"], f"coverage_mod{m}": sf["per_sae_coverage"]})
+        table += [{"modulus": m, "residue": i, **{k: v[i] for k, v in sf["table"].items()}, "probe_sae_cosine": cos[i],
+                   **{k: v[i] for k, v in pr["table"].items()}} for i in range(m)]
+        figs[m] = (sf, pr)
 
     head_name = f"L{layer}H{head}"
     attrs = provenance(cfg, manifest, successor_head=head_name, space="mlp0", norms=fc.norms, head_norms=head_norms,
@@ -321,7 +350,8 @@ def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
 
     name = cfg.model.name
     m0 = 10 if 10 in figs else next(iter(figs))
-    chosen, feat, cv_pred, y_tr, te_pred, y_te, probe_dirs, sae_dirs = figs[m0]
+    sf, pr = figs[m0]
+    chosen, feat = sf["chosen"], sf["feature"]
     # 1. modal features' activations over numbers 0..99
     spacings = [g for g in ("numbers_unspaced", "numbers_spaced") if g in rows.group]
     fig, axes = plt.subplots(len(spacings) or 1, 1, figsize=(12, 0.35 * m0 + 1.5) if spacings else (4, 2),
@@ -342,7 +372,8 @@ def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
     plots.save(fig, fdir / "feature_activations.png")
     # 2. probe confusion matrices
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    panels = [("numbers, cross-validated", cv_pred, y_tr), ("non-numeric succession tokens", te_pred, y_te)]
+    panels = [("training tokens, cross-validated", pr["cv_pred"], pr["y_train"]),
+              ("other succession tokens", pr["test_pred"], pr["y_test"])]
     for ax, (title, pred, true) in zip(axes, panels):
         C = confusion(true, pred, m0) if pred is not None and len(pred) else np.zeros((m0, m0))
         ax.imshow(C, cmap="Blues")
@@ -358,7 +389,7 @@ def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
     # 3. probe vs SAE cosines, one panel per modulus
     fig, axes = plt.subplots(1, len(figs), figsize=(4.2 * len(figs), 4), squeeze=False)
     for ax, (m, f) in zip(axes[0], figs.items()):
-        P, S = f[6], f[7]
+        P, S = f[1]["directions"], f[0]["directions"]
         with np.errstate(invalid="ignore"):
             C = P @ S.T
         im = ax.imshow(C, cmap="RdBu_r", vmin=-1, vmax=1)

@@ -75,7 +75,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         log.info("effective embeddings (%s) for %d tokens", mode, len(token_ids))
         x = effective_embeddings(adapter, token_ids, mode, norms, prefix_ids=neutral_prefix(tok), progress=progress)
         results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress)
-    prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items)
+    prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items, cfg.behaviour.max_per_family)
     drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress)
 
     default = cfg.scores.default_mode

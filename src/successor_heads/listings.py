@@ -1,0 +1,122 @@
+"""Numbered-listing prompts (paper Appendix J: on numbered listings the successor head wins
+the next item's number in 64 of 64 prompts).
+
+Prompts come deterministically from templates: four styles (digits on new lines "1. apples\\n2.
+pears\\n" -> "3"; inline steps "Step 1: ... Step" -> " 3"; number words "Part One: ... Part" ->
+" Three"; ordinal words "First, ...\\nSecond, ...\\n" -> "Third"), 2 to 5 items shown, and
+eight item lists. The default 64 are 4 item lists x 4 styles x 4 lengths. Each prompt is
+scored with the same direct-effect mean ablation as the corpus (means from the corpus): the
+winner is the head whose ablation hurts the prediction of the next number's first token most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import Adapter
+from .direct_effect import Capture, DirectEffectAblator, capture
+
+_ITEMS = [
+    ["apples", "pears", "plums", "grapes", "lemons", "cherries"],
+    ["wash the car", "buy bread", "call mum", "pay the rent", "water the plants", "read a book"],
+    ["Paris", "London", "Berlin", "Madrid", "Rome", "Vienna"],
+    ["hammer", "saw", "drill", "wrench", "pliers", "chisel"],
+    ["open the file", "read the header", "parse the rows", "check the totals", "write the report", "close the file"],
+    ["red", "green", "blue", "yellow", "purple", "orange"],
+    ["the cat", "the dog", "the horse", "the cow", "the sheep", "the goat"],
+    ["Introduction", "Methods", "Results", "Discussion", "Conclusion", "References"],
+]
+_WORDS = "One Two Three Four Five Six Seven".split()
+_ORDINALS = "First Second Third Fourth Fifth Sixth Seventh".split()
+STYLES = ("digits_newline", "digits_inline", "number_words", "ordinal_words")
+LENGTHS = (2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class ListingPrompt:
+    """``prompt`` followed by ``target`` continues the list; ``n_items`` items are shown."""
+
+    prompt: str
+    target: str
+    style: str
+    n_items: int
+    item_set: int
+
+
+def _render(style: str, items: list[str], n: int) -> tuple[str, str]:
+    if style == "digits_newline":
+        return "".join(f"{i + 1}. {items[i]}\n" for i in range(n)), str(n + 1)
+    if style == "digits_inline":
+        return "".join(f"Step {i + 1}: {items[i]}. " for i in range(n)) + "Step", f" {n + 1}"
+    if style == "number_words":
+        return "".join(f"Part {_WORDS[i]}: {items[i]}\n" for i in range(n)) + "Part", f" {_WORDS[n]}"
+    if style == "ordinal_words":
+        return "".join(f"{_ORDINALS[i]}, {items[i]}.\n" for i in range(n)), _ORDINALS[n]
+    raise ValueError(f"unknown listing style {style!r}; known: {STYLES}")
+
+
+def listing_prompts(n: int = 64) -> list[ListingPrompt]:
+    """The first ``n`` prompts, ordered item list, then style, then length (module docstring).
+
+    Raises: ValueError when ``n`` is below 1 or above the ``8 * 4 * 4 = 128`` templates.
+    """
+    total = len(_ITEMS) * len(STYLES) * len(LENGTHS)
+    if not 1 <= n <= total:
+        raise ValueError(f"wild.n_listing_prompts={n}: must be between 1 and {total} (templates available)")
+    out = []
+    for k, items in enumerate(_ITEMS):
+        for style in STYLES:
+            for length in LENGTHS:
+                p, t = _render(style, items, length)
+                out.append(ListingPrompt(p, t, style, length, k))
+    return out[:n]
+
+
+def encode_listing(tokenizer, lp: ListingPrompt, prepend_bos: bool = True) -> tuple[list[int], int]:
+    """``(prompt ids, id of the target's first non-whitespace token)``.
+
+    The prompt and target are tokenised together; tokens of the target that are only whitespace
+    (tokenizers that split " 3" into " " and "3") are moved into the prompt. The tokenizer's BOS
+    comes first when it has one and ``prepend_bos``, as in the corpus contexts.
+
+    Raises: ValueError when the target adds no non-whitespace token.
+    """
+    enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    p_ids, full = enc(lp.prompt), enc(lp.prompt + lp.target)
+    if full[: len(p_ids)] != p_ids:  # the boundary merged: fall back to separate encodings
+        full = p_ids + enc(lp.target)
+    k = len(p_ids)
+    while k < len(full) and not tokenizer.decode([full[k]]).strip():
+        k += 1
+    if k >= len(full):
+        raise ValueError(f"listing target {lp.target!r} adds no non-whitespace token after {lp.prompt[-20:]!r}")
+    bos = getattr(tokenizer, "bos_token_id", None) if prepend_bos else None
+    return ([bos] if bos is not None else []) + full[:k], int(full[k])
+
+
+@torch.no_grad()
+def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPrompt], mean_z_LHD: torch.Tensor,
+                           max_chunk_mb: int = 1024, prepend_bos: bool = True, progress: bool = False) -> dict:
+    """Direct-effect mean ablation of every head on the last position of each listing prompt.
+
+    One forward pass per prompt captures the activations; then every head is ablated at once.
+    Returns a dict of ``loss``, ``target_logit`` ``[n_layers, n_heads, n_prompts]``,
+    ``base_loss``, ``base_logit``, ``target_ids`` ``[n_prompts]`` (numpy; losses in nats).
+    """
+    caps, targets = [], []
+    for lp in tqdm(prompts, desc="listing prompts", disable=not progress):
+        ids, tgt = encode_listing(tokenizer, lp, prepend_bos)
+        t = torch.tensor([ids])
+        sel = torch.zeros_like(t, dtype=torch.bool)
+        sel[0, -1] = True
+        caps.append(capture(adapter, t, sel))
+        targets.append(tgt)
+    cap = Capture(torch.cat([c.z for c in caps]), torch.cat([c.resid for c in caps]),
+                  None if caps[0].attn_out is None else torch.cat([c.attn_out for c in caps]))
+    loss, logit, bl, bg = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb).run(cap, torch.tensor(targets))
+    return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
+            "target_ids": np.array(targets)}

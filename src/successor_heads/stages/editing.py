@@ -1,0 +1,195 @@
+"""Stage ``editing``: vector arithmetic with the mod-m features through the successor head, its
+greater-than bias, and what a feature edit does to next-token loss (paper, Section 3.2 and
+Figure 5; DESIGN.md "Vector arithmetic", "Greater-than bias", "Editing and loss").
+
+Inputs: ``out_dir/successor_scores.h5`` (scores stage: the successor head is its top head,
+:func:`~successor_heads.stages.scores.load_top_heads`) and ``out_dir/features/directions.h5``
+(features stage: ``sae_mod{m}``, ``probe_mod{m}``; its ``norms`` and ``residue_of`` attributes,
+else ``features.norms`` / ``features.residue_of``, say which MLP0 space and residue convention
+the directions use).
+Outputs in ``out_dir/editing/`` (:data:`OUTPUTS`): ``editing.h5`` (every table below as
+column datasets ``{table}.{column}``, with provenance), ``vector_arithmetic.csv`` (per source, task, scale, i, j),
+``vector_arithmetic_summary.csv`` (per source and task/family at ``editing.scale``, beside the
+paper's figures), ``greater_than.csv`` (per path, task, token), ``edit_loss_prompts.csv``
+(per prompt edit), ``edit_loss_corpus.csv`` (per corpus edit class), ``scale_sweep.png``,
+``greater_than.png`` and ``editing_summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import edit_loss as el
+from .. import greater_than as gt
+from .. import vector_arithmetic as va
+from ..adapters import get_adapter
+from ..atomic import atomic_path
+from ..corpus import load_corpus
+from ..h5io import IncompleteOutputError, provenance, write_h5
+from ..models import load_model, read_manifest
+from ..tasks import build_tasks
+from .scores import load_top_heads, write_json
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("editing.h5", "vector_arithmetic.csv", "vector_arithmetic_summary.csv", "greater_than.csv",
+           "edit_loss_prompts.csv", "edit_loss_corpus.csv", "scale_sweep.png", "greater_than.png",
+           "editing_summary.json")
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.5g")
+
+
+def _columns(df: pd.DataFrame, prefix: str) -> dict:
+    """A table as HDF5 column datasets ``{prefix}.{column}`` (strings as lists of str)."""
+    out = {}
+    for c in df.columns:
+        v = df[c]
+        out[f"{prefix}.{c}"] = [str(s) for s in v] if v.dtype == object else v.to_numpy()
+    return out
+
+
+def _check(cfg) -> None:
+    e = cfg.editing
+    if e.scale_ref not in va.SCALE_REFS:
+        raise ValueError(f"editing.scale_ref={e.scale_ref!r}: must be one of {va.SCALE_REFS}")
+    bad = [s for s in list(e.sources) + list(e.corpus_sources) if s not in va.SOURCES]
+    if bad:
+        raise ValueError(f"editing.sources/corpus_sources contain {bad}: must be among {va.SOURCES}")
+    if not list(e.scale_sweep):
+        raise ValueError("editing.scale_sweep is empty: give at least one scale, e.g. [0.0, 1.0]")
+
+
+def successor_head(out_dir: Path, mode: str | None) -> tuple[int, int]:
+    """``(layer, head)``: the top head of ``out_dir/successor_scores.h5`` (under ``mode``).
+
+    Raises: ValueError when the scores file is missing or unfinished (names the scores stage)
+    or has no such mode."""
+    try:
+        return load_top_heads(out_dir / "successor_scores.h5", k=1, mode=mode)[0]
+    except IncompleteOutputError as e:
+        raise ValueError(f"successor scores unavailable: {e}. They are made by the scores stage "
+                         "(`successor-heads scores model=...`, or snakemake's successor_scores rule)") from e
+    except KeyError as e:
+        raise ValueError(f"editing.head_mode={mode!r}: successor_scores.h5 has no such mode ({e})") from e
+
+
+def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run the editing analyses for ``cfg.model`` and write the outputs of the module docstring.
+
+    Args:
+        cfg: resolved config (full, or the ``editing`` stage view).
+        model_dir: folder written by :func:`successor_heads.models.fetch_model`.
+        out_dir: ``results/{model}``; outputs go to ``out_dir/editing``.
+
+    Returns: the summary dict also written to ``editing_summary.json``.
+    Raises: ValueError for a missing scores or directions file (naming the stage that makes
+    it), directions of the wrong width, or bad ``editing`` settings.
+    """
+    t0 = time.time()
+    _check(cfg)
+    e = cfg.editing
+    out_dir = Path(out_dir)
+    ed = out_dir / "editing"
+    layer, head = successor_head(out_dir, e.head_mode)
+    dpath = out_dir / "features" / "directions.h5"
+    if not dpath.is_file():
+        raise ValueError(f"{dpath} does not exist: feature directions are made by the features stage "
+                         "(`successor-heads features model=...`, or snakemake's features rules)")
+    model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
+    manifest = read_manifest(model_dir)
+    adapter = get_adapter(model)
+    directions, dattrs = va.load_directions(dpath, adapter.dims.d_model, tuple(e.sources))
+    norms = cfg.scores.norms
+    fcfg = cfg.get("features") or {}
+    mlp0_norms = str(dattrs.get("norms", fcfg.get("norms", norms)))  # the space the directions live in
+    residue_of = str(dattrs.get("residue_of", fcfg.get("residue_of", "position")))
+    feat_head = str(dattrs.get("successor_head", "n/a"))
+    if feat_head not in ("n/a", f"L{layer}H{head}"):
+        log.warning("features were made with successor head %s, editing uses L%dH%d", feat_head, layer, head)
+    moduli = dict(e.moduli)
+    tasks = build_tasks(tok, cfg.tasks)
+    scales = sorted({float(s) for s in e.scale_sweep} | {float(e.scale)})
+    log.info("editing through L%dH%d; directions %s; scales %s", layer, head, sorted(directions), scales)
+
+    va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
+                                 moduli, residue_of, mlp0_norms)
+    va_sum = va.summarise(va_df, float(e.scale))
+    gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families))
+    cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
+                            e.max_targets_per_prompt)
+    pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms, progress)
+    corpus = load_corpus(cfg.corpus, tok, progress=progress)
+    classes = el.residue_classes(tasks, moduli, list(e.corpus_families), residue_of)
+    co_df = el.corpus_edit_loss(adapter, corpus.tokens, classes, directions, e.corpus_shift, float(e.scale),
+                                e.scale_ref, mlp0_norms, list(e.corpus_sources), e.batch_size, progress)
+
+    ed.mkdir(parents=True, exist_ok=True)
+    _csv(va_df, ed / "vector_arithmetic.csv")
+    _csv(va_sum, ed / "vector_arithmetic_summary.csv")
+    _csv(gt_df, ed / "greater_than.csv")
+    _csv(pr_df, ed / "edit_loss_prompts.csv")
+    _csv(co_df, ed / "edit_loss_corpus.csv")
+    datasets = {**_columns(va_df, "vector_arithmetic"), **_columns(gt_df, "greater_than"),
+                **_columns(pr_df, "edit_loss_prompts"), **_columns(co_df, "edit_loss_corpus")}
+    attrs = provenance(cfg, manifest, successor_head=f"L{layer}H{head}", features_successor_head=feat_head,
+                       head_mode=str(e.head_mode), mlp0_norms=mlp0_norms, residue_of=residue_of,
+                       scale=float(e.scale), scale_ref=e.scale_ref, scales=scales, moduli=moduli,
+                       corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
+                       dims="every dataset is one column of a table (one value per row); see the CSVs")
+    write_h5(ed / "editing.h5", datasets, attrs)
+    name = f"{cfg.model.name} L{layer}H{head}"
+    va.plot_scale_sweep(va_df, f"{name}: vector arithmetic (scale_ref={e.scale_ref})", ed / "scale_sweep.png")
+    gt.plot(gt_df, f"{name}: greater-than bias (head OV vs MLP0 direct)", ed / "greater_than.png")
+
+    summary = summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions)
+    summary.update(mlp0_norms=mlp0_norms, residue_of=residue_of, n_prompt_edits=len(pr_df),
+                   corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
+                   quantization=manifest.get("quantization", "none"), wall_s=round(time.time() - t0, 1))
+    write_json(summary, ed / "editing_summary.json")
+    return summary
+
+
+def summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions) -> dict:
+    """The ``editing_summary.json`` dict: head, success rates at ``editing.scale`` per source and
+    family (with the paper's), best scale per family, greater-than numbers, loss changes."""
+    e = cfg.editing
+    nums = sorted({v for t in tasks if t.family == "numbers" for v in t.index})
+    fam = va_sum[va_sum.kind != "task"]
+    best = {}
+    if len(va_df):
+        sw = va.sweep_table(va_df)
+        for (src, grp), g in sw.groupby(["source", "group"]):
+            r = g.loc[g.success_rate.idxmax()]
+            best.setdefault(src, {})[grp] = {"scale": float(r.scale), "success_rate": float(r.success_rate)}
+    missing = sorted({f for f, m in dict(e.moduli).items() if m >= 2 and not any(k[1] == m for k in directions)})
+    return {
+        "model": cfg.model.name, "successor_head": f"L{layer}H{head}", "features_successor_head": feat_head,
+        "head_mode": e.head_mode, "norms": cfg.scores.norms, "scale": float(e.scale), "scale_ref": e.scale_ref,
+        "number_tokens": (f"{nums[0]}-{nums[-1]} ({len(nums)} single tokens)" if nums else "none")
+        + ("" if any(20 <= v <= 29 for v in nums) else "; no 20-29: numbers_20_29 cannot be measured"),
+        "vector_arithmetic": {src: {r.group: {"success_rate": r.success_rate, "n_pairs": r.n_pairs}
+                                    for r in g.itertuples()} for src, g in fam.groupby("source")},
+        "vector_arithmetic_best_scale": best,
+        "vector_arithmetic_control_scale0": _rates(va_df, 0.0),
+        "paper": va.PAPER,
+        "families_without_directions": missing,
+        "greater_than": gt.summarise(gt_df),
+        "edit_loss_prompts": el.summarise_prompts(pr_df),
+        "edit_loss_corpus": el.summarise_corpus(co_df),
+    }
+
+
+def _rates(va_df: pd.DataFrame, scale: float) -> dict:
+    if not len(va_df) or not np.isclose(va_df.scale.astype(float), scale).any():
+        return {}
+    t = va.sweep_table(va_df)
+    t = t[np.isclose(t.scale, scale)]
+    return {src: dict(zip(g.group, g.success_rate.astype(float))) for src, g in t.groupby("source")}

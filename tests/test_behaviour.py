@@ -1,0 +1,69 @@
+"""Behavioural check: batched per-layer ablation equals ablating one head at a time."""
+
+import numpy as np
+import pytest
+import torch
+
+from successor_heads.adapters import get_adapter
+from successor_heads.behaviour import (_group_by_length, _target_logprobs, behavioural_drops, mean_z,
+                                       patch_head_z)
+from successor_heads.tiny import FAMILIES, make_model
+
+PROMPTS = [
+    {"prompt": "Monday, Tuesday, Wednesday,", "target": " Thursday"},
+    {"prompt": "March, April,", "target": " May"},
+    {"prompt": "one, two, three, four,", "target": " five"},
+    {"prompt": "A, B, C,", "target": " D"},
+]
+
+
+def _prompts(tok):
+    out = []
+    for p in PROMPTS:
+        (tid,) = tok(p["target"], add_special_tokens=False)["input_ids"]
+        out.append({**p, "target_id": tid})
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_drops_equal_one_head_at_a_time(family, tokenizer):
+    model, tok = make_model(family, tokenizer)
+    a = get_adapter(model)
+    prompts = _prompts(tok)
+    drops, base = behavioural_drops(a, tok, prompts, "mean")
+    groups = _group_by_length(tok, prompts)
+    means = mean_z(a, groups)
+    base_ref = _target_logprobs(a, groups)[0]
+    assert base == pytest.approx(float(base_ref.mean()), abs=1e-6)
+    for layer in range(a.dims.n_layers):
+        for head in range(a.dims.n_heads):
+            with patch_head_z(a, layer, head, means[layer, head]):
+                lp = _target_logprobs(a, groups)[0]
+            assert drops[layer, head] == pytest.approx(float((base_ref - lp).mean()), abs=1e-4)
+    assert np.abs(drops).max() > 0, "ablations must change something on a random model"
+
+
+def test_zero_output_head_has_no_effect(tokenizer):
+    model, tok = make_model("gpt2", tokenizer)
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_proj.weight[8:16] = 0  # head 1 of layer 1 writes nothing
+    drops, _ = behavioural_drops(get_adapter(model), tok, _prompts(tok), "zero")
+    assert drops[1, 1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hook_removed_when_forward_raises(tokenizer):
+    model, tok = make_model("llama", tokenizer)
+    a = get_adapter(model)
+    with pytest.raises(IndexError):
+        with patch_head_z(a, 0, 0, torch.zeros(a.dims.d_head)):
+            model(input_ids=torch.tensor([[10**6]]))  # out-of-range id raises inside forward
+    assert not a.o_proj(0)._forward_pre_hooks
+
+
+def test_errors(tokenizer):
+    model, tok = make_model("gpt2", tokenizer)
+    a = get_adapter(model)
+    with pytest.raises(ValueError, match="no ordinal-list prompts"):
+        behavioural_drops(a, tok, [])
+    with pytest.raises(ValueError, match="ablation="):
+        behavioural_drops(a, tok, _prompts(tok), "resample")
