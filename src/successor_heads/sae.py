@@ -226,7 +226,7 @@ def top_features(
         sc = base[r] - score_fn(x[r] - act[:, None] * C_FM[f], r).float()
         nan = torch.isnan(base[r])
         eff[r, f] = torch.where(nan, act * fb[f], sc)
-    top = eff.argmax(1)
+    top = torch.where(torch.isinf(eff), float("inf"), eff).argmin(1)
     top[(a_TF > 0).sum(1) == 0] = -1
     return top.numpy().astype(np.int64), eff.numpy(), a_TF.numpy()
 

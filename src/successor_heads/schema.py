@@ -101,7 +101,7 @@ class FeaturesConfig:
     n_saes: int = 5
     d_sae: int = 256
     tied: bool = False  # tied decoder (W_enc = W_dec^T)
-    l1_coeff: float = 3e-3
+    l1_coeff: float = 0.1  # rows scaled to unit mean squared centred norm (sae.py)
     lr: float = 1e-3
     steps: int = 1000
     batch_size: int = 128

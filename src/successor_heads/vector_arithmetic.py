@@ -266,6 +266,26 @@ def summarise(df: pd.DataFrame, scale: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "group", "kind", "n_pairs", "n_success", "success_rate", "paper"])
 
 
+def per_task(df: pd.DataFrame) -> pd.DataFrame:
+    """Success per (source, scale, task), pooled over residues: columns ``source, task, family,
+    modulus, numbers_20_29, scale, n_pairs, n_success, n_source_successor, success_rate``.
+    Input: :func:`vector_arithmetic`'s output."""
+    keys = ["source", "task", "family", "modulus", "numbers_20_29", "scale"]
+    g = df.groupby(keys, as_index=False)[["n_pairs", "n_success", "n_source_successor"]].sum()
+    g["success_rate"] = g.n_success / g.n_pairs
+    return g
+
+
+def per_residue(df: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """Success per (source, family, source residue i, target residue j) at ``scale``, pooled over
+    the family's spacing/case variants (the numbers 20-29 rows left out, they repeat the
+    numbers rows): columns ``source, family, modulus, i, j, n_pairs, n_success, success_rate``."""
+    d = df[np.isclose(df.scale.astype(float), scale) & ~df.numbers_20_29.astype(bool)]
+    g = d.groupby(["source", "family", "modulus", "i", "j"], as_index=False)[["n_pairs", "n_success"]].sum()
+    g["success_rate"] = g.n_success / g.n_pairs
+    return g
+
+
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """Success per (source, family or ``numbers_20_29``, scale), pooled over tasks, residues and
     variants: columns ``source, group, scale, n_pairs, n_success, success_rate``."""

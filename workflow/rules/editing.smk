@@ -11,6 +11,7 @@ rule editing:
     output:
         h5=f"{RESULTS}/{{model}}/editing/editing.h5",
         vector_arithmetic=f"{RESULTS}/{{model}}/editing/vector_arithmetic.csv",
+        va_residues=f"{RESULTS}/{{model}}/editing/vector_arithmetic_residues.csv",
         va_summary=report(
             f"{RESULTS}/{{model}}/editing/vector_arithmetic_summary.csv",
             caption="../report/editing_vector_arithmetic.rst",
@@ -45,6 +46,8 @@ rule editing:
         summary=f"{RESULTS}/{{model}}/editing/editing_summary.json",
     log:
         f"{RESULTS}/logs/{{model}}/editing.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),

@@ -8,8 +8,9 @@ Inputs: ``out_dir/successor_scores.h5`` (scores stage: the successor head is its
 else ``features.norms`` / ``features.residue_of``, say which MLP0 space and residue convention
 the directions use).
 Outputs in ``out_dir/editing/`` (:data:`OUTPUTS`): ``editing.h5`` (every table below as
-column datasets ``{table}.{column}``, with provenance), ``vector_arithmetic.csv`` (per source, task, scale, i, j),
-``vector_arithmetic_summary.csv`` (per source and task/family at ``editing.scale``, beside the
+column datasets ``{table}.{column}``, with provenance), ``vector_arithmetic.csv`` (per source,
+task and scale), ``vector_arithmetic_residues.csv`` (per source, family, source residue i and
+target residue j at ``editing.scale``), ``vector_arithmetic_summary.csv`` (per source and task/family at ``editing.scale``, beside the
 paper's figures), ``greater_than.csv`` (per path, task, token), ``edit_loss_prompts.csv``
 (per prompt edit), ``edit_loss_corpus.csv`` (per corpus edit class), ``scale_sweep.png``,
 ``greater_than.png`` and ``editing_summary.json``.
@@ -37,9 +38,9 @@ from .scores import load_top_heads, write_json
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("editing.h5", "vector_arithmetic.csv", "vector_arithmetic_summary.csv", "greater_than.csv",
-           "edit_loss_prompts.csv", "edit_loss_corpus.csv", "scale_sweep.png", "greater_than.png",
-           "editing_summary.json")
+OUTPUTS = ("editing.h5", "vector_arithmetic.csv", "vector_arithmetic_residues.csv", "vector_arithmetic_summary.csv",
+           "greater_than.csv", "edit_loss_prompts.csv", "edit_loss_corpus.csv", "scale_sweep.png",
+           "greater_than.png", "editing_summary.json")
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
@@ -119,25 +120,41 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     scales = sorted({float(s) for s in e.scale_sweep} | {float(e.scale)})
     log.info("editing through L%dH%d; directions %s; scales %s", layer, head, sorted(directions), scales)
 
+    timings, tick = {}, time.time()
+
+    def lap(name):
+        nonlocal tick
+        timings[name] = round(time.time() - tick, 1)
+        tick = time.time()
+        log.info("%s done in %.1f s", name, timings[name])
+
+    lap("load")
     va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
                                  moduli, residue_of, mlp0_norms)
     va_sum = va.summarise(va_df, float(e.scale))
+    lap("vector_arithmetic")
     gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families))
     cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
                             e.max_targets_per_prompt)
+    lap("greater_than")
     pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms, progress)
+    lap("edit_loss_prompts")
     corpus = load_corpus(cfg.corpus, tok, progress=progress)
     classes = el.residue_classes(tasks, moduli, list(e.corpus_families), residue_of)
     co_df = el.corpus_edit_loss(adapter, corpus.tokens, classes, directions, e.corpus_shift, float(e.scale),
                                 e.scale_ref, mlp0_norms, list(e.corpus_sources), e.batch_size, progress)
+    lap("edit_loss_corpus")
+    va_task, va_res = va.per_task(va_df), va.per_residue(va_df, float(e.scale))
 
     ed.mkdir(parents=True, exist_ok=True)
-    _csv(va_df, ed / "vector_arithmetic.csv")
+    _csv(va_task, ed / "vector_arithmetic.csv")
+    _csv(va_res, ed / "vector_arithmetic_residues.csv")
     _csv(va_sum, ed / "vector_arithmetic_summary.csv")
     _csv(gt_df, ed / "greater_than.csv")
     _csv(pr_df, ed / "edit_loss_prompts.csv")
     _csv(co_df, ed / "edit_loss_corpus.csv")
-    datasets = {**_columns(va_df, "vector_arithmetic"), **_columns(gt_df, "greater_than"),
+    datasets = {**_columns(va_task, "vector_arithmetic"), **_columns(va_res, "vector_arithmetic_residues"),
+                **_columns(va_sum, "vector_arithmetic_summary"), **_columns(gt_df, "greater_than"),
                 **_columns(pr_df, "edit_loss_prompts"), **_columns(co_df, "edit_loss_corpus")}
     attrs = provenance(cfg, manifest, successor_head=f"L{layer}H{head}", features_successor_head=feat_head,
                        head_mode=str(e.head_mode), mlp0_norms=mlp0_norms, residue_of=residue_of,
@@ -152,7 +169,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     summary = summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions)
     summary.update(mlp0_norms=mlp0_norms, residue_of=residue_of, n_prompt_edits=len(pr_df),
                    corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
-                   quantization=manifest.get("quantization", "none"), wall_s=round(time.time() - t0, 1))
+                   quantization=manifest.get("quantization", "none"), timings_s=timings,
+                   wall_s=round(time.time() - t0, 1))
     write_json(summary, ed / "editing_summary.json")
     return summary
 
@@ -180,11 +198,18 @@ def summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, c
         "vector_arithmetic_best_scale": best,
         "vector_arithmetic_control_scale0": _rates(va_df, 0.0),
         "paper": va.PAPER,
+        "beside_paper": {grp: {**{src: _get_rate(fam, src, grp) for src in sorted(set(fam.source))},
+                               "paper": paper} for grp, paper in va.PAPER.items()},
         "families_without_directions": missing,
         "greater_than": gt.summarise(gt_df),
         "edit_loss_prompts": el.summarise_prompts(pr_df),
         "edit_loss_corpus": el.summarise_corpus(co_df),
     }
+
+
+def _get_rate(fam: pd.DataFrame, source: str, group: str):
+    r = fam[(fam.source == source) & (fam.group == group)]
+    return float(r.success_rate.iloc[0]) if len(r) else "not measurable (no such tokens)"
 
 
 def _rates(va_df: pd.DataFrame, scale: float) -> dict:

@@ -356,10 +356,11 @@ def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
     spacings = [g for g in ("numbers_unspaced", "numbers_spaced") if g in rows.group]
     fig, axes = plt.subplots(len(spacings) or 1, 1, figsize=(12, 0.35 * m0 + 1.5) if spacings else (4, 2),
                              squeeze=False)
+    n_cols = min(100, 1 + max((v for g, v in zip(rows.group, rows.index) if g in spacings), default=9))
     for ax, g in zip(axes[:, 0], spacings):
-        M = np.full((m0, 100), np.nan)
+        M = np.full((m0, n_cols), np.nan)
         for r, (grp, val) in enumerate(zip(rows.group, rows.index)):
-            if grp == g and val < 100:
+            if grp == g and val < n_cols:
                 for i in range(m0):
                     if chosen[i] >= 0:
                         M[i, val] = acts[chosen[i]][r, feat[i]]
@@ -368,7 +369,7 @@ def _figures(cfg, rows: TokenRows, acts, figs, fdir: Path) -> None:
         ax.set_yticklabels([f"f{i} (SAE {chosen[i]} #{feat[i]})" for i in range(m0)], fontsize=7)
         ax.set_xlabel(f"number token ({g}; blank: not a single token)")
         fig.colorbar(im, ax=ax, fraction=0.03, label="activation")
-    axes[0, 0].set_title(f"{name}: mod-{m0} features on numbers 0-99", fontsize=10)
+    axes[0, 0].set_title(f"{name}: mod-{m0} features on numbers 0-{n_cols - 1}", fontsize=10)
     plots.save(fig, fdir / "feature_activations.png")
     # 2. probe confusion matrices
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))

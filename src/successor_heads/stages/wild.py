@@ -147,7 +147,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
                   f"(paper: {PAPER['n_contexts']} x {PAPER['context_len']} of The Pile)")
     attrs = provenance(cfg, manifest, corpus=corpus.name, corpus_source=corpus.description, n_contexts=corpus.n_contexts,
                        context_len=corpus.context_len, has_bos=corpus.has_bos, scale_note=scale_note, method=method,
-                       ablation="direct-effect mean ablation (mean z over non-BOS corpus positions)", units="nats",
+                       ablation="direct-effect mean ablation (mean z over all corpus positions"
+                       + (" but the BOS token)" if corpus.has_bos else ")"), units="nats",
                        successor_heads=[f"L{i}H{h}" for i, h in heads],
                        dims="loss, target_logit: [n_layers, n_heads, n_tokens]; baseline_*, target_ids, context_index, "
                             "position: [n_tokens]; contexts: [n_contexts, context_len]; mean_z: [n_layers, n_heads, d_head]")

@@ -1,0 +1,21 @@
+"""Thin wrapper: rule features -> successor_heads.stages.features.run."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
+from _common import setup_logging  # noqa: E402
+
+from successor_heads.config import load_resolved  # noqa: E402
+from successor_heads.stages import features  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+cfg = load_resolved(snakemake.input.config)  # noqa: F821
+summary = features.run(  # noqa: F821
+    cfg,
+    Path(snakemake.input.manifest).parent,  # noqa: F821
+    Path(snakemake.output.directions).parent.parent,  # noqa: F821
+    progress=False,
+    activations=snakemake.input.activations,  # noqa: F821
+    scores=snakemake.input.scores,  # noqa: F821
+)
+log.info("summary: %s", summary)
