@@ -14,8 +14,14 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from successor_heads.activations import (CACHE_DATASETS, TokenRows, activation_rows, mlp0_embeddings,
-                                         read_cache, write_cache)
+from successor_heads.activations import (
+    CACHE_DATASETS,
+    TokenRows,
+    activation_rows,
+    mlp0_embeddings,
+    read_cache,
+    write_cache,
+)
 from successor_heads.adapters import get_adapter
 from successor_heads.effective_embedding import effective_embeddings
 from successor_heads.h5io import IncompleteOutputError, read_h5, write_h5

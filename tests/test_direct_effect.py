@@ -58,10 +58,11 @@ def test_baseline_equals_model_loss(setup):
 
 
 def test_chunking_does_not_change_results(setup):
-    """A tiny memory cap forces many token chunks and one head per block."""
+    """A tiny memory cap (5 rows of d_vocab logits) forces token chunks and one head per block."""
     _, a, ids, mz, ref = setup
-    de = corpus_direct_effects(a, ids, mz, batch_size=2, max_chunk_mb=0.03)
-    assert DirectEffectAblator(a, mz, max_chunk_mb=0.03).block_rows < ids.numel()
+    mb = 5 * 2 * 4 * a.dims.d_vocab / 2**20
+    de = corpus_direct_effects(a, ids, mz, batch_size=2, max_chunk_mb=mb)
+    assert DirectEffectAblator(a, mz, max_chunk_mb=mb).block_rows == 5
     np.testing.assert_allclose(de.loss.reshape(len(ref), -1), ref, atol=ATOL, rtol=0)
 
 

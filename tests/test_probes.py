@@ -123,10 +123,10 @@ def _rows(numbers: range, words: int = 0, days: int = 7) -> TokenRows:
 
 
 def test_probe_sets_fall_back_on_number_words():
-    rows = _rows(range(0, 40))
+    rows = _rows(range(40))
     fams, tr, te = probe_sets(rows, rows.residues(10), 10)
     assert fams == ["numbers"] and tr.sum() == 40 and te.sum() == 7  # roman (held out) in neither
-    rows = _rows(range(0, 10), words=20)  # digit-splitting tokenizer: one number per class
+    rows = _rows(range(10), words=20)  # digit-splitting tokenizer: one number per class
     fams, tr, te = probe_sets(rows, rows.residues(10), 10)
     assert fams == ["numbers", "number_words", "ordinal_words"] and tr.sum() == 30 and te.sum() == 7
 
@@ -134,7 +134,7 @@ def test_probe_sets_fall_back_on_number_words():
 def test_probe_results_transfer_planted_classes_to_other_families():
     """Numbers and days share planted residue directions (Monday = position 1): a probe trained
     on numbers names the days' residues, and reports it per family."""
-    rows = _rows(range(0, 60))
+    rows = _rows(range(60))
     y = rows.residues(10)
     _, _, U = planted()
     x = 2 * U[y] + 0.05 * np.random.default_rng(0).standard_normal((len(y), D))

@@ -8,19 +8,29 @@ import pytest
 import torch
 
 from successor_heads.h5io import IncompleteOutputError
-from successor_heads.sae import (SparseAutoencoder, evaluate, load_saes, modal_features, mode_across_saes,
-                                 save_saes, top_features, train_sae)
+from successor_heads.sae import (
+    SparseAutoencoder,
+    evaluate,
+    load_saes,
+    modal_features,
+    mode_across_saes,
+    save_saes,
+    top_features,
+    train_sae,
+)
 
 M, D = 10, 32
 
 
 def planted(n: int = 400, seed: int = 0, noise: float = 0.05):
-    """Rows ``a * u_{n mod 10} + offset + noise`` with orthonormal ``u`` ``[10, d_model]``."""
+    """Rows ``a * u_{n mod 10} + b * w + offset + noise`` with orthonormal ``u`` ``[10, d_model]``
+    and ``w``: a distractor direction present on every row that the synthetic head ignores."""
     g = torch.Generator().manual_seed(seed)
-    U = torch.linalg.qr(torch.randn(D, D, generator=g))[0][:, :M].T.contiguous()
+    Q = torch.linalg.qr(torch.randn(D, D, generator=g))[0]
+    U, w = Q[:, :M].T.contiguous(), Q[:, M]
     y = torch.arange(n) % M
-    a = 1 + 2 * torch.rand(n, generator=g)
-    x = a[:, None] * U[y] + noise * torch.randn(n, D, generator=g) + 0.5 * torch.randn(D, generator=g)
+    a, b = 1 + 2 * torch.rand(n, generator=g), 2 * torch.rand(n, generator=g)
+    x = a[:, None] * U[y] + b[:, None] * w + noise * torch.randn(n, D, generator=g) + 0.5 * torch.randn(D, generator=g)
     return x, y, U
 
 
@@ -32,11 +42,11 @@ def trained():
 
 
 def test_recovers_planted_directions(trained):
-    x, y, U, sae, hist = trained
+    x, _, U, sae, hist = trained
     cos = (sae.directions() @ U.T).max(0).values  # best feature per planted direction
     assert cos.min() > 0.9, cos
     ev = evaluate(sae, x)
-    assert ev["fvu"] < 0.1 and ev["l0"] < 2.5, ev
+    assert ev["fvu"] < 0.1 and ev["l0"] < 3.0, ev
     assert hist["loss"][-1] < hist["loss"][0]
     norms = sae.W_dec.detach().norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
@@ -67,8 +77,8 @@ def test_head_feature_choice_recovers_classes(trained):
 
 
 def test_fallback_rows_use_activation_times_weight(trained):
-    x, y, U, sae, _ = trained
-    nan_score = lambda x_NM, r_N: torch.full((len(r_N),), float("nan"))  # noqa: E731
+    x, _, _, sae, _ = trained
+    nan_score = lambda x_NM, r_N: torch.full((len(r_N),), float("nan"))
     w = torch.zeros(sae.d_sae)
     w[3] = 1.0
     top, eff, acts = top_features(sae, x, nan_score, w)

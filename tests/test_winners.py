@@ -110,7 +110,7 @@ def test_listing_encoding_and_direct_effects(tokenizer):
     from successor_heads.listings import encode_listing, listing_direct_effects, listing_prompts
     from successor_heads.tiny import make_model
 
-    ps = listing_prompts(8)
+    ps = listing_prompts(16)[::4]  # one item list, each style
     for p in ps:
         ids, tgt = encode_listing(tokenizer, p)
         assert ids[0] == tokenizer.bos_token_id
@@ -119,7 +119,7 @@ def test_listing_encoding_and_direct_effects(tokenizer):
     a = get_adapter(model)
     ids = torch.tensor([tok("1. apples\n2. pears\n3. plums and Monday Tuesday")["input_ids"]])
     res = listing_direct_effects(a, tok, ps, mean_z(a, ids, skip_first=False))
-    assert res["loss"].shape == (a.dims.n_layers, a.dims.n_heads, 8) and res["base_loss"].shape == (8,)
+    assert res["loss"].shape == (a.dims.n_layers, a.dims.n_heads, 4) and res["base_loss"].shape == (4,)
 
 
 def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):

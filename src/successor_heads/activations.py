@@ -58,6 +58,7 @@ class TokenRows:
 
     def add(self, tid: int, tok: str, group: str, family: str, index: int, position: int,
             successor_id: int, held_out: bool) -> None:
+        """Append one row (see the module docstring for the fields)."""
         for name, v in zip(("token_ids", "tokens", "group", "family", "index", "position",
                             "successor_id", "held_out"),
                            (int(tid), tok, group, family, int(index), int(position),
@@ -95,6 +96,7 @@ class TokenRows:
         return out
 
     def to_datasets(self) -> dict[str, Any]:
+        """Name -> ``[n_tokens]`` array or list of str, for :func:`successor_heads.h5io.write_h5`."""
         return {"token_ids": np.asarray(self.token_ids, np.int64), "tokens": list(self.tokens),
                 "group": list(self.group), "family": list(self.family),
                 "index": np.asarray(self.index, np.int64), "position": np.asarray(self.position, np.int64),
@@ -102,7 +104,7 @@ class TokenRows:
                 "held_out": np.asarray(self.held_out, np.int8)}
 
     @classmethod
-    def from_datasets(cls, d: dict[str, Any]) -> "TokenRows":
+    def from_datasets(cls, d: dict[str, Any]) -> TokenRows:
         """Inverse of :meth:`to_datasets`. Raises: ValueError when the lists differ in length."""
         def lst(k):
             v = d[k]

@@ -17,7 +17,7 @@ the effect of f on the successor head is ``score(x_r) - score(x_r - a_f(r) d_f /
 ``score`` is the logit the head's OV circuit gives r's successor minus the mean logit over r's
 group (its task's tokens), i.e. the margin the successor score rewards (see
 :func:`successor_heads.stages.features.head_score_fn`). Rows without a single-token successor fall back to
-``a_f(r) * |OV(d_f)|``, the feature's activation times the norm of its decoder direction pushed
+``a_f(r) * |OV(d_f / s)|``, the feature's activation times the norm of its decoder direction pushed
 through the head's OV. A row's *top feature* is the one with the largest effect; the class's
 feature (:func:`modal_features`) is the most common top feature over the class's rows, and its
 *coverage* is the fraction of the class's rows whose top feature it is (the paper's 58.5%).
@@ -28,8 +28,8 @@ SAEs found (cosine above ``match_cosine``), ties broken by coverage.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -87,6 +87,7 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
+        """Rescale every decoder row to unit norm, in place."""
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
@@ -226,7 +227,7 @@ def top_features(
         sc = base[r] - score_fn(x[r] - act[:, None] * C_FM[f], r).float()
         nan = torch.isnan(base[r])
         eff[r, f] = torch.where(nan, act * fb[f], sc)
-    top = torch.where(torch.isinf(eff), float("inf"), eff).argmin(1)
+    top = eff.argmax(1)
     top[(a_TF > 0).sum(1) == 0] = -1
     return top.numpy().astype(np.int64), eff.numpy(), a_TF.numpy()
 

@@ -10,7 +10,7 @@ from successor_heads.stages import features  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
-summary = features.run(  # noqa: F821
+summary = features.run(
     cfg,
     Path(snakemake.input.manifest).parent,  # noqa: F821
     Path(snakemake.output.directions).parent.parent,  # noqa: F821

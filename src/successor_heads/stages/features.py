@@ -40,7 +40,7 @@ from ..atomic import atomic_path
 from ..h5io import IncompleteOutputError, provenance, write_h5
 from ..models import load_model, read_manifest
 from ..probes import confusion, cosines, cross_val_predict, fit_probe
-from ..sae import evaluate, mode_across_saes, modal_features, save_saes, top_features, train_sae
+from ..sae import evaluate, modal_features, mode_across_saes, save_saes, top_features, train_sae
 from ..tasks import build_tasks
 from .scores import load_top_heads
 
@@ -157,7 +157,7 @@ def split_tokens(token_ids, val_fraction: float, seed: int) -> tuple[np.ndarray,
     if len(first) < 2:
         raise ValueError(f"only {len(first)} distinct token(s): cannot split into train and validation")
     perm = np.random.default_rng(int(seed)).permutation(np.sort(first))
-    n_val = min(max(1, int(round(val_fraction * len(perm)))), len(perm) - 1)
+    n_val = min(max(1, round(val_fraction * len(perm))), len(perm) - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
