@@ -13,6 +13,9 @@ configfile: os.path.join(workflow.basedir, "workflow", "config.yaml")
 validate(config, "workflow/schemas/workflow.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/scores.smk"

@@ -59,21 +59,18 @@ def test_hook_removed_when_forward_raises(tokenizer):
     site = el.edit_site(a)
     f = _dirs(a.dims.d_model)[("sae", 7)]
     ids = torch.tensor([tok("one two three")["input_ids"]])
-    with pytest.raises(IndexError):  # position 999 does not exist: the hook itself raises mid-forward
-        with el.edit_mlp0(a, [0], [999], f[[0]], f[[1]], 1.0):
-            assert len(site._forward_hooks) == 1
-            model(input_ids=ids)
+    # position 999 does not exist: the hook itself raises in the middle of the forward pass
+    with pytest.raises(IndexError), el.edit_mlp0(a, [0], [999], f[[0]], f[[1]], 1.0):
+        assert len(site._forward_hooks) == 1
+        model(input_ids=ids)
     assert len(site._forward_hooks) == 0
-    with pytest.raises(RuntimeError, match="boom"):
-        with el.edit_mlp0(a, [0], [0], f[[0]], f[[1]], 1.0):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), el.edit_mlp0(a, [0], [0], f[[0]], f[[1]], 1.0):
+        raise RuntimeError("boom")
     assert len(site._forward_hooks) == 0
-    with pytest.raises(ValueError, match="lengths"):
-        with el.edit_mlp0(a, [0, 0], [0], f[[0]], f[[1]], 1.0):
-            pass
-    with pytest.raises(ValueError, match="d_model"):
-        with el.edit_mlp0(a, [0], [0], torch.ones(1, 3), torch.ones(1, 3), 1.0):
-            pass
+    with pytest.raises(ValueError, match="lengths"), el.edit_mlp0(a, [0, 0], [0], f[[0]], f[[1]], 1.0):
+        pass
+    with pytest.raises(ValueError, match="d_model"), el.edit_mlp0(a, [0], [0], torch.ones(1, 3), torch.ones(1, 3), 1.0):
+        pass
     assert len(site._forward_hooks) == 0
 
 
@@ -131,6 +128,14 @@ def test_corpus_edit_loss(tokenizer):
     assert df[(df.modulus == 10) & (df.i == 3)].n_edits.iloc[0] == n3 > 0
     assert (df.j == (df.i + 3) % df.modulus).all()
     assert df.delta_loss_at_edit.abs().max() > 1e-4
+    # computing logits only from the first edit on (earlier losses copied) equals the full pass
+    b, p = torch.tensor([0, 0, 1]), torch.tensor([30, 40, 20])
+    f = dirs[("probe", 10)]
+    edit = (b, p, f[[1, 1, 1]], f[[4, 4, 4]], 3.0, "projection", "raw")
+    base = el.token_losses(a, tokens, batch_size=2)
+    fast = el.token_losses(a, tokens, 2, edit, base)
+    torch.testing.assert_close(fast, el.token_losses(a, tokens, 2, edit), atol=1e-4, rtol=1e-4)
+    assert torch.equal(fast[0, :30], base[0, :30]) and not torch.allclose(fast[0, 30:], base[0, 30:])
     s = el.summarise_corpus(df)
     assert s["probe"]["n_edits"] == int(df.n_edits.sum())
     with pytest.raises(ValueError, match="multiple of modulus"):

@@ -121,8 +121,9 @@ def project(tmp_path_factory):
 
 def test_machine_dies_while_writing_h5(project):
     """SIGKILL to snakemake and every job while successor_scores.h5 is half written (a node or
-    machine crash): the next run needs --unlock and --rerun-incomplete (both profiles set the
-    latter), then completes with every output whole."""
+    machine crash): the next run is refused (outputs the killed job had written are incomplete;
+    its lock remains); after --unlock, with --rerun-incomplete (both profiles set it) it
+    completes, every output whole, and the half-written temporary is hidden and unmarked."""
     proc, tmp = start_and_wait_for_write(project)
     victims = [proc.pid, *descendants(proc.pid)]
     for pid in victims:
@@ -133,6 +134,13 @@ def test_machine_dies_while_writing_h5(project):
     assert tmp.exists()
     with pytest.raises(IncompleteOutputError):
         check_h5(tmp)
+    # what a user meets: outputs the killed job had already written (tasks.csv) are marked
+    # incomplete, and the killed run's lock is still there
+    plain = run(project, check=False)
+    out_ = plain.stdout + plain.stderr
+    assert plain.returncode != 0 and ("IncompleteFilesException" in out_ or "cannot be locked" in out_)
+    locked = run(project, "--rerun-incomplete", check=False)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
     run(project, "--unlock")
     run(project, "--rerun-incomplete")
     check_outputs(project)

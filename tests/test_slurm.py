@@ -42,7 +42,7 @@ def cannot_run(reason: str):
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A running single-node cluster (started here, and stopped at the end, unless it was
-    already up). Yields the seconds its start took."""
+    already up). Yields the seconds its start took and whether it was up before."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         cannot_run("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
     if os.geteuid() != 0:
@@ -54,7 +54,7 @@ def slurm_cluster():
     if proc.returncode == 3:
         cannot_run(proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, f"cluster.sh start failed:\n{proc.stdout}\n{proc.stderr}"
-    yield started_s
+    yield dict(start_s=started_s, was_up=was_up)
     if not was_up:
         subprocess.run([CLUSTER, "stop"], capture_output=True, timeout=120)
 
@@ -95,7 +95,7 @@ def runs(slurm_cluster, tmp_path_factory):
     local_s = time.monotonic() - t0
     assert rc == 0, "local run failed:\n" + (local / "local_run.log").read_text()[-6000:]
     return dict(local=local, cluster=cluster, out=slurm.stdout + slurm.stderr, slurm_s=slurm_s, local_s=local_s,
-                start_s=slurm_cluster)
+                start_s=slurm_cluster["start_s"])
 
 
 def test_jobs_ran_through_slurm(runs, capsys):
@@ -195,6 +195,8 @@ def test_rerun_through_slurm_does_nothing(runs):
 
 def test_cluster_stops(slurm_cluster, runs):
     """Last: the cluster shuts down by its pid files (the fixture's stop then has nothing left)."""
+    if slurm_cluster["was_up"]:
+        pytest.skip("the cluster was running before these tests; leaving it up")
     pid_dir = Path(os.environ.get("SLURM_TEST_DIR", "/var/lib/successor-heads-slurm"))
     pids = [int((pid_dir / f).read_text()) for f in ("slurmctld.pid", "slurmd.pid")]
     subprocess.run([CLUSTER, "stop"], check=True, capture_output=True, timeout=120)

@@ -123,8 +123,12 @@ def prompt_cases(tokenizer, tasks, moduli: Mapping | None = None, residue_of: st
 
 @torch.no_grad()
 def prompt_edit_loss(adapter: Adapter, cases: list[dict], directions: Mapping, scale: float,
-                     ref: str = "projection", norms: str = "raw", progress: bool = False) -> pd.DataFrame:
+                     ref: str = "projection", norms: str = "raw", batch_rows: int = 64,
+                     progress: bool = False) -> pd.DataFrame:
     """Run each case of :func:`prompt_cases` with and without the edit, for every direction source.
+
+    Prompts of equal token length share forward passes (at most ``batch_rows`` sequences each);
+    only the last position's logits are computed.
 
     Args:
         directions: ``{(source, m): [m, d_model]}`` (see
@@ -135,32 +139,49 @@ def prompt_edit_loss(adapter: Adapter, cases: list[dict], directions: Mapping, s
     ``top_before/top_after`` (argmax token ids over the vocabulary), ``new_top_before/after``,
     ``target_top_before/after`` (bool). Cases whose ``f_i`` or ``f_j`` is NaN are skipped.
     """
-    rows = []
     groups: dict[str, list[dict]] = {}
     for c in cases:
         groups.setdefault(c["prompt"], []).append(c)
-    for prompt, cs in tqdm(groups.items(), desc="edit -> loss (prompts)", disable=not progress):
-        edits = [(c, src, f) for c in cs for (src, m), f in directions.items()
-                 if m == c["modulus"] and not torch.isnan(f[[c["i"], c["j"]]]).any()]
-        if not edits:
+    # one spec per sequence to run: (ids, edit or None, token ids whose log-prob is kept)
+    specs, base_of, edits = [], {}, []
+    for prompt, cs in groups.items():
+        es = [(c, src, f) for c in cs for (src, m), f in directions.items()
+              if m == c["modulus"] and not torch.isnan(f[[c["i"], c["j"]]]).any()]
+        if not es:
             continue
-        ids = torch.tensor([cs[0]["ids"]] * (1 + len(edits)), device=adapter.device)
-        b = torch.arange(1, 1 + len(edits))
-        p = torch.tensor([c["pos"] for c, _, _ in edits])
-        f_from = torch.stack([f[c["i"]] for c, _, f in edits])
-        f_to = torch.stack([f[c["j"]] for c, _, f in edits])
-        with edit_mlp0(adapter, b, p, f_from, f_to, scale, ref, norms):
-            lp = adapter.model(input_ids=ids).logits[:, -1].float().log_softmax(-1).cpu()
-        top = lp.argmax(-1)
-        for r, (c, src, _) in enumerate(edits, start=1):
-            t, n = c["target_id"], c["new_id"]
-            row = {k: v for k, v in c.items() if k != "ids"}
-            row.update(source=src, loss_target_before=-float(lp[0, t]), loss_target_after=-float(lp[r, t]),
-                       loss_new_before=-float(lp[0, n]), loss_new_after=-float(lp[r, n]),
-                       top_before=int(top[0]), top_after=int(top[r]),
-                       new_top_before=bool(top[0] == n), new_top_after=bool(top[r] == n),
-                       target_top_before=bool(top[0] == t), target_top_after=bool(top[r] == t))
-            rows.append(row)
+        base_of[prompt] = len(specs)
+        specs.append((cs[0]["ids"], None, {t for c, _, _ in es for t in (c["target_id"], c["new_id"])}))
+        for c, src, f in es:
+            edits.append((len(specs), c, src))
+            specs.append((c["ids"], (c["pos"], f[c["i"]], f[c["j"]]), {c["target_id"], c["new_id"]}))
+    kept: list[dict] = [{} for _ in specs]
+    top = [0] * len(specs)
+    by_len: dict[int, list[int]] = {}
+    for r, sp in enumerate(specs):
+        by_len.setdefault(len(sp[0]), []).append(r)
+    chunks = [rs[k:k + batch_rows] for rs in by_len.values() for k in range(0, len(rs), batch_rows)]
+    for rs in tqdm(chunks, desc="edit -> loss (prompts)", disable=not progress):
+        ids = torch.tensor([specs[r][0] for r in rs], device=adapter.device)
+        ed = [(k, specs[r][1]) for k, r in enumerate(rs) if specs[r][1] is not None]
+        ctx = contextlib.nullcontext()
+        if ed:
+            ctx = edit_mlp0(adapter, [k for k, _ in ed], [e[0] for _, e in ed], torch.stack([e[1] for _, e in ed]),
+                            torch.stack([e[2] for _, e in ed]), scale, ref, norms)
+        with ctx:
+            lp = adapter.model(input_ids=ids, logits_to_keep=1).logits[:, -1].float().log_softmax(-1).cpu()
+        for k, r in enumerate(rs):
+            top[r] = int(lp[k].argmax())
+            kept[r] = {t: float(lp[k, t]) for t in specs[r][2]}
+    rows = []
+    for r, c, src in edits:
+        b = base_of[c["prompt"]]
+        t, n = c["target_id"], c["new_id"]
+        row = {k: v for k, v in c.items() if k != "ids"}
+        row.update(source=src, loss_target_before=-kept[b][t], loss_target_after=-kept[r][t],
+                   loss_new_before=-kept[b][n], loss_new_after=-kept[r][n], top_before=top[b], top_after=top[r],
+                   new_top_before=top[b] == n, new_top_after=top[r] == n,
+                   target_top_before=top[b] == t, target_top_after=top[r] == t)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -182,22 +203,32 @@ def residue_classes(tasks, moduli: Mapping | None = None, families=None,
 
 
 @torch.no_grad()
-def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, edit=None) -> torch.Tensor:
+def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, edit=None,
+                 base: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy ``[n_contexts, context_len - 1]`` (nats, float32) of ``tokens
-    [n_contexts, context_len]``; ``edit`` (optional) is ``(batch_idx, pos_idx, f_from, f_to,
-    scale, ref, norms)`` for :func:`edit_mlp0`, with ``batch_idx`` indexing rows of ``tokens``."""
+    [n_contexts, context_len]``.
+
+    ``edit`` (optional) is ``(batch_idx, pos_idx, f_from, f_to, scale, ref, norms)`` for
+    :func:`edit_mlp0`, ``batch_idx`` indexing rows of ``tokens``. With ``base`` (the unedited
+    losses of the same rows), logits are computed only from each batch's first edited position
+    on (the model is causal, so earlier predictions are unchanged and are copied from ``base``).
+    """
     out = []
     for s in range(0, tokens.shape[0], batch_size):
         chunk = tokens[s:s + batch_size].to(adapter.device)
-        ctx = contextlib.nullcontext()
+        ctx, p0 = contextlib.nullcontext(), 0
         if edit is not None:
             b, p, ff, ft, scale, ref, norms = edit
             sel = (b >= s) & (b < s + len(chunk))
             ctx = edit_mlp0(adapter, b[sel] - s, p[sel], ff[sel], ft[sel], scale, ref, norms)
+            if base is not None and sel.any():
+                p0 = min(int(p[sel].min()), chunk.shape[1] - 2)
         with ctx:
-            logits = adapter.model(input_ids=chunk).logits[:, :-1].float()
-        out.append(torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), chunk[:, 1:], reduction="none").cpu())
+            logits = adapter.model(input_ids=chunk, logits_to_keep=chunk.shape[1] - p0).logits[:, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, p0 + 1:], reduction="none").cpu()
+        if p0:
+            loss = torch.cat([base[s:s + len(chunk), :p0], loss], 1)
+        out.append(loss)
     return torch.cat(out)
 
 
@@ -241,7 +272,7 @@ def corpus_edit_loss(adapter: Adapter, tokens: torch.Tensor, classes: Mapping, d
             b, p = mask[ctx].nonzero(as_tuple=True)
             n = len(b)
             loss = token_losses(adapter, sub, batch_size, (b, p, f[i].expand(n, -1), f[j].expand(n, -1),
-                                                           scale, ref, norms))
+                                                           scale, ref, norms), base[ctx])
             delta = loss - base[ctx]
             at = torch.zeros_like(delta, dtype=torch.bool)
             keep = p < delta.shape[1]
@@ -266,7 +297,7 @@ def summarise_prompts(df: pd.DataFrame) -> dict:
         return out
 
     def stats(g):
-        return {"n": int(len(g)),
+        return {"n": len(g),
                 "delta_loss_target": float((g.loss_target_after - g.loss_target_before).mean()),
                 "delta_loss_new": float((g.loss_new_after - g.loss_new_before).mean()),
                 "new_top_before": float(g.new_top_before.mean()), "new_top_after": float(g.new_top_after.mean()),
@@ -287,7 +318,7 @@ def summarise_corpus(df: pd.DataFrame) -> dict:
     for src, g in df.groupby("source"):
         w = g.n_edits / g.n_edits.sum()
         worst = g.loc[g.delta_loss_all.idxmax()]
-        out[src] = {"n_classes": int(len(g)), "n_edits": int(g.n_edits.sum()),
+        out[src] = {"n_classes": len(g), "n_edits": int(g.n_edits.sum()),
                     "sum_delta_loss_all": float(g.delta_loss_all.sum()),
                     "mean_delta_loss_at_edit": float(np.nansum(w * g.delta_loss_at_edit)),
                     "worst_class": f"mod{int(worst.modulus)} {int(worst.i)}->{int(worst.j)}",

@@ -103,7 +103,7 @@ def summarise(df: pd.DataFrame) -> dict:
     for path, g in d.groupby("path"):
         entry = {"greater_share": float(g.greater_share.mean()), "chance": float(g.chance.mean()),
                  "greater_minus_smaller": float((g.share_greater - g.share_smaller).mean()),
-                 "n_tokens": int(len(g))}
+                 "n_tokens": len(g)}
         for fam, gf in g.groupby("family"):
             entry[f"greater_share_{fam}"] = float(gf.greater_share.mean())
         out[path] = entry

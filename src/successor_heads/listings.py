@@ -103,20 +103,26 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
                            max_chunk_mb: int = 1024, prepend_bos: bool = True, progress: bool = False) -> dict:
     """Direct-effect mean ablation of every head on the last position of each listing prompt.
 
-    One forward pass per prompt captures the activations; then every head is ablated at once.
-    Returns a dict of ``loss``, ``target_logit`` ``[n_layers, n_heads, n_prompts]``,
-    ``base_loss``, ``base_logit``, ``target_ids`` ``[n_prompts]`` (numpy; losses in nats).
+    One forward pass per group of prompts of equal token length captures the activations at
+    each prompt's last position; then every head is ablated at once. Returns a dict of ``loss``,
+    ``target_logit`` ``[n_layers, n_heads, n_prompts]``, ``base_loss``, ``base_logit``,
+    ``target_ids`` ``[n_prompts]`` (numpy, in prompt order; losses in nats).
     """
-    caps, targets = [], []
-    for lp in tqdm(prompts, desc="listing prompts", disable=not progress):
-        ids, tgt = encode_listing(tokenizer, lp, prepend_bos)
-        t = torch.tensor([ids])
+    enc = [encode_listing(tokenizer, lp, prepend_bos) for lp in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, (ids, _) in enumerate(enc):
+        groups.setdefault(len(ids), []).append(i)
+    caps, order = [], []
+    for idx in tqdm(groups.values(), desc="listing prompts (groups of equal length)", disable=not progress):
+        t = torch.tensor([enc[i][0] for i in idx])
         sel = torch.zeros_like(t, dtype=torch.bool)
-        sel[0, -1] = True
+        sel[:, -1] = True
         caps.append(capture(adapter, t, sel))
-        targets.append(tgt)
-    cap = Capture(torch.cat([c.z for c in caps]), torch.cat([c.resid for c in caps]),
-                  None if caps[0].attn_out is None else torch.cat([c.attn_out for c in caps]))
+        order += idx
+    inv = torch.argsort(torch.tensor(order))
+    cap = Capture(torch.cat([c.z for c in caps])[inv], torch.cat([c.resid for c in caps])[inv],
+                  None if caps[0].attn_out is None else torch.cat([c.attn_out for c in caps])[inv])
+    targets = [t for _, t in enc]
     loss, logit, bl, bg = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb).run(cap, torch.tensor(targets))
     return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
             "target_ids": np.array(targets)}

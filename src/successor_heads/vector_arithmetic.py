@@ -20,9 +20,9 @@ residue ``i`` means the same class as the features stage's ``f_i``. Pairs are sk
 the task, or when ``f_i`` or ``f_j`` is missing (NaN rows of the SAE directions).
 
 The modulus per task family is a config choice (``editing.moduli``; default 10 for numbers,
-number words, ordinal words and letters, 7 for days, 12 for months). The paper uses its mod-10
-features everywhere and reports numbers 20-29 about 89%, months about 53%, days and letters
-failing (Figure 5). Tokenizers that write numbers digit by digit (SmolLM2, Gemma3) keep only
+number words, ordinal words and letters, 7 for days, 12 for months; set a family to 10 to edit
+it with the paper's mod-10 features instead). The paper (Pythia-1.4B) reports numbers 20-29
+about 89%, months about 53%, days and letters failing (Figure 5). Tokenizers that write numbers digit by digit (SmolLM2, Gemma3) keep only
 1-9 as number tokens, so "numbers 20-29" is empty there and only the 1-9 cycle is measured.
 
 Scale ``a`` (``editing.scale_ref``):
@@ -32,8 +32,9 @@ Scale ``a`` (``editing.scale_ref``):
   ``f_i`` onto ``f_j`` (same length): "swap feature i for feature j".
 * ``norm``: ``a = scale * ||x||``, an absolute scale in units of the embedding's norm.
 
-``scale = 0`` is the unedited control (the head then predicts the successor of ``x``, so
-success there is chance-level 0 by construction whenever ``j != i``).
+``scale = 0`` is the unedited control: how often the head's prediction for ``x`` itself
+happens to be the successor of ``y`` (rarely; ``n_source_successor`` counts the pairs where the
+head still predicts the successor of ``x``).
 
 Directions come from the features stage (``results/{model}/features/directions.h5``:
 ``sae_mod{m}`` and ``probe_mod{m}``, ``[m, d_model]``, unit rows, in the ``mlp0`` space).
@@ -238,7 +239,7 @@ def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions
         for (source, dm), feats in directions.items():
             if dm != m:
                 continue
-            meta = dict(source=source, task=task.name, family=task.family, modulus=m)
+            meta = {"source": source, "task": task.name, "family": task.family, "modulus": m}
             df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, None, residue_of)
             frames.append(df.assign(**meta, numbers_20_29=False))
             if task.family == "numbers" and any(20 <= v <= 29 for v in values):

@@ -37,8 +37,39 @@ def table(summaries: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("parameters", kind="stable")
 
 
-def run(summaries, csv_path, fig_path) -> pd.DataFrame:
-    """Write the zoo table (CSV) and Figure 2 (left) atomically; returns the table."""
+def per_task_figure(score_csvs: list[str | Path], models: list[str], path) -> None:
+    """Per-task successor scores of each model's top head, averaged over the spaced/unspaced
+    and case variants of each task family (the paper's Figure 2, right)."""
+    import numpy as np
+
+    fams: dict[str, dict[str, float]] = {}
+    for model, p in zip(models, score_csvs):
+        top = pd.read_csv(p).iloc[0]
+        task_cols = [c for c in top.index if c not in ("layer", "head", "successor_score", "behaviour_logprob_drop")
+                     and not c.startswith("successor_score_")]
+        by_fam: dict[str, list[float]] = {}
+        for c in task_cols:
+            fam = c.split("_spaced")[0].split("_unspaced")[0]
+            if pd.notna(top[c]):
+                by_fam.setdefault(fam, []).append(float(top[c]))
+        fams[f"{model} L{int(top['layer'])}H{int(top['head'])}"] = {k: float(np.mean(v)) for k, v in by_fam.items()}
+    families = sorted({f for d in fams.values() for f in d})
+    fig, ax = plots.plt.subplots(figsize=(max(5, 0.9 * len(families) + 2), 3.5))
+    width = 0.8 / max(1, len(fams))
+    for k, (label, d) in enumerate(fams.items()):
+        ax.bar(np.arange(len(families)) + k * width, [d.get(f, np.nan) for f in families], width, label=label)
+    ax.set_xticks(np.arange(len(families)) + 0.4 - width / 2)
+    ax.set_xticklabels(families, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("successor score of the top head")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title("Figure 2 (right): per-task scores of each model's top head", fontsize=9)
+    plots.save(fig, path)
+
+
+def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None) -> pd.DataFrame:
+    """Write the zoo table (CSV), Figure 2 (left) and, given ``score_csvs`` and
+    ``per_task_path``, Figure 2 (right), atomically; returns the table."""
     df = table(summaries)
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
@@ -56,4 +87,7 @@ def run(summaries, csv_path, fig_path) -> pd.DataFrame:
     ax.legend(title="effective embedding", fontsize=7)
     ax.set_title("Figure 2 (left): max successor score vs model size", fontsize=9)
     plots.save(fig, fig_path)
+    if score_csvs and per_task_path:
+        models = [json.loads(Path(p).read_text())["model"] for p in summaries]
+        per_task_figure(score_csvs, models, per_task_path)
     return df

@@ -5,7 +5,7 @@
 #   tests/slurm/cluster.sh start    install slurm-wlm + munge with apt if missing, write
 #                                   /etc/slurm/slurm.conf, start munged, slurmctld and slurmd,
 #                                   wait until `srun -N1 hostname` answers
-#   tests/slurm/cluster.sh stop     stop the three daemons by their pid files
+#   tests/slurm/cluster.sh stop     stop the daemons it started, by their pid files
 #   tests/slurm/cluster.sh status   exit 0 when `srun -N1 hostname` answers
 #
 # Exit status: 0 done; 1 failed; 2 usage; 3 this machine cannot run the cluster (not root, or
@@ -49,16 +49,20 @@ start_munge() {
     chown munge:munge /etc/munge /etc/munge/munge.key /run/munge /var/lib/munge /var/log/munge
     chmod 700 /etc/munge /var/log/munge; chmod 400 /etc/munge/munge.key
     chmod 755 /run/munge; chmod 711 /var/lib/munge
-    alive "$MUNGE_PID" && return 0
+    alive "$MUNGE_PID" && return 0  # someone else's munged: use it, and leave it running
     runuser -u munge -- munged --pid-file="$MUNGE_PID" || fail "munged did not start"
+    mkdir -p "$DIR"; touch "$DIR/munged.ours"
     for _ in $(seq 50); do munge -n </dev/null | unmunge >/dev/null 2>&1 && return 0; sleep 0.2; done
     fail "munge does not answer"
 }
 
-write_conf() {
+check_conf() {
     if [ -f "$CONF" ] && ! grep -qF "$MARKER" "$CONF"; then
         cannot "$CONF exists and was not written by this script (a real cluster?); not touching it"
     fi
+}
+
+write_conf() {
     local mem_mb cpus
     mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     cpus=$(nproc)
@@ -102,6 +106,7 @@ start() {
         say "already running"; return 0
     fi
     install_packages
+    check_conf
     start_munge
     write_conf
     alive "$DIR/slurmctld.pid" || slurmctld -i || fail "slurmctld did not start"  # -i: ignore old state
@@ -127,7 +132,7 @@ stop_one() {  # pid file, name
 stop() {
     stop_one "$DIR/slurmd.pid" slurmd
     stop_one "$DIR/slurmctld.pid" slurmctld
-    stop_one "$MUNGE_PID" munged
+    if [ -f "$DIR/munged.ours" ]; then stop_one "$MUNGE_PID" munged; rm -f "$DIR/munged.ours"; fi
     say "stopped"
 }
 

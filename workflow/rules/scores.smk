@@ -44,6 +44,7 @@ rule successor_scores:
 rule zoo_table:
     input:
         summaries=expand(f"{RESULTS}/{{model}}/scores_summary.json", model=ZOO),
+        scores=expand(f"{RESULTS}/{{model}}/successor_scores.csv", model=ZOO),
     output:
         csv=report(
             f"{RESULTS}/zoo/successor_heads.csv",
@@ -53,6 +54,11 @@ rule zoo_table:
         fig=report(
             f"{RESULTS}/zoo/max_score_vs_params.png",
             caption="../report/zoo_figure.rst",
+            category="Zoo",
+        ),
+        per_task=report(
+            f"{RESULTS}/zoo/top_heads_per_task.png",
+            caption="../report/zoo_per_task.rst",
             category="Zoo",
         ),
     log:
@@ -69,4 +75,8 @@ STAGE_TARGETS["scores"] = [
     f"{RESULTS}/{{model}}/successor_heatmap.png",
     f"{RESULTS}/{{model}}/top_head_tasks.png",
 ]
-ZOO_TARGETS += [f"{RESULTS}/zoo/successor_heads.csv", f"{RESULTS}/zoo/max_score_vs_params.png"]
+ZOO_TARGETS += [
+    f"{RESULTS}/zoo/successor_heads.csv",
+    f"{RESULTS}/zoo/max_score_vs_params.png",
+    f"{RESULTS}/zoo/top_heads_per_task.png",
+]

@@ -3,10 +3,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import setup_logging  # noqa: E402
+from _common import setup_logging
 
-from successor_heads.config import load_resolved  # noqa: E402
-from successor_heads.stages import editing  # noqa: E402
+from successor_heads.config import load_resolved
+from successor_heads.stages import editing
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821

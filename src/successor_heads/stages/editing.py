@@ -120,7 +120,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     scales = sorted({float(s) for s in e.scale_sweep} | {float(e.scale)})
     log.info("editing through L%dH%d; directions %s; scales %s", layer, head, sorted(directions), scales)
 
-    timings, tick = {}, time.time()
+    timings, tick = {}, t0
 
     def lap(name):
         nonlocal tick
@@ -137,7 +137,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
                             e.max_targets_per_prompt)
     lap("greater_than")
-    pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms, progress)
+    pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms,
+                                progress=progress)
     lap("edit_loss_prompts")
     corpus = load_corpus(cfg.corpus, tok, progress=progress)
     classes = el.residue_classes(tasks, moduli, list(e.corpus_families), residue_of)

@@ -54,11 +54,14 @@ def successor_heads_of(out_dir: Path, cfg) -> list[tuple[int, int]]:
     Raises: WildInputError when the scores file is missing or unfinished.
     """
     path = out_dir / "successor_scores.h5"
+    hint = (f"The wild stage needs the successor scores: run `successor-heads scores model={cfg.model.name}` "
+            "(or snakemake) first")
+    if not path.is_file():
+        raise WildInputError(f"{path} is missing. {hint}")
     try:
         return load_top_heads(path, int(cfg.wild.n_successor_heads), cfg.wild.score_mode)
     except (IncompleteOutputError, KeyError) as e:
-        raise WildInputError(f"{e}. The wild stage needs the successor scores: run "
-                             f"`successor-heads scores model={cfg.model.name}` (or snakemake) first") from None
+        raise WildInputError(f"{e}. {hint}") from None
 
 
 def _winner_rows(tok, tokens: np.ndarray, de, win: dict, eff: dict, heads, n_heads: int, index, chars: int):
