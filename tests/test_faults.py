@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from successor_heads.h5io import SLOW_WRITE_ENV, IncompleteOutputError, check_h5, read_h5, set_aside_incomplete
 from workflow_project import make_project, snakemake, snakemake_command
+
+from successor_heads.h5io import (
+    SLOW_WRITE_ENV,
+    IncompleteOutputError,
+    check_h5,
+    read_h5,
+    set_aside_incomplete,
+)
 
 STAGES = [f"stages=[{s}]"] if (s := os.environ.get("SUCCESSOR_HEADS_TEST_STAGES")) else []
 TIMEOUT = 1800  # a loaded two-core machine
@@ -147,17 +153,17 @@ def test_machine_dies_while_writing_h5(project):
     assert nothing_to_do(project)
 
 
-def test_rerun_of_finished_workflow_does_nothing_fast(project):
+def test_rerun_of_finished_workflow_does_nothing_fast(project, capsys):
     t0 = time.monotonic()
     proc = run(project)
     dt = time.monotonic() - t0
-    print(f"\nrerun of a finished workflow: {dt:.1f} s")
     out = proc.stdout + proc.stderr
     assert "Nothing to be done" in out, out[-3000:]
     assert dt < 60, f"a rerun that does nothing took {dt:.1f} s"
     t0 = time.monotonic()
     assert nothing_to_do(project)
-    print(f"dry run of a finished workflow: {time.monotonic() - t0:.1f} s")
+    with capsys.disabled():
+        print(f"\nrerun of a finished workflow: {dt:.1f} s; dry run: {time.monotonic() - t0:.1f} s")
 
 
 def test_truncated_h5_is_regenerated(project):
@@ -183,7 +189,7 @@ def test_truncated_h5_is_regenerated(project):
     assert not (h5.parent / ".successor_scores.h5.damaged").exists()
 
 
-def test_job_killed_while_writing_h5(project):
+def test_job_killed_while_writing_h5(project, capsys):
     """SIGKILL to the successor_scores job alone (out of memory, a killed task) while it writes
     its HDF5 file: snakemake reports the failure and leaves no output that looks done; the next
     run completes."""
@@ -195,7 +201,8 @@ def test_job_killed_while_writing_h5(project):
     check_outputs(project)
     run(project)
     leftovers = check_outputs(project)
-    print(f"\ntemporaries left by killed writes (hidden, never marked complete): {[f.name for f in leftovers]}")
+    with capsys.disabled():
+        print(f"\ntemporaries left by killed writes (hidden, never marked complete): {[f.name for f in leftovers]}")
     assert nothing_to_do(project)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_project import REPO, make_project, snakemake, snakemake_command
 
 from successor_heads.h5io import read_h5
-from workflow_project import REPO, make_project, snakemake, snakemake_command
 
 pytestmark = pytest.mark.slurm
 

@@ -40,12 +40,15 @@ def _cat(index, text_tokens, target):
 
 
 @pytest.mark.parametrize("context,target,expected", [
-    # successorship: the most recent item of the family is the predecessor
+    # successorship: the predecessor appears in the context
     (["1", ".", " apples", "\n", "2", ".", " pears", "\n"], "3", "successorship"),
     (["We", " met", " on", " Monday", " and", " again", " on"], " Tuesday", "successorship"),
     (["from", " December", " to"], " January", "successorship"),  # months wrap
     (["the", " first", " and", " the"], " second", "successorship"),
     (["chapter", " 1", "9", " then", " chapter"], " 20", "successorship"),  # digits merge into 19
+    (["lists", "[", "0", "].", "append", "(", "3", ")", " lists", "["], "1", "successorship"),
+    (["Sunday", " was", " the", " 5", "th", " and"], " Monday", "successorship"),  # days wrap
+    (["chapter", " 1", "9", " then", " chapter"], " 2", "other"),  # 1 and 9 are one number, 19
     # acronym: letters continue the initials of preceding capitalised words
     (["the", " Application", " Programming", " Interface", " (", "AP"], "I", "acronym"),
     (["the", " Portable", " Document", " Format", " ("], "PDF", "acronym"),
@@ -110,7 +113,8 @@ def test_listing_encoding_and_direct_effects(tokenizer):
     from successor_heads.listings import encode_listing, listing_direct_effects, listing_prompts
     from successor_heads.tiny import make_model
 
-    ps = listing_prompts(16)[::4]  # one item list, each style
+    all_ps = listing_prompts(64)
+    ps = [all_ps[i] for i in (0, 1, 12, 45, 52, 60, 4, 8)]  # 4 styles; with the tiny tokenizer, 0/60, 1/45/52, 4/8 share a length
     for p in ps:
         ids, tgt = encode_listing(tokenizer, p)
         assert ids[0] == tokenizer.bos_token_id
@@ -119,7 +123,15 @@ def test_listing_encoding_and_direct_effects(tokenizer):
     a = get_adapter(model)
     ids = torch.tensor([tok("1. apples\n2. pears\n3. plums and Monday Tuesday")["input_ids"]])
     res = listing_direct_effects(a, tok, ps, mean_z(a, ids, skip_first=False))
-    assert res["loss"].shape == (a.dims.n_layers, a.dims.n_heads, 4) and res["base_loss"].shape == (4,)
+    assert res["loss"].shape == (a.dims.n_layers, a.dims.n_heads, 8) and res["base_loss"].shape == (8,)
+    # prompts are batched by length and put back in order: each equals its own single run
+    from successor_heads.direct_effect import corpus_direct_effects
+
+    for i, p in enumerate(ps):
+        pid, t = encode_listing(tok, p)
+        de = corpus_direct_effects(a, torch.tensor([pid + [t]]), mean_z(a, ids, skip_first=False))
+        np.testing.assert_allclose(de.loss[:, :, -1], res["loss"][:, :, i], atol=1e-5)
+        assert res["target_ids"][i] == t
 
 
 def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):

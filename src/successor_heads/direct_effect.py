@@ -360,13 +360,22 @@ def corpus_direct_effects(adapter: Adapter, tokens: torch.Tensor, mean_z_LHD: to
     ``tokens [n_contexts, context_len]``: position ``p`` of context ``c`` predicts
     ``tokens[c, p + 1]``; ``n_tokens = n_contexts * (context_len - 1)``, batch-major.
     ``mean_z_LHD [n_layers, n_heads, d_head]`` from :func:`mean_z`. One forward pass per batch
-    of ``batch_size`` contexts. Returns :class:`DirectEffects` (losses in nats).
+    of ``batch_size`` contexts (fewer when the captured activations, about ``batch_size *
+    context_len * n_layers * (n_heads * d_head [+ d_model for Gemma3]) * 4`` bytes, would exceed
+    ``2 * max_chunk_mb``). Returns :class:`DirectEffects` (losses in nats).
     Raises: ValueError for contexts shorter than 2 tokens.
     """
     n_ctx, P = tokens.shape
     if P < 2:
         raise ValueError(f"contexts of {P} token(s): need at least 2 to score a next-token prediction")
     ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, fast)
+    d = adapter.dims
+    per_ctx = (P - 1) * 4 * (d.n_layers * d.n_heads * d.d_head + d.d_model + (d.n_layers * d.d_model if ab.post else 0))
+    fit = max(1, int(2 * max_chunk_mb * 2**20 // per_ctx))  # captured activations stay under 2 x max_chunk_mb
+    if fit < batch_size:
+        log.info("batch of %d contexts would capture %.0f MB; using %d per forward pass", batch_size,
+                 batch_size * per_ctx / 2**20, fit)
+        batch_size = fit
     parts: list[tuple] = []
     starts = range(0, n_ctx, batch_size)
     n_chunks = sum(-(-min(batch_size, n_ctx - s) * (P - 1) // ab.block_rows) for s in starts)

@@ -19,9 +19,9 @@ months, month prefixes, letters of one case; roman numerals are held out and not
 whole numbers written in digits (consecutive digit tokens with no space between form one
 number).
 
-1. ``successorship``: the target is an item, and the most recent item of the same family in
-   the context is its predecessor (index + 1, wrapping for days and months): "2. pears\\n" ->
-   "3", "Monday ... Tuesday".
+1. ``successorship``: the target is an item whose predecessor (same family, index - 1,
+   wrapping for days and months) appears in the context: "2. pears\\n" -> "3", "Monday ...
+   Tuesday", "lists[0] ... lists[" -> "1".
 2. ``acronym``: the target, stripped, is 1-5 capital letters; together with the capital
    letters written immediately before it (no space between) it forms a string of at least two
    letters that occurs in the initials of the capitalised words among the last 40 words of the
@@ -161,12 +161,9 @@ def categorise(context: list[str], target: str, index: SuccessionIndex) -> str:
     tgt = index.lookup(target)
     continues_number = target.strip().isdigit() and not target[:1].isspace() and text[-1:].isdigit()
     if tgt and not continues_number:
-        anchor = _anchor(items, {e[0] for e in tgt})
-        if anchor:
-            for fam, i, mod in tgt:
-                for afam, ai, _ in anchor:
-                    if afam == fam and i == ((ai + 1) % mod if mod else ai + 1):
-                        return "successorship"
+        seen = {(f, i) for entries in items for f, i, _ in entries}
+        if any((f, (i - 1) % mod if mod else i - 1) in seen for f, i, mod in tgt):
+            return "successorship"
     if _is_acronym(text, target):
         return "acronym"
     num = [e for e in tgt if e[0] in NUMERIC_FAMILIES]

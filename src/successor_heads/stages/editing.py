@@ -134,9 +134,9 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     va_sum = va.summarise(va_df, float(e.scale))
     lap("vector_arithmetic")
     gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families))
+    lap("greater_than")
     cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
                             e.max_targets_per_prompt)
-    lap("greater_than")
     pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms,
                                 progress=progress)
     lap("edit_loss_prompts")

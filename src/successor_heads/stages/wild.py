@@ -99,13 +99,36 @@ def _category_table(winners: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _heatmap_figure(panels: dict[str, np.ndarray], heads, title: str, path) -> None:
+    """Layer-by-head panels ``[n_layers, n_heads]``, each on its own colour scale; the successor
+    head(s) boxed in red."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    n_layers, n_heads = next(iter(panels.values())).shape
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, layout="constrained",
+                             figsize=(1.2 + len(panels) * max(2.5, 0.35 * n_heads + 1.2), max(3, 0.22 * n_layers + 1.2)))
+    for ax, (name, m) in zip(axes[0], panels.items()):
+        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis")
+        for layer, head in heads:
+            ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.suptitle(title, fontsize=9)
+    plots.save(fig, path)
+
+
 def _category_figure(table: pd.DataFrame, title: str, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     x = np.arange(len(CATEGORIES))
-    series = [(f"ours ({c} criterion)", table[table.criterion == c].set_index("category").share.reindex(CATEGORIES).values)
-              for c in ("loss", "logit")]
+    series = []
+    for c in ("loss", "logit"):
+        sub = table[table.criterion == c].set_index("category")
+        series.append((f"ours, {c} criterion (n={int(sub.n_tokens.sum())})", sub.share.reindex(CATEGORIES).values))
     series.append(("paper (Pythia-1.4B L12H0)", np.array([PAPER_SHARES.get(c, np.nan) for c in CATEGORIES])))
     for i, (label, vals) in enumerate(series):
         ax.bar(x + (i - 1) * 0.27, np.nan_to_num(vals), width=0.27, label=label)
@@ -115,6 +138,24 @@ def _category_figure(table: pd.DataFrame, title: str, path) -> None:
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     plots.save(fig, path)
+
+
+def _listing_table(prompts, ls: dict, head: tuple[int, int], n_heads: int, min_effect: float) -> pd.DataFrame:
+    """One row per listing prompt: winner per criterion and whether it is the successor ``head``."""
+    leff = effects(ls["loss"], ls["base_loss"], ls["target_logit"], ls["base_logit"])
+    lwin = {c: winning_heads(e, min_effect) for c, e in leff.items()}
+    sflat = head[0] * n_heads + head[1]
+    rows = []
+    for i, lp in enumerate(prompts):
+        row = {"prompt": lp.prompt, "target": lp.target, "target_id": int(ls["target_ids"][i]), "style": lp.style,
+               "n_items": lp.n_items, "item_set": lp.item_set, "base_loss": float(ls["base_loss"][i])}
+        for c in ("loss", "logit"):
+            wf = int(lwin[c][i])
+            row[f"winner_{c}"] = f"L{wf // n_heads}H{wf % n_heads}" if wf >= 0 else "none"
+            row[f"successor_head_wins_{c}"] = wf == sflat
+            row[f"successor_head_effect_{c}"] = float(leff[c].reshape(-1, len(prompts))[sflat, i])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _write_csv(df: pd.DataFrame, path) -> None:
@@ -177,28 +218,14 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     prompts = listing_prompts(int(w.n_listing_prompts))
     ls = listing_direct_effects(adapter, tok, prompts, mz, int(w.max_chunk_mb), bool(cfg.corpus.get("prepend_bos", True)),
                                 progress)
-    leff = effects(ls["loss"], ls["base_loss"], ls["target_logit"], ls["base_logit"])
-    lwin = {c: winning_heads(e, float(w.min_increase)) for c, e in leff.items()}
-    sflat = heads[0][0] * d.n_heads + heads[0][1]
-    rows = []
-    for i, lp in enumerate(prompts):
-        row = {"prompt": lp.prompt, "target": lp.target, "target_id": int(ls["target_ids"][i]), "style": lp.style,
-               "n_items": lp.n_items, "item_set": lp.item_set, "base_loss": float(ls["base_loss"][i])}
-        for c in ("loss", "logit"):
-            wf = int(lwin[c][i])
-            row[f"winner_{c}"] = f"L{wf // d.n_heads}H{wf % d.n_heads}" if wf >= 0 else "none"
-            row[f"successor_head_wins_{c}"] = wf == sflat
-            row[f"successor_head_effect_{c}"] = float(leff[c].reshape(-1, len(prompts))[sflat, i])
-        rows.append(row)
-    listings = pd.DataFrame(rows)
+    listings = _listing_table(prompts, ls, heads[0], d.n_heads, float(w.min_increase))
     _write_csv(listings, wdir / "listings.csv")
 
     label = f"{cfg.model.name} ({scale_note})"
-    share = {c: counts[c] / max(1, int((win[c] >= 0).sum())) for c in counts}
-    plots.heatmap({"mean loss increase (nats)": mean_inc, "share of tokens won (loss)": share["loss"],
-                   "share of tokens won (logit)": share["logit"]},
-                  f"{label}: direct-effect mean ablation per head", wdir / "loss_increase_heatmap.png",
-                  cbar_label="")
+    _heatmap_figure({"mean loss increase (nats)": mean_inc, "tokens won (loss criterion)": counts["loss"],
+                     "tokens won (logit criterion)": counts["logit"]}, heads,
+                    f"{label}: direct-effect mean ablation per head (red: successor head)",
+                    wdir / "loss_increase_heatmap.png")
     _category_figure(table, f"{cfg.model.name} L{heads[0][0]}H{heads[0][1]}: categories of its winning tokens",
                      wdir / "category_shares.png")
 
