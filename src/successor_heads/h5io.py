@@ -201,6 +201,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def quantization_label(manifest: Mapping[str, Any] | None) -> str:
+    """One string for a model folder's original quantization, from its ``manifest.json``:
+    e.g. ``"Q4_1 (MOSTLY_Q4_1; F32:61 Q4_1:210 Q8_0:1)"``, or ``"none"`` for unquantized weights."""
+    q = ((manifest or {}).get("gguf") or {}).get("quantization")
+    if not q:
+        return "none"
+    summary = " ".join(f"{k}:{v}" for k, v in (q.get("summary") or {}).items())
+    return f"{q.get('main_type')} ({q.get('file_type')}; {summary})"
+
+
 def provenance(cfg, manifest: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """Provenance attributes for an output: model, source, revision or sha256, quantization,
     dtype, layer-norm option, package versions, plus ``extra``.
@@ -214,9 +224,9 @@ def provenance(cfg, manifest: Mapping[str, Any] | None = None, **extra: Any) -> 
         "model": m.name,
         "family": m.family,
         "source": m.source.kind,
-        "revision": manifest.get("revision") or m.source.get("revision"),
-        "sha256": manifest.get("sha256") or m.source.get("sha256"),
-        "quantization": manifest.get("quantization", "none"),
+        "revision": (manifest.get("hf") or {}).get("commit") or m.source.get("revision"),
+        "sha256": (manifest.get("gguf") or {}).get("sha256") or m.source.get("sha256"),
+        "quantization": quantization_label(manifest),
         "dtype": m.dtype,
         "norms": cfg.scores.norms if "scores" in cfg else "n/a",
         "package_versions": package_versions(),

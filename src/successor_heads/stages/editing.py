@@ -157,7 +157,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     datasets = {**_columns(va_task, "vector_arithmetic"), **_columns(va_res, "vector_arithmetic_residues"),
                 **_columns(va_sum, "vector_arithmetic_summary"), **_columns(gt_df, "greater_than"),
                 **_columns(pr_df, "edit_loss_prompts"), **_columns(co_df, "edit_loss_corpus")}
-    attrs = provenance(cfg, manifest, successor_head=f"L{layer}H{head}", features_successor_head=feat_head,
+    attrs = provenance(cfg, manifest, quantization=_quantization(manifest), successor_head=f"L{layer}H{head}",
+                       features_successor_head=feat_head,
                        head_mode=str(e.head_mode), mlp0_norms=mlp0_norms, residue_of=residue_of,
                        scale=float(e.scale), scale_ref=e.scale_ref, scales=scales, moduli=moduli,
                        corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
@@ -170,7 +171,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     summary = summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions)
     summary.update(mlp0_norms=mlp0_norms, residue_of=residue_of, n_prompt_edits=len(pr_df),
                    corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
-                   quantization=manifest.get("quantization", "none"), timings_s=timings,
+                   quantization=_quantization(manifest), timings_s=timings,
                    wall_s=round(time.time() - t0, 1))
     write_json(summary, ed / "editing_summary.json")
     return summary
@@ -206,6 +207,12 @@ def summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, c
         "edit_loss_prompts": el.summarise_prompts(pr_df),
         "edit_loss_corpus": el.summarise_corpus(co_df),
     }
+
+
+def _quantization(manifest: dict) -> str:
+    """The weights' quantization: the manifest's ``quantization``, else its GGUF main type."""
+    q = manifest.get("quantization") or (manifest.get("gguf") or {}).get("quantization") or "none"
+    return str(q.get("main_type", q) if isinstance(q, dict) else q)
 
 
 def _get_rate(fam: pd.DataFrame, source: str, group: str):

@@ -21,7 +21,7 @@ from ..adapters import get_adapter
 from ..atomic import atomic_path
 from ..behaviour import behavioural_drops
 from ..effective_embedding import effective_embeddings, neutral_prefix
-from ..h5io import provenance, read_h5, write_h5
+from ..h5io import provenance, quantization_label, read_h5, write_h5
 from ..models import load_model, read_manifest
 from ..scores import TaskIndex, successor_scores
 from ..tasks import build_tasks, ordinal_list_prompts, tasks_report
@@ -127,7 +127,7 @@ def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: di
     default = cfg.scores.default_mode
     bl, bh = np.unravel_index(np.argmax(drops), drops.shape)
     out = {"model": cfg.model.name, "family": cfg.model.family, "n_params": int(n_params),
-           "quantization": manifest.get("quantization", "none"), "norms": cfg.scores.norms,
+           "quantization": quantization_label(manifest), "norms": cfg.scores.norms,
            "default_mode": default, "top_behaviour_head": f"L{bl}H{bh}",
            "top_behaviour_drop": float(drops[bl, bh])}
     for mode, r in results.items():
