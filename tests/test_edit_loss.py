@@ -154,6 +154,10 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
                     "tasks": {"numbers_max": 30}, "editing": {"max_prompts_per_family": 2}})
     out = tmp_path / "results" / "tiny"
     model_dir = fetch_model(cfg, out / "model")
+    for bad, match in (({"scale_ref": "absolute"}, "scale_ref"), ({"corpus_sources": ["probe"], "sources": ["sae"]},
+                                                                   "corpus_sources")):
+        with pytest.raises(ValueError, match=match):
+            editing.run(validate({**cfg, "editing": {**cfg.editing, **bad}}), model_dir, out, progress=False)
     with pytest.raises(ValueError, match="scores stage"):
         editing.run(cfg, model_dir, out, progress=False)
     overall = np.zeros((2, 4))

@@ -131,12 +131,12 @@ class EditingConfig:
     head_mode: Optional[str] = None  # scores mode whose top head is edited through; None: file default
     greater_than_families: List[str] = field(default_factory=lambda: ["numbers", "number_words"])
     n_items: int = 3  # list items shown in the edit -> loss prompts
-    max_prompts_per_family: int = 12
-    max_targets_per_prompt: int = 3  # target residues j tried per prompt
+    max_prompts_per_family: int = 8
+    max_targets_per_prompt: int = 2  # target residues j tried per prompt
     corpus_families: List[str] = field(default_factory=lambda: [
         "numbers", "number_words", "ordinal_words", "days", "months"])  # tokens edited in the corpus
     corpus_shift: int = 1  # corpus edit i -> (i + shift) mod m
-    corpus_sources: List[str] = field(default_factory=lambda: ["sae", "probe"])
+    corpus_sources: List[str] = field(default_factory=lambda: ["sae"])  # one pass per class per source
     batch_size: int = 8  # corpus contexts per forward pass
 
 

@@ -64,6 +64,9 @@ def _check(cfg) -> None:
     bad = [s for s in list(e.sources) + list(e.corpus_sources) if s not in va.SOURCES]
     if bad:
         raise ValueError(f"editing.sources/corpus_sources contain {bad}: must be among {va.SOURCES}")
+    missing = sorted(set(e.corpus_sources) - set(e.sources))
+    if missing:
+        raise ValueError(f"editing.corpus_sources has {missing}, which editing.sources does not load")
     if not list(e.scale_sweep):
         raise ValueError("editing.scale_sweep is empty: give at least one scale, e.g. [0.0, 1.0]")
 
