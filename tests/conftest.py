@@ -7,3 +7,15 @@ from successor_heads.tiny import make_tokenizer
 def tokenizer():
     """The tiny byte-level BPE tokenizer shared by all tiny-model tests."""
     return make_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_as_found():
+    """Fail the test that leaves autograd switched off globally: it breaks SAE training in later tests."""
+    import torch
+
+    before = torch.is_grad_enabled()
+    yield
+    after = torch.is_grad_enabled()
+    torch.set_grad_enabled(before)
+    assert after == before, "this test changed torch's global grad mode; use a torch.no_grad() block instead"

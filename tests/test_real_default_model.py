@@ -63,7 +63,6 @@ def test_tasks_drop_multi_digit_numbers(smollm2):
 @pytest.mark.parametrize("mode", ["mlp0", "resid"])
 def test_top_head_and_score(smollm2, mode):
     cfg, model, tok, _ = smollm2
-    torch.set_grad_enabled(False)
     a = get_adapter(model)
     idx, ids = task_indices(build_tasks(tok, cfg.tasks))
     x = effective_embeddings(a, ids, mode, "raw", prefix_ids=neutral_prefix(tok))

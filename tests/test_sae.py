@@ -98,6 +98,14 @@ def test_training_is_deterministic_for_a_seed():
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
+def test_training_works_inside_no_grad():
+    x, _, _ = planted(200)
+    a, ha = train_sae(x, 8, steps=50, batch_size=32, seed=5)
+    with torch.no_grad():
+        b, hb = train_sae(x, 8, steps=50, batch_size=32, seed=5)
+    assert ha["loss"] == hb["loss"] and hb["loss"][-1] < hb["loss"][0]
+
+
 def test_tied_decoder_shares_weights():
     x, _, _ = planted(100)
     sae, _ = train_sae(x, 8, steps=20, batch_size=16, tied=True)

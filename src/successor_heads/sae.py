@@ -128,8 +128,10 @@ def train_sae(
     if num_threads and torch.device(device).type == "cpu":
         torch.set_num_threads(int(num_threads))
     try:
-        return _train(x, int(d_sae), float(l1_coeff), float(lr), int(steps), int(batch_size), int(seed),
-                      bool(tied), device, progress, desc)
+        # a caller inside no_grad (or a leaked global grad switch) must not silently break training
+        with torch.enable_grad():
+            return _train(x, int(d_sae), float(l1_coeff), float(lr), int(steps), int(batch_size),
+                          int(seed), bool(tied), device, progress, desc)
     finally:
         torch.set_num_threads(old_threads)
 
