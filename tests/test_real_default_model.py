@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from successor_heads.adapters import get_adapter
 from successor_heads.config import compose
