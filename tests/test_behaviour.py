@@ -43,6 +43,22 @@ def test_batched_drops_equal_one_head_at_a_time(family, tokenizer):
     assert np.abs(drops).max() > 0, "ablations must change something on a random model"
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_subset_of_heads_equals_the_full_check(family, tokenizer):
+    model, tok = make_model(family, tokenizer)
+    a = get_adapter(model)
+    prompts = _prompts(tok)
+    full, base = behavioural_drops(a, tok, prompts, "mean")
+    heads = [(0, 1), (1, 0), (1, a.dims.n_heads - 1)]
+    sub, base_sub = behavioural_drops(a, tok, prompts, "mean", heads=heads)
+    assert base_sub == pytest.approx(base, abs=1e-6)
+    mask = np.zeros_like(full, dtype=bool)
+    for layer, head in heads:
+        mask[layer, head] = True
+    np.testing.assert_allclose(sub[mask], full[mask], atol=1e-4)
+    assert np.isnan(sub[~mask]).all()
+
+
 def test_zero_output_head_has_no_effect(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     with torch.no_grad():
@@ -67,3 +83,7 @@ def test_errors(tokenizer):
         behavioural_drops(a, tok, [])
     with pytest.raises(ValueError, match="ablation="):
         behavioural_drops(a, tok, _prompts(tok), "resample")
+    with pytest.raises(ValueError, match="outside this model"):
+        behavioural_drops(a, tok, _prompts(tok), heads=[(a.dims.n_layers, 0)])
+    with pytest.raises(ValueError, match="heads=\\[\\]"):
+        behavioural_drops(a, tok, _prompts(tok), heads=[])

@@ -63,3 +63,9 @@ def test_resolved_config_is_rewritten_only_on_change(tmp_path):
     assert g.stat().st_mtime_ns != w1, "wild config changed: its stage must rerun"
     assert f.stat().st_mtime_ns == m1, "scores does not depend on wild.batch_size"
     assert "batch_size: 3" in g.read_text()
+
+
+def test_behaviour_top_k_comes_from_the_model_file_and_can_be_overridden():
+    assert compose("smollm2-135m").behaviour.top_k == 0
+    assert compose("qwen2.5-coder-1.5b").behaviour.top_k == 16
+    assert compose("qwen2.5-coder-1.5b", ["behaviour.top_k=0"]).behaviour.top_k == 0

@@ -100,3 +100,17 @@ def test_errors(tokenizer):
         successor_scores(a, x, ids, [TaskIndex("t", [5, 7], [1, -1])])
     with pytest.raises(ValueError, match="no task has"):
         successor_scores(a, x, ids, [TaskIndex("t", [5, 6], [-1, -1])])
+
+
+def test_candidate_heads_are_each_modes_top_k():
+    from types import SimpleNamespace
+
+    from successor_heads.stages.scores import candidate_heads
+
+    a = np.zeros((3, 4))
+    a[2, 1], a[0, 3], a[1, 1] = 0.9, 0.8, 0.1
+    b = np.zeros((3, 4))
+    b[1, 2], b[2, 1] = 0.7, 0.6
+    results = {"mlp0": SimpleNamespace(overall=a), "resid": SimpleNamespace(overall=b)}
+    assert candidate_heads(results, 2) == [(0, 3), (1, 2), (2, 1)]
+    assert candidate_heads(results, 1) == [(1, 2), (2, 1)]

@@ -63,20 +63,23 @@ def _target_logprobs(adapter: Adapter, groups, repeat: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor):
-    """For a batch made of ``n_heads`` stacked copies of the same prompts, copy k has head k
-    of ``layer`` replaced by ``values[k] [d_head]`` (``values [n_heads, d_head]``).
+def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=None):
+    """For a batch made of ``K`` stacked copies of the same prompts, copy k has head
+    ``heads[k]`` of ``layer`` replaced by ``values[k] [d_head]`` (``values [K, d_head]``;
+    ``heads`` default: every head, ``K = n_heads``).
 
-    One forward pass then ablates every head of the layer; the hook is removed on exit even
-    when the forward pass raises.
+    One forward pass then ablates all those heads of the layer; the hook is removed on exit
+    even when the forward pass raises.
     """
     n_heads, dh = adapter.dims.n_heads, adapter.dims.d_head
+    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+    k = len(heads)
 
     def hook(_mod, args):
         z = args[0].clone()
-        z_KBPHD = z.view(n_heads, -1, z.shape[-2], n_heads, dh)
-        idx = torch.arange(n_heads, device=z.device)
-        z_KBPHD[idx, :, :, idx] = values.to(z.dtype)[:, None, None, :]
+        z_KBPHD = z.view(k, -1, z.shape[-2], n_heads, dh)
+        z_KBPHD[torch.arange(k, device=z.device), :, :, torch.tensor(heads, device=z.device)] = \
+            values.to(z.dtype)[:, None, None, :]
         return (z, *args[1:])
 
     handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
@@ -113,7 +116,8 @@ def mean_z(adapter: Adapter, groups) -> torch.Tensor:
 
 @torch.no_grad()
 def behavioural_drops(
-    adapter: Adapter, tokenizer, prompts: list[dict], ablation: str = "mean", progress: bool = False
+    adapter: Adapter, tokenizer, prompts: list[dict], ablation: str = "mean", progress: bool = False,
+    heads=None,
 ) -> tuple[np.ndarray, float]:
     """Mean log-prob drop of the correct successor when each head is ablated.
 
@@ -121,12 +125,15 @@ def behavioural_drops(
         prompts: dicts with ``prompt`` (str) and ``target_id`` (int), e.g. from
             :func:`successor_heads.tasks.ordinal_list_prompts`.
         ablation: ``"mean"`` (mean ``z`` over prompt positions) or ``"zero"``.
+        heads: ``(layer, head)`` pairs to ablate; ``None`` ablates every head. The cost is one
+            forward pass of ``K x n_prompts`` rows per layer holding K of them.
 
     Returns:
-        ``(drops [n_layers, n_heads]`` in nats, ``baseline`` mean log-prob of the target in nats).
+        ``(drops [n_layers, n_heads]`` in nats (NaN for heads not in ``heads``), ``baseline``
+        mean log-prob of the target in nats).
 
     Raises:
-        ValueError: no prompts, or an unknown ablation.
+        ValueError: no prompts, an unknown ablation, an empty ``heads`` or one out of range.
     """
     if not prompts:
         raise ValueError("no ordinal-list prompts: the tokenizer kept no list task with consecutive single tokens")
@@ -136,9 +143,23 @@ def behavioural_drops(
     base = _target_logprobs(adapter, groups)[0]
     d = adapter.dims
     means = mean_z(adapter, groups) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
-    drops = np.zeros((d.n_layers, d.n_heads))
-    for layer in tqdm(range(d.n_layers), desc="behavioural check (ablating each head)", disable=not progress):
-        with patch_each_head(adapter, layer, means[layer].to(adapter.device)):
-            lp_HN = _target_logprobs(adapter, groups, repeat=d.n_heads)
-        drops[layer] = (base[None] - lp_HN).mean(1).numpy()
+    by_layer = _heads_by_layer(heads, d.n_layers, d.n_heads)
+    drops = np.full((d.n_layers, d.n_heads), np.nan)
+    for layer, hs in tqdm(by_layer.items(), desc="behavioural check (ablating each head)", disable=not progress):
+        with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs):
+            lp_KN = _target_logprobs(adapter, groups, repeat=len(hs))
+        drops[layer, hs] = (base[None] - lp_KN).mean(1).numpy()
     return drops, float(base.mean())
+
+
+def _heads_by_layer(heads, n_layers: int, n_heads: int) -> dict[int, list[int]]:
+    if heads is None:
+        return {layer: list(range(n_heads)) for layer in range(n_layers)}
+    out: dict[int, set] = defaultdict(set)
+    for layer, head in heads:
+        if not (0 <= int(layer) < n_layers and 0 <= int(head) < n_heads):
+            raise ValueError(f"head L{layer}H{head} is outside this model ({n_layers} layers x {n_heads} heads)")
+        out[int(layer)].add(int(head))
+    if not out:
+        raise ValueError("heads=[]: give at least one (layer, head) or None for every head")
+    return {layer: sorted(out[layer]) for layer in sorted(out)}

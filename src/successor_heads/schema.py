@@ -51,6 +51,9 @@ class ModelConfig:
     n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
     source: SourceConfig = field(default_factory=SourceConfig)
     dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16 only on GPU)
+    # heads per mode that the behavioural check ablates (0: every head); large models on CPU
+    # set it in their file, config.yaml passes it on as behaviour.top_k
+    behaviour_top_k: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
@@ -89,6 +92,7 @@ class BehaviourConfig:
     n_items: int = 3  # list items shown before the one to predict
     max_per_family: int = 4  # prompts per list family (days, months, number words, letters, digits)
     ablation: str = "mean"  # mean | zero
+    top_k: int = 0  # 0: ablate every head; K: only the union of each mode's K best-scoring heads
 
 
 @dataclass

@@ -56,9 +56,13 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         out_dir: ``results/{model}``.
 
     Returns: the summary dict also written to ``scores_summary.json``.
-    Raises: ValueError when no task survives the single-token filter.
+    Raises: ValueError when no task survives the single-token filter, or for a negative
+    ``behaviour.top_k``.
     """
     t0 = time.time()
+    top_k = cfg.behaviour.top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"behaviour.top_k={top_k!r}: must be 0 (every head) or a positive number of heads per mode")
     out_dir = Path(out_dir)
     model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
     manifest = read_manifest(model_dir)
@@ -76,7 +80,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         x = effective_embeddings(adapter, token_ids, mode, norms, prefix_ids=neutral_prefix(tok), progress=progress)
         results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress)
     prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items, cfg.behaviour.max_per_family)
-    drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress)
+    checked = candidate_heads(results, top_k) if top_k > 0 else None
+    drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress, checked)
 
     default = cfg.scores.default_mode
     task_names = results[default].task_names
@@ -87,6 +92,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
     attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
                        threshold=cfg.scores.threshold, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
+                       behaviour_heads_checked=_checked_label(checked, d),
                        dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
     write_h5(out_dir / "successor_scores.h5", datasets, attrs)
 
@@ -115,17 +121,32 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
                hline=cfg.scores.threshold)
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
-    summary.update(n_prompts=len(prompts), baseline_logprob=base_lp, wall_s=round(time.time() - t0, 1),
+    summary.update(n_prompts=len(prompts), behaviour_heads_checked=_checked_label(checked, d), baseline_logprob=base_lp, wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))
     write_json(summary, out_dir / "scores_summary.json")
     return summary
 
 
+def candidate_heads(results: dict, top_k: int) -> list[tuple[int, int]]:
+    """The union over modes of each mode's ``top_k`` heads by overall successor score: the heads
+    a ``behaviour.top_k`` run ablates (``[(layer, head), ...]``, sorted)."""
+    heads = set()
+    for r in results.values():
+        flat = np.argsort(-r.overall, axis=None, kind="stable")[:top_k]
+        heads.update((int(a), int(b)) for a, b in zip(*np.unravel_index(flat, r.overall.shape)))
+    return sorted(heads)
+
+
+def _checked_label(checked, dims) -> str:
+    total = dims.n_layers * dims.n_heads
+    return f"all {total} heads" if checked is None else f"{len(checked)} of {total} heads (top-k by score per mode)"
+
+
 def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: dict) -> dict:
     """Zoo-table row: top head per mode, score, heads above threshold, top behavioural head, agreement."""
     default = cfg.scores.default_mode
-    bl, bh = np.unravel_index(np.argmax(drops), drops.shape)
+    bl, bh = np.unravel_index(np.nanargmax(drops), drops.shape)
     out = {"model": cfg.model.name, "family": cfg.model.family, "n_params": int(n_params),
            "quantization": quantization_label(manifest), "norms": cfg.scores.norms,
            "default_mode": default, "top_behaviour_head": f"L{bl}H{bh}",
@@ -135,6 +156,10 @@ def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: di
         out[f"top_head_{mode}"] = f"L{l}H{h}"
         out[f"top_score_{mode}"] = float(r.overall[l, h])
         out[f"n_above_threshold_{mode}"] = int((r.overall > cfg.scores.threshold).sum())
+        second = float(np.sort(r.overall, axis=None)[-2]) if r.overall.size > 1 else float("nan")
+        out[f"runner_up_score_{mode}"] = second
+        # the paper's Pythia-1.4B L12H0 scores about 8x its runner-up
+        out[f"top_over_runner_up_{mode}"] = float(r.overall[l, h] / second) if second > 0 else float("inf")
         out[f"agrees_{mode}"] = bool((l, h) == (bl, bh))
         # rank of the behavioural top head under this mode (1 = first)
         out[f"behaviour_head_rank_{mode}"] = int((r.overall > r.overall[bl, bh]).sum() + 1)
