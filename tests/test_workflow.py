@@ -49,3 +49,26 @@ def test_unknown_model_fails_clearly(project):
     proc = snakemake(project, "-n", models=("nope",), check=False)
     assert proc.returncode != 0
     assert "unknown model 'nope'" in proc.stdout + proc.stderr
+
+
+def test_paper_table_beside_ours(project):
+    zoo = project / "results" / "zoo"
+    df = pd.read_csv(zoo / "paper_vs_ours.csv")
+    assert list(df.columns) == ["section", "quantity", "paper", "tiny-llama"]
+    assert set(df.section) == {"scores", "features", "editing", "wild"}
+    cov = df[df.quantity == "mod-10 modal SAE feature coverage"].iloc[0]
+    assert cov.paper == "0.585"
+    f = json.loads((project / "results" / "tiny-llama" / "features" / "features_summary.json").read_text())
+    assert float(cov["tiny-llama"]) == pytest.approx(f["moduli"]["10"]["coverage_mean"], abs=0.005)
+    html = (zoo / "paper_vs_ours.html").read_text()
+    assert "<table>" in html and "tiny-llama" in html and "94/102" in html
+
+
+def test_report_holds_every_figure(project):
+    """``snakemake --report`` makes one self-contained HTML file with every report item."""
+    snakemake(project, "--report", "report.html")
+    page = (project / "report.html").read_text()
+    assert len(page) > 100_000
+    for name in ("successor_heatmap.png", "top_head_tasks.png", "max_score_vs_params.png",
+                 "top_heads_per_task.png", "paper_vs_ours.html", "category_shares.png"):
+        assert name in page, name

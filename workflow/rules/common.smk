@@ -79,3 +79,10 @@ def all_outputs(wildcards):
             out += expand(pattern, model=ZOO)
     regenerate = [f for f in REGENERATE if any(r.is_producer(f) for r in workflow.rules)]
     return out + ZOO_TARGETS + regenerate
+
+
+# every stage summary of the zoo that rule paper_table reads
+def paper_table_inputs(wildcards):
+    from successor_heads.paper_comparison import STAGE_FILES
+
+    return [f"{RESULTS}/{model}/{STAGE_FILES[s]}" for s in STAGES if s in STAGE_FILES for model in ZOO]

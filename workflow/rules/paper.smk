@@ -1,0 +1,26 @@
+# The paper's numbers beside ours for the whole zoo: one table from every stage's summary.
+
+
+rule paper_table:
+    input:
+        paper_table_inputs,
+    output:
+        csv=f"{RESULTS}/zoo/paper_vs_ours.csv",
+        html=report(
+            f"{RESULTS}/zoo/paper_vs_ours.html",
+            caption="../report/paper_table.rst",
+            category="Zoo",
+        ),
+    params:
+        models=ZOO,
+        stages=[s for s in STAGES if s in ("scores", "features", "editing", "wild")],
+    log:
+        f"{RESULTS}/logs/zoo/paper_table.log",
+    conda:
+        CONDA_ENV
+    localrule: True
+    script:
+        "../scripts/paper_table.py"
+
+
+ZOO_TARGETS += [f"{RESULTS}/zoo/paper_vs_ours.csv", f"{RESULTS}/zoo/paper_vs_ours.html"]
