@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .h5io import read_h5, write_h5
-from .tasks import _single_token_id as single_token_id
+from .tasks import single_token_id
 
 #: datasets every cache file holds (read_h5 refuses a file that lacks one)
 CACHE_DATASETS = ("x", "token_ids", "tokens", "group", "family", "index", "position",

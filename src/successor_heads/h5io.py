@@ -166,7 +166,8 @@ def read_h5(
     path = Path(path)
     hint = f"delete {path} and rerun the stage that writes it (snakemake reruns it automatically)"
     if not path.is_file():
-        raise IncompleteOutputError(f"{path} does not exist; {hint}")
+        raise IncompleteOutputError(f"{path} does not exist; run the stage that writes it "
+                                    f"(snakemake --cores N {path})")
     try:
         with h5py.File(path, "r") as f:
             if not bool(f.attrs.get(COMPLETE_ATTR, False)):

@@ -156,7 +156,7 @@ def _surface(tokenizer: Any, token_id: int) -> str:
     return str(raw).replace("\u0120", " ").replace("\u2581", " ")
 
 
-def _single_token_id(tokenizer: Any, text: str) -> Optional[int]:
+def single_token_id(tokenizer: Any, text: str) -> Optional[int]:
     """Id of ``text`` when the tokenizer writes it as exactly one token, else None.
 
     First ``tokenizer(text)`` alone; if that is not one token (tokenizers that prepend a space
@@ -164,6 +164,9 @@ def _single_token_id(tokenizer: Any, text: str) -> Optional[int]:
     and the ids after the prefix's own ids are checked. Either way the id must not be a special
     token, its vocabulary string must spell ``text`` (leading space included), and decoding it
     must give ``text`` back (or ``text`` without its leading space, for decoders that strip it).
+
+    The single-token filter of the succession datasets (paper, Section 2; DESIGN.md). Raises
+    nothing: an unencodable ``text`` gives None.
     """
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
 
@@ -195,7 +198,7 @@ def _build_task(tokenizer, family: str, fam: _Family, spacing: str, case: str, c
     ids = []
     for s in items:
         if s not in cache:
-            cache[s] = _single_token_id(tokenizer, s)
+            cache[s] = single_token_id(tokenizer, s)
         ids.append(cache[s])
     n = len(items)
     kept = [k for k in range(n) if ids[k] is not None]
