@@ -64,11 +64,47 @@ def test_paper_table_beside_ours(project):
     assert "<table>" in html and "tiny-llama" in html and "94/102" in html
 
 
-def test_report_holds_every_figure(project):
-    """``snakemake --report`` makes one self-contained HTML file with every report item."""
+@pytest.fixture(scope="module")
+def report_html(project):
     snakemake(project, "--report", "report.html")
-    page = (project / "report.html").read_text()
+    return project / "report.html"
+
+
+def test_report_holds_every_figure(report_html):
+    """``snakemake --report`` makes one self-contained HTML file with every report item."""
+    page = report_html.read_text()
     assert len(page) > 100_000
     for name in ("successor_heatmap.png", "top_head_tasks.png", "max_score_vs_params.png",
                  "top_heads_per_task.png", "paper_vs_ours.html", "category_shares.png"):
         assert name in page, name
+
+
+def test_report_shows_every_figure_in_a_browser(report_html, tmp_path):
+    """Headless Chromium opens the report, clicks every item and sees each figure decode and
+    the paper table render. Needs playwright (extra ``browser``) and a Chromium binary; with
+    CI=true their absence fails instead of skipping."""
+    import os
+
+    from report_browser import find_chromium
+
+    chromium = find_chromium()
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        chromium = None
+    if not chromium:
+        msg = "needs playwright (pip install -e '.[browser]') and Chromium (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from report_browser import screenshot_report
+
+    items = screenshot_report(report_html, tmp_path / "shots", chromium)
+    shown = {it["item"].rsplit("/", 1)[-1]: it for it in items}
+    for name in ("successor_heatmap.png", "top_head_tasks.png", "feature_activations.png", "probe_confusion.png",
+                 "probe_sae_cosine.png", "scale_sweep.png", "greater_than.png", "loss_increase_heatmap.png",
+                 "category_shares.png", "max_score_vs_params.png", "top_heads_per_task.png", "paper_vs_ours.html"):
+        assert name in shown, f"{name} not listed in the report"
+        assert shown[name]["ok"], f"{name} listed but not shown"
+    assert all(it["ok"] for it in items)
+    assert (tmp_path / "shots" / "00_landing.png").stat().st_size > 10_000
