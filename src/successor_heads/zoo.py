@@ -28,9 +28,12 @@ def table(summaries: list[str | Path]) -> pd.DataFrame:
         row = {"model": s["model"], "parameters": s["n_params"], "quantization": s.get("quantization"),
                "norms": s["norms"], "default_mode": d, "top_head": s[f"top_head_{d}"],
                "top_score": s[f"top_score_{d}"], "heads_above_threshold": s[f"n_above_threshold_{d}"],
-               "top_behaviour_head": s["top_behaviour_head"], "agrees": s[f"agrees_{d}"]}
+               "top_over_runner_up": s.get(f"top_over_runner_up_{d}"),
+               "top_behaviour_head": s["top_behaviour_head"], "agrees": s[f"agrees_{d}"],
+               "behaviour_heads_checked": s.get("behaviour_heads_checked", "all")}
         for k in sorted(s):
-            if k.startswith(("top_head_", "top_score_", "agrees_", "behaviour_head_rank_")) and not k.endswith(d):
+            if k.startswith(("top_head_", "top_score_", "agrees_", "behaviour_head_rank_")) and not k.endswith(d) \
+                    or k == f"behaviour_head_rank_{d}":
                 row[k] = s[k]
         row["paper_head"] = PAPER.get(s["model"], "")
         rows.append(row)

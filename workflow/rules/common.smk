@@ -20,6 +20,8 @@ RESULTS = _root.results_dir
 ZOO = list(config["zoo"]) or list(_root.zoo)
 MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR)
 STAGES = list(config.get("stages", ["scores"]))
+ZOO_NAME = config.get("zoo_name", "zoo")
+ZOO_DIR = f"{RESULTS}/{ZOO_NAME}"
 
 # Snakemake trusts any output that exists and is newer than its inputs; an HDF5 output damaged
 # after it was written (truncated copy, full disk) would be kept and break its consumers. Every

@@ -5,9 +5,9 @@ rule paper_table:
     input:
         paper_table_inputs,
     output:
-        csv=f"{RESULTS}/zoo/paper_vs_ours.csv",
+        csv=f"{ZOO_DIR}/paper_vs_ours.csv",
         html=report(
-            f"{RESULTS}/zoo/paper_vs_ours.html",
+            f"{ZOO_DIR}/paper_vs_ours.html",
             caption="../report/paper_table.rst",
             category="Zoo",
         ),
@@ -15,7 +15,7 @@ rule paper_table:
         models=ZOO,
         stages=[s for s in STAGES if s in ("scores", "features", "editing", "wild")],
     log:
-        f"{RESULTS}/logs/zoo/paper_table.log",
+        f"{RESULTS}/logs/{ZOO_NAME}/paper_table.log",
     conda:
         CONDA_ENV
     localrule: True
@@ -23,4 +23,4 @@ rule paper_table:
         "../scripts/paper_table.py"
 
 
-ZOO_TARGETS += [f"{RESULTS}/zoo/paper_vs_ours.csv", f"{RESULTS}/zoo/paper_vs_ours.html"]
+ZOO_TARGETS += [f"{ZOO_DIR}/paper_vs_ours.csv", f"{ZOO_DIR}/paper_vs_ours.html"]

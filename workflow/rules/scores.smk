@@ -47,22 +47,22 @@ rule zoo_table:
         scores=expand(f"{RESULTS}/{{model}}/successor_scores.csv", model=ZOO),
     output:
         csv=report(
-            f"{RESULTS}/zoo/successor_heads.csv",
+            f"{ZOO_DIR}/successor_heads.csv",
             caption="../report/zoo_table.rst",
             category="Zoo",
         ),
         fig=report(
-            f"{RESULTS}/zoo/max_score_vs_params.png",
+            f"{ZOO_DIR}/max_score_vs_params.png",
             caption="../report/zoo_figure.rst",
             category="Zoo",
         ),
         per_task=report(
-            f"{RESULTS}/zoo/top_heads_per_task.png",
+            f"{ZOO_DIR}/top_heads_per_task.png",
             caption="../report/zoo_per_task.rst",
             category="Zoo",
         ),
     log:
-        f"{RESULTS}/logs/zoo/zoo_table.log",
+        f"{RESULTS}/logs/{ZOO_NAME}/zoo_table.log",
     conda:
         CONDA_ENV
     localrule: True
@@ -76,7 +76,7 @@ STAGE_TARGETS["scores"] = [
     f"{RESULTS}/{{model}}/top_head_tasks.png",
 ]
 ZOO_TARGETS += [
-    f"{RESULTS}/zoo/successor_heads.csv",
-    f"{RESULTS}/zoo/max_score_vs_params.png",
-    f"{RESULTS}/zoo/top_heads_per_task.png",
+    f"{ZOO_DIR}/successor_heads.csv",
+    f"{ZOO_DIR}/max_score_vs_params.png",
+    f"{ZOO_DIR}/top_heads_per_task.png",
 ]
