@@ -75,7 +75,11 @@ def _editing_rows(e: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for group, paper in e.get("paper", {}).items():
         got = e.get("beside_paper", {}).get(group, {})
-        cell = "; ".join(f"{src} {_fmt(v)}" for src, v in got.items() if src != "paper") or "n/a"
+        vals = {src: v for src, v in got.items() if src != "paper"}
+        if vals and all(isinstance(v, str) for v in vals.values()) and len(set(vals.values())) == 1:
+            cell = next(iter(vals.values()))  # the same reason for every source, said once
+        else:
+            cell = "; ".join(f"{src} {_fmt(v)}" for src, v in vals.items()) or "n/a"
         paper_cell = f"{paper:.0%}" if isinstance(paper, float) else str(paper)
         rows.append(("editing", f"vector arithmetic success, {group} (scale {_fmt(e.get('scale'), 1)})",
                      paper_cell, cell))

@@ -7,8 +7,8 @@ effective embedding (:mod:`successor_heads.effective_embedding`). The head gets 
 score is the fraction of pairs it gets right: per task, and overall as the pair-weighted mean
 over all non-held-out tasks.
 
-:func:`successor_scores` does every head of a layer in one batched product over the union of
-all tasks' tokens; :func:`successor_scores_loop` is the plain per-head, per-task reference.
+:func:`successor_scores` computes every head's OV output for a layer in one batched product
+over the union of all tasks' tokens, then unembeds each task's block only; :func:`successor_scores_loop` is the plain per-head, per-task reference.
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ def _correct_fraction(logits_HTT: torch.Tensor, successor: torch.Tensor) -> torc
     return (pred == successor[has]).float().mean(-1).cpu()
 
 
+def _unembed_inputs(adapter: Adapter, x_TM: torch.Tensor, layer: int, norms: str, batch_heads: int) -> torch.Tensor:
+    """Every head's OV output for ``x_TM``, as the unembedding sees it: ``[n_heads, n_tokens, d_model]``."""
+    x = x_TM.to(adapter.device, adapter.W_E.dtype)
+    n_heads = adapter.dims.n_heads
+    return torch.cat([adapter.unembed_input(adapter.ov(layer, x, norms, heads=torch.arange(h0, min(h0 + batch_heads, n_heads))),
+                                            norms)
+                      for h0 in range(0, n_heads, batch_heads)])
+
+
 @torch.no_grad()
 def successor_scores(
     adapter: Adapter,
@@ -82,7 +91,7 @@ def successor_scores(
         token_ids: ``[n_tokens]`` the union of all tasks' token ids (any order, unique).
         tasks: tasks whose ``token_ids`` are all in ``token_ids``.
         norms: ``"raw"`` or ``"applied"`` (see :meth:`Adapter.ov`, :meth:`Adapter.unembed`).
-        batch_heads: heads per batched product (bounds peak memory on big models).
+        batch_heads: heads per OV product (bounds peak memory on big models).
 
     Returns: :class:`ScoreResult`.
     Raises: ValueError if a task token is missing from ``token_ids`` or no task has a pair.
@@ -93,18 +102,30 @@ def successor_scores(
         task_pos = [torch.tensor([pos[t] for t in task.token_ids], dtype=torch.long) for task in tasks]
     except KeyError as e:
         raise ValueError(f"task token id {e} is not among token_ids") from e
-    succ = [torch.tensor(task.successor, dtype=torch.long) for task in tasks]
+    unembed = [adapter.unembed_columns(torch.tensor(task.token_ids, dtype=torch.long)) for task in tasks]
+    # only tokens that have a successor are scored: their rows among token_ids, and the
+    # successor's column within the task
+    pair_rows, pair_target = [], []
+    for p, task in zip(task_pos, tasks):
+        succ = torch.tensor(task.successor, dtype=torch.long)
+        has = succ >= 0
+        pair_rows.append(p[has].to(adapter.device) if bool(has.any()) else None)
+        pair_target.append(succ[has].to(adapter.device))
     d = adapter.dims
     per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
+    per_task_t = torch.full((d.n_heads, len(tasks)), float("nan"), device=adapter.device)
     for layer in tqdm(range(d.n_layers), desc="successor scores", disable=not progress):
-        x = x_LTM[layer].to(adapter.device, adapter.W_E.dtype)
-        for h0 in range(0, d.n_heads, batch_heads):
-            heads = torch.arange(h0, min(h0 + batch_heads, d.n_heads))
-            out_HTM = adapter.ov(layer, x, norms, heads=heads)
-            logits_HTT = adapter.unembed(out_HTM, norms, token_ids=token_ids).float()
-            for k, (p, s) in enumerate(zip(task_pos, succ)):
-                sub = logits_HTT[:, p][:, :, p]
-                per_task[layer, heads.numpy(), k] = _correct_fraction(sub, s).numpy()
+        h_HTM = _unembed_inputs(adapter, x_LTM[layer], layer, norms, batch_heads)
+        # only each task's own block of logits is needed: unembedding every token against every
+        # other (n_tokens^2) costs far more than the tasks' blocks together
+        for k, (rows, target, (W_U, b_U)) in enumerate(zip(pair_rows, pair_target, unembed)):
+            if rows is None:
+                continue  # no pair in this task: NaN
+            logits_HPT = h_HTM[:, rows] @ W_U  # [n_heads, n_pairs, n_task_tokens]
+            if b_U is not None:
+                logits_HPT = logits_HPT + b_U
+            per_task_t[:, k] = (logits_HPT.argmax(-1) == target).float().mean(-1)
+        per_task[layer] = per_task_t.cpu().numpy()
     return ScoreResult(per_task, _overall(per_task, tasks), np.array([t.n_pairs for t in tasks]),
                        [t.name for t in tasks])
 

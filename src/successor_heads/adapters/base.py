@@ -210,14 +210,23 @@ class Adapter:
         ``norms="applied"`` runs the final norm first. Gemma's final logit soft-cap is monotone,
         so it is left out (it cannot change which token is largest).
         """
+        W_U, b_U = self.unembed_columns(token_ids)
+        out = self.unembed_input(x, norms) @ W_U
+        return out if b_U is None else out + b_U
+
+    def unembed_input(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
+        """What the unembedding multiplies: ``x [..., d_model]``, final-normed when ``norms="applied"``."""
         _check_norms(norms)
-        h = self.final_norm()(x) if norms == "applied" else x
-        W_U = self.W_U if token_ids is None else self.W_U[:, token_ids.to(self.device)]
-        out = h @ W_U
+        return self.final_norm()(x) if norms == "applied" else x
+
+    def unembed_columns(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W_U [d_model, n], b_U [n] or None)`` for ``token_ids`` (all of ``d_vocab`` when None),
+        gathered once so that callers scoring many heads against the same tokens reuse them."""
+        if token_ids is None:
+            return self.W_U, self.b_U
+        ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
         b = self.b_U
-        if b is not None:
-            out = out + (b if token_ids is None else b[token_ids.to(self.device)])
-        return out
+        return self.W_U[:, ids], None if b is None else b[ids]
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
