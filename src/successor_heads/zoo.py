@@ -84,6 +84,8 @@ def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None) -> p
     for _, r in df.iterrows():
         ax.annotate(r.model, (r.parameters, r.top_score), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
+    ax.set_xlim(df.parameters.min() / 2, df.parameters.max() * 2)
+    ax.xaxis.set_minor_formatter(plots.plt.NullFormatter())  # minor labels collide on a short range
     ax.set_xlabel("parameters")
     ax.set_ylabel("maximum successor score")
     ax.set_ylim(0, 1.05)
