@@ -22,7 +22,7 @@ STAGE_FILES = {
     "editing": "editing/editing_summary.json",
     "wild": "wild/wild_summary.json",
 }
-NOT_RUN = "stage not run"
+NOT_RUN = "stage not in this run"
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -116,7 +116,7 @@ def table(results_dir: str | Path, models: list[str], stages: list[str]) -> pd.D
         results_dir: the ``results/`` folder; each model's summaries are read from
             ``results_dir/{model}/`` (:data:`STAGE_FILES`).
         models: the zoo, in column order.
-        stages: stages that ran (``scores`` is required); the others' rows say ``stage not run``.
+        stages: stages that ran (``scores`` is required); the others' rows say ``stage not in this run``.
 
     Raises:
         FileNotFoundError: a ran stage's summary is missing (the message names it and the rule to run).
