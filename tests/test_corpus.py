@@ -1,7 +1,6 @@
 """Corpora: the offline default, local files, the hub dataset without a network, and clear
 errors (empty glob, unreadable file, no network, corpus too short)."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -78,10 +77,9 @@ def test_hub_dataset_without_network_fails_fast(tokenizer, monkeypatch):
     calls = []
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: calls.append(timeout) or False)
     cfg = {"kind": "hf_dataset", "hf_dataset": "monology/pile-uncopyrighted", "n_contexts": 2, "context_len": 16}
-    t0 = time.time()
     with pytest.raises(CorpusError, match=r"not reachable.*corpus=pydoc"):
         load_corpus(cfg, tokenizer)
-    assert calls and time.time() - t0 < 5
+    assert calls and max(calls) <= 5  # one short reachability probe decides, before any streaming
     with pytest.raises(CorpusError, match="corpus=pydoc"):
         load_corpus(cfg, tokenizer, reachable=lambda: False)
 
