@@ -61,7 +61,11 @@ def screenshot_report(report: str | Path, out_dir: str | Path, chromium: str, wi
                 _open(page, url, path)
                 for name in _item_names(page):
                     _open(page, url, path)  # a fresh page, so nothing shown before lingers
-                    items.append(_show_item(page, " / ".join(path), name, out, len(items) + 1))
+                    try:
+                        items.append(_show_item(page, " / ".join(path), name, out, len(items) + 1))
+                    except Exception as e:  # noqa: BLE001  (one bad item must not hide the others)
+                        items.append({"category": " / ".join(path), "item": name, "kind": "error",
+                                      "ok": False, "screenshot": "", "error": f"{type(e).__name__}: {e}"})
         finally:
             browser.close()
     return items
@@ -85,7 +89,7 @@ def _open(page, url: str, path: list[str]) -> None:
     page.goto(url)
     page.wait_for_selector("text=Workflow", timeout=30_000)
     for text in path:
-        page.get_by_text(text, exact=True).first.click()
+        page.locator("li a").get_by_text(text, exact=True).first.click()  # the sidebar's entries only
         page.wait_for_timeout(300)
 
 
@@ -96,7 +100,7 @@ def _leaf_menus(page, url: str, path: list[str], depth: int = 0) -> list[list[st
         return [path]
     if depth >= 2:
         return []
-    entries = _menu_entries(page) if path else _menu_entries(page)
+    entries = _menu_entries(page)
     skip = {"Workflow", "Statistics", "About", *path}
     out = []
     for entry in entries:
@@ -112,9 +116,16 @@ def _show_item(page, category: str, name: str, out: Path, number: int) -> dict:
     kind, ok = "other", False
     suffix = Path(name).suffix.lower()
     if suffix in (".png", ".svg", ".jpg", ".jpeg", ".gif"):
-        imgs = page.locator("img:not([src^='data:image/svg'])")
-        widths = imgs.evaluate_all("els => els.map(e => e.naturalWidth)") if imgs.count() else []
-        kind, ok = "image", any(w > 0 for w in widths)
+        kind = "image"
+        # the report's own icons are inline SVG data; a figure is the other kind of image
+        figure = "img:not([src^='data:image/svg+xml;charset=utf8'])"
+        try:
+            page.wait_for_function(
+                f"() => [...document.querySelectorAll(\"{figure}\")].some(e => e.complete && e.naturalWidth > 0)",
+                timeout=15_000)
+            ok = True
+        except Exception:  # noqa: BLE001  (timeout: the figure never decoded)
+            ok = False
     elif suffix in (".html", ".htm", ".pdf"):
         frames = page.locator("iframe")
         kind = "frame"

@@ -53,3 +53,23 @@ def test_run_writes_csv_and_html_atomically(tmp_path):
     html = (tmp_path / "t.html").read_text()
     assert html.count("<tr>") == len(df) + 1
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_rows_stay_in_their_section_and_checked_heads_are_said(tmp_path):
+    """A row only the second model has (mod 7) stays among the features rows; a top-k
+    behavioural check says how many heads it ablated; a runner-up at 0 gives n/a."""
+    top_k = dict(SCORES, model="n", behaviour_heads_checked="32 of 336 heads (top-k by score per mode)",
+                 top_over_runner_up_resid=None)
+    _write(tmp_path, "m", "scores_summary.json", SCORES)
+    _write(tmp_path, "n", "scores_summary.json", top_k)
+    _write(tmp_path, "m", "features/features_summary.json", {"moduli": {"10": {"coverage_mean": 0.2}}})
+    _write(tmp_path, "n", "features/features_summary.json",
+           {"moduli": {"10": {"coverage_mean": 0.1}, "7": {"probe_sae_cosine_mean": 0.3}}})
+    df = table(tmp_path, ["m", "n"], ["scores", "features"])
+    sections = [s for s in df.section if s in ("scores", "features")]
+    assert sections == sorted(sections, key=["scores", "features"].index)
+    mod7 = df.set_index("quantity").loc["probe vs SAE cosine, mod 7 (days)"]
+    assert mod7.m == "n/a" and mod7.n == "0.30"
+    agree = df.set_index("quantity").loc["top behavioural head agrees (our check)"]
+    assert agree.m == "yes (L3H1)" and "32 of 336 heads" in agree.n
+    assert df.set_index("quantity").loc["top score / runner-up (resid)", "n"] == "n/a (runner-up scores 0)"

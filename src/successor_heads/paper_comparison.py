@@ -45,13 +45,17 @@ def _scores_rows(s: dict) -> list[tuple[str, str, str, str]]:
     rows += [("scores", f"top successor head ({m}, the paper's effective embedding)" if m == "mlp0"
               else f"top successor head ({m})", "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)",
               f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})") for m in other]
-    ratio = s.get(f"top_over_runner_up_{d}")
+    key = f"top_over_runner_up_{d}"
+    ratio = s.get(key)
     rows.append(("scores", f"top score / runner-up ({d})", "about 8 (Pythia-1.4B L12H0)",
-                 _fmt(ratio, 1) if ratio is not None else "n/a (summary predates this field)"))
+                 _fmt(ratio, 1) if ratio is not None
+                 else "n/a (runner-up scores 0)" if key in s else "n/a (summary predates this field)"))
     rows.append(("scores", f"heads above threshold ({d})", "at least one per model (threshold 0.5)",
                  _fmt(s[f"n_above_threshold_{d}"])))
+    checked = s.get("behaviour_heads_checked", "")
     rows.append(("scores", "top behavioural head agrees (our check)", "not in the paper",
-                 f"{_fmt(s[f'agrees_{d}'])} ({s['top_behaviour_head']})"))
+                 f"{_fmt(s[f'agrees_{d}'])} ({s['top_behaviour_head']}"
+                 + (f"; {checked} ablated)" if checked and not checked.startswith("all") else ")")))
     return rows
 
 
@@ -127,10 +131,10 @@ def table(results_dir: str | Path, models: list[str], stages: list[str]) -> pd.D
         raise ValueError(f"stages={list(stages)}: need 'scores' and only {sorted(STAGE_FILES)}")
     cells: dict[tuple[str, str], dict[str, str]] = {}
     papers: dict[tuple[str, str], str] = {}
-    for model in models:
-        for stage in STAGE_FILES:
-            if stage not in stages:
-                continue
+    for stage in STAGE_FILES:  # stage-major, so a row only a later model has stays in its section
+        if stage not in stages:
+            continue
+        for model in models:
             p = Path(results_dir) / model / STAGE_FILES[stage]
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing; run the {stage} stage for {model} first "
@@ -166,7 +170,10 @@ def to_html(df: pd.DataFrame, title: str) -> str:
 
 
 def run(results_dir, models, stages, csv_path, html_path) -> pd.DataFrame:
-    """Write the comparison as CSV and as a self-contained HTML table, atomically; returns it."""
+    """Write the comparison as CSV and as a self-contained HTML table, atomically; returns it.
+
+    Raises: as :func:`table`; OSError when a file cannot be written (nothing half-written is left).
+    """
     df = table(results_dir, list(models), list(stages))
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False)

@@ -91,7 +91,8 @@ def successor_scores(
         token_ids: ``[n_tokens]`` the union of all tasks' token ids (any order, unique).
         tasks: tasks whose ``token_ids`` are all in ``token_ids``.
         norms: ``"raw"`` or ``"applied"`` (see :meth:`Adapter.ov`, :meth:`Adapter.unembed`).
-        batch_heads: heads per OV product (bounds peak memory on big models).
+        batch_heads: heads per OV product (bounds the product's intermediates; a layer's
+            outputs ``[n_heads, n_tokens, d_model]`` are held at once).
 
     Returns: :class:`ScoreResult`.
     Raises: ValueError if a task token is missing from ``token_ids`` or no task has a pair.

@@ -87,4 +87,5 @@ def all_outputs(wildcards):
 def paper_table_inputs(wildcards):
     from successor_heads.paper_comparison import STAGE_FILES
 
-    return [f"{RESULTS}/{model}/{STAGE_FILES[s]}" for s in STAGES if s in STAGE_FILES for model in ZOO]
+    stages = ["scores"] + [s for s in STAGES if s in STAGE_FILES and s != "scores"]
+    return [f"{RESULTS}/{model}/{STAGE_FILES[s]}" for s in stages for model in ZOO]

@@ -215,13 +215,16 @@ class Adapter:
         return out if b_U is None else out + b_U
 
     def unembed_input(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
-        """What the unembedding multiplies: ``x [..., d_model]``, final-normed when ``norms="applied"``."""
+        """What the unembedding multiplies: ``x [..., d_model]``, final-normed when ``norms="applied"``
+        (the ``W_U`` end of the effective OV circuit, paper Section 2). Raises: ValueError for an
+        unknown ``norms``."""
         _check_norms(norms)
         return self.final_norm()(x) if norms == "applied" else x
 
     def unembed_columns(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(W_U [d_model, n], b_U [n] or None)`` for ``token_ids`` (all of ``d_vocab`` when None),
-        gathered once so that callers scoring many heads against the same tokens reuse them."""
+        """``(W_U [d_model, n], b_U [n] or None)`` for ``token_ids [n]`` (all of ``d_vocab`` when None),
+        gathered once so that callers scoring many heads against the same tokens reuse them
+        (paper Section 2, effective OV circuit). Raises: IndexError for an id outside ``d_vocab``."""
         if token_ids is None:
             return self.W_U, self.b_U
         ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)

@@ -130,7 +130,9 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
 def candidate_heads(results: dict, top_k: int) -> list[tuple[int, int]]:
     """The union over modes of each mode's ``top_k`` heads by overall successor score: the heads
-    a ``behaviour.top_k`` run ablates (``[(layer, head), ...]``, sorted)."""
+    a ``behaviour.top_k`` run ablates (``[(layer, head), ...]``, sorted). ``results`` maps a mode to
+    an object with ``overall [n_layers, n_heads]``. ``top_k=0`` gives ``[]`` (callers pass None
+    for "every head" instead). The behavioural check is ours, not the paper's (DESIGN.md)."""
     heads = set()
     for r in results.values():
         flat = np.argsort(-r.overall, axis=None, kind="stable")[:top_k]
@@ -144,7 +146,12 @@ def _checked_label(checked, dims) -> str:
 
 
 def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: dict) -> dict:
-    """Zoo-table row: top head per mode, score, heads above threshold, top behavioural head, agreement."""
+    """Zoo-table row: per mode the top head and score, heads above threshold, the runner-up's
+    score and the top/runner-up ratio (None when the runner-up scores 0; the paper reports about
+    8 for Pythia-1.4B L12H0, Section 2), agreement with the top behavioural head and that head's
+    rank. ``drops [n_layers, n_heads]`` may hold NaN for heads the check skipped (``behaviour.top_k``).
+
+    Raises: ValueError when every drop is NaN."""
     default = cfg.scores.default_mode
     bl, bh = np.unravel_index(np.nanargmax(drops), drops.shape)
     out = {"model": cfg.model.name, "family": cfg.model.family, "n_params": int(n_params),
@@ -158,8 +165,9 @@ def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: di
         out[f"n_above_threshold_{mode}"] = int((r.overall > cfg.scores.threshold).sum())
         second = float(np.sort(r.overall, axis=None)[-2]) if r.overall.size > 1 else float("nan")
         out[f"runner_up_score_{mode}"] = second
-        # the paper's Pythia-1.4B L12H0 scores about 8x its runner-up
-        out[f"top_over_runner_up_{mode}"] = float(r.overall[l, h] / second) if second > 0 else float("inf")
+        # the paper's Pythia-1.4B L12H0 scores about 8x its runner-up; undefined (None) for a
+        # runner-up at 0 or a one-head model
+        out[f"top_over_runner_up_{mode}"] = float(r.overall[l, h] / second) if second > 0 else None
         out[f"agrees_{mode}"] = bool((l, h) == (bl, bh))
         # rank of the behavioural top head under this mode (1 = first)
         out[f"behaviour_head_rank_{mode}"] = int((r.overall > r.overall[bl, bh]).sum() + 1)
