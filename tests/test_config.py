@@ -69,3 +69,8 @@ def test_behaviour_top_k_comes_from_the_model_file_and_can_be_overridden():
     assert compose("smollm2-135m").behaviour.top_k == 0
     assert compose("qwen2.5-coder-1.5b").behaviour.top_k == 16
     assert compose("qwen2.5-coder-1.5b", ["behaviour.top_k=0"]).behaviour.top_k == 0
+
+
+def test_negative_behaviour_top_k_is_named():
+    with pytest.raises(ConfigError, match=r"behaviour.top_k=-1"):
+        compose("smollm2-135m", ["behaviour.top_k=-1"])

@@ -154,6 +154,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"scores.norms={cfg.scores.norms!r}: must be raw or applied")
     if cfg.model.dtype not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"model.dtype={cfg.model.dtype!r}: must be float32, float16 or bfloat16")
+    if cfg.behaviour.top_k < 0:
+        raise ConfigError(f"behaviour.top_k={cfg.behaviour.top_k!r} (model.behaviour_top_k in the model file): "
+                          "must be 0 (every head) or a positive number of heads per mode")
 
 
 def stage_view(cfg: DictConfig, stage: str) -> DictConfig:

@@ -37,14 +37,11 @@ def _fmt(v, digits: int = 2) -> str:
 
 def _scores_rows(s: dict) -> list[tuple[str, str, str, str]]:
     d = s["default_mode"]
-    other = [m for m in ("mlp0", "resid") if m != d and f"top_head_{m}" in s]
-    rows = [
-        ("scores", f"top successor head ({d}, default mode)", "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)",
-         f"{s[f'top_head_{d}']} ({_fmt(s[f'top_score_{d}'])})"),
-    ]
-    rows += [("scores", f"top successor head ({m}, the paper's effective embedding)" if m == "mlp0"
-              else f"top successor head ({m})", "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)",
-              f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})") for m in other]
+    modes = [d] + [m for m in ("mlp0", "resid") if m != d and f"top_head_{m}" in s]
+    notes = {"mlp0": "the paper's effective embedding", d: "default mode"}  # the default's note wins
+    rows = [("scores", f"top successor head ({m}{', ' + notes[m] if m in notes else ''})",
+             "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)", f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})")
+            for m in modes]
     key = f"top_over_runner_up_{d}"
     ratio = s.get(key)
     rows.append(("scores", f"top score / runner-up ({d})", "about 8 (Pythia-1.4B L12H0)",

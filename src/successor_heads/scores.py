@@ -8,7 +8,8 @@ score is the fraction of pairs it gets right: per task, and overall as the pair-
 over all non-held-out tasks.
 
 :func:`successor_scores` computes every head's OV output for a layer in one batched product
-over the union of all tasks' tokens, then unembeds each task's block only; :func:`successor_scores_loop` is the plain per-head, per-task reference.
+over the union of all tasks' tokens, then unembeds each task's block only;
+:func:`successor_scores_loop` is the plain per-head, per-task reference.
 """
 
 from __future__ import annotations

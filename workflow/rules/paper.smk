@@ -13,8 +13,7 @@ rule paper_table:
         ),
     params:
         models=ZOO,
-        # zoo_table makes the scores run in every case, so the table always has them
-        stages=["scores"] + [s for s in STAGES if s in ("features", "editing", "wild")],
+        stages=PAPER_STAGES,
     log:
         f"{RESULTS}/logs/{ZOO_NAME}/paper_table.log",
     conda:

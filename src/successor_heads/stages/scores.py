@@ -56,13 +56,9 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         out_dir: ``results/{model}``.
 
     Returns: the summary dict also written to ``scores_summary.json``.
-    Raises: ValueError when no task survives the single-token filter, or for a negative
-    ``behaviour.top_k``.
+    Raises: ValueError when no task survives the single-token filter.
     """
     t0 = time.time()
-    top_k = cfg.behaviour.top_k
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"behaviour.top_k={top_k!r}: must be 0 (every head) or a positive number of heads per mode")
     out_dir = Path(out_dir)
     model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
     manifest = read_manifest(model_dir)
@@ -80,8 +76,9 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         x = effective_embeddings(adapter, token_ids, mode, norms, prefix_ids=neutral_prefix(tok), progress=progress)
         results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress)
     prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items, cfg.behaviour.max_per_family)
-    checked = candidate_heads(results, top_k) if top_k > 0 else None
+    checked = candidate_heads(results, cfg.behaviour.top_k) if cfg.behaviour.top_k > 0 else None
     drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress, checked)
+    checked_label = _checked_label(checked, d)
 
     default = cfg.scores.default_mode
     task_names = results[default].task_names
@@ -92,7 +89,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
     attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
                        threshold=cfg.scores.threshold, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
-                       behaviour_heads_checked=_checked_label(checked, d),
+                       behaviour_heads_checked=checked_label,
                        dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
     write_h5(out_dir / "successor_scores.h5", datasets, attrs)
 
@@ -121,7 +118,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
                hline=cfg.scores.threshold)
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
-    summary.update(n_prompts=len(prompts), behaviour_heads_checked=_checked_label(checked, d), baseline_logprob=base_lp, wall_s=round(time.time() - t0, 1),
+    summary.update(n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
+                   wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))
     write_json(summary, out_dir / "scores_summary.json")
