@@ -69,7 +69,9 @@ def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=No
     ``heads`` default: every head, ``K = n_heads``).
 
     One forward pass then ablates all those heads of the layer; the hook is removed on exit
-    even when the forward pass raises.
+    even when the forward pass raises. The batch must be ``K x n_prompts`` rows and ``values``
+    must have ``K`` rows, or the forward pass raises RuntimeError (shape mismatch in the hook).
+    Ours, not the paper's (DESIGN.md, Behavioural check).
     """
     n_heads, dh = adapter.dims.n_heads, adapter.dims.d_head
     heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]

@@ -152,7 +152,8 @@ def table(results_dir: str | Path, models: list[str], stages: list[str]) -> pd.D
 
 
 def to_html(df: pd.DataFrame, title: str) -> str:
-    """A self-contained HTML page (inline CSS, no scripts) holding ``df``; the report embeds it."""
+    """A self-contained HTML page (inline CSS, no scripts) holding ``df`` (cells HTML-escaped);
+    the report embeds it. Raises nothing."""
     style = ("body{font-family:sans-serif;font-size:13px;margin:12px}"
              "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left;"
              "vertical-align:top}th{background:#eee}td.paper{background:#f6f6ff}")
