@@ -8,6 +8,7 @@ methods' per-token losses on those heads is printed too. Target (issue 5): speed
 
     python benchmarks/bench_wild.py --model-dir results/smollm2-135m/model
     python benchmarks/bench_wild.py --tiny llama      # no download: a tiny random model
+    python benchmarks/bench_wild.py --final-norm recomputed   # default: frozen (wild.final_norm)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> None:
     p.add_argument("--context-len", type=int, default=128)
     p.add_argument("--ref-heads", type=int, default=12, help="heads timed with one forward pass each")
     p.add_argument("--max-chunk-mb", type=int, default=1024)
+    p.add_argument("--final-norm", choices=["frozen", "recomputed"], default="frozen",
+                   help="final norm scale of the clean run (paper) or recomputed on the ablated residual")
     args = p.parse_args()
     torch.set_grad_enabled(False)
     if args.tiny:
@@ -51,22 +54,24 @@ def main() -> None:
                      "context_len": args.context_len}, tok)
     ids = c.tokens
     mz = mean_z(a, ids, batch_size=len(ids), skip_first=c.has_bos)
-    ab = DirectEffectAblator(a, mz, args.max_chunk_mb)
+    fn = args.final_norm
+    ab = DirectEffectAblator(a, mz, args.max_chunk_mb, final_norm=fn)
     print(f"model {name}: {d.n_layers} layers x {d.n_heads} heads = {n_all} heads, d_vocab {d.d_vocab}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"contexts: {ids.shape[0]} x {ids.shape[1]} tokens of {c.description} "
-          f"({ids.shape[0] * (ids.shape[1] - 1)} scored tokens); one-pass path: {'fast' if ab.fast else 'exact'}")
+          f"({ids.shape[0] * (ids.shape[1] - 1)} scored tokens); one-pass path: {'fast' if ab.fast else 'exact'}; "
+          f"final norm: {fn}")
 
-    corpus_direct_effects(a, ids[:1, :16], mz, batch_size=1)  # warm-up
+    corpus_direct_effects(a, ids[:1, :16], mz, batch_size=1, final_norm=fn)  # warm-up
     t0 = time.perf_counter()
-    de = corpus_direct_effects(a, ids, mz, batch_size=len(ids), max_chunk_mb=args.max_chunk_mb)
+    de = corpus_direct_effects(a, ids, mz, batch_size=len(ids), max_chunk_mb=args.max_chunk_mb, final_norm=fn)
     t_one = time.perf_counter() - t0
 
     k = min(args.ref_heads, n_all)
     flat = np.linspace(0, n_all - 1, k).round().astype(int)
     heads = [(int(f) // d.n_heads, int(f) % d.n_heads) for f in flat]
     t0 = time.perf_counter()
-    ref = reference_per_head(a, ids, mz, heads)
+    ref = reference_per_head(a, ids, mz, heads, final_norm=fn)
     t_ref = (time.perf_counter() - t0) / k * n_all
     err = float(np.abs(de.loss.reshape(n_all, -1)[flat] - ref).max())
 

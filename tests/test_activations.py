@@ -166,6 +166,13 @@ def test_stage_writes_the_directions_contract(stage_dir):
         s = summary["moduli"][str(m)]
         assert 0 <= s["coverage_mean"] <= 1 and s["probe_test_total"] > 0
     assert summary["token_counts"]["numbers"] == 62 and summary["l0_mean"] >= 0
+    # health checks: per-SAE dead fraction, probe convergence counted; value bias off by default
+    assert len(summary["dead_fraction"]) == 2 and all(0 <= d <= 1 for d in summary["dead_fraction"])
+    assert summary["dead_fraction_mean"] == pytest.approx(np.mean(summary["dead_fraction"]))
+    assert [s["dead_fraction"] for s in summary["saes"]] == summary["dead_fraction"]
+    assert summary["probe_n_fits"] == sum(v["probe_n_fits"] for v in summary["moduli"].values()) > 0
+    assert summary["probes_converged"] == (summary["probe_n_not_converged"] == 0)
+    assert summary["value_bias"] is False and bool(attrs["value_bias"]) is False
     assert json.loads((stage_dir / "features" / "features_summary.json").read_text())["model"] == "tiny-gpt2"
     # a cache built with another config is rebuilt by the CLI path and refused when passed explicitly
     cache = stage_dir / features.CACHE
@@ -175,9 +182,38 @@ def test_stage_writes_the_directions_contract(stage_dir):
     assert max(rows.index[i] for i in range(len(rows)) if rows.family[i] == "numbers") == 30
 
 
+def test_head_score_value_bias(tokenizer):
+    """With a nonzero value bias, ``value_bias=True`` shifts each row's score by a per-row
+    constant (the bias's logit margin) and leaves ``ov_norm`` (a difference of OV outputs)
+    unchanged; the default is the paper's circuit without it."""
+    from successor_heads.stages.features import head_score_fn
+
+    model, tok = make_model("gpt2", tokenizer)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "c_attn.bias" in name:
+                p.normal_(0.0, 1.0)
+    a = get_adapter(model)
+    rows = activation_rows(tok, build_tasks(tok, {"numbers_max": 12}), numbers_max=12)
+    x = mlp0_embeddings(a, rows.token_ids)
+    r = torch.arange(len(rows))
+    plain, norm0 = head_score_fn(a, 1, 2, rows)
+    off, _ = head_score_fn(a, 1, 2, rows, value_bias=False)
+    on, norm1 = head_score_fn(a, 1, 2, rows, value_bias=True)
+    s0, s1 = off(x, r), on(x, r)
+    torch.testing.assert_close(plain(x, r), s0, equal_nan=True)
+    has = ~torch.isnan(s0)
+    assert has.any() and (s1[has] - s0[has]).abs().max() > 1e-3
+    # the shift does not depend on x: the same for the row read from a zero vector
+    torch.testing.assert_close(s1[has] - s0[has], (on(0 * x, r) - off(0 * x, r))[has], atol=1e-4, rtol=1e-4)
+    C = torch.randn(5, a.dims.d_model)
+    torch.testing.assert_close(norm0(C), norm1(C), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("key, value, match", [
     ("d_sae", 0, "d_sae"), ("n_saes", 0, "n_saes"), ("val_fraction", 1.0, "val_fraction"),
     ("moduli", [10, 1], "moduli"), ("residue_of", "value", "residue_of"), ("norms", "none", "norms"),
+    ("probe_max_iter", 0, "probe_max_iter"),
 ])
 def test_stage_rejects_bad_options(stage_dir, key, value, match):
     from successor_heads.stages import features

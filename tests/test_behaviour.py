@@ -6,7 +6,7 @@ import torch
 
 from successor_heads.adapters import get_adapter
 from successor_heads.behaviour import (_group_by_length, _target_logprobs, behavioural_drops, mean_z,
-                                       patch_head_z)
+                                       patch_each_head, patch_head_z, prompts_carry_bos)
 from successor_heads.tiny import FAMILIES, make_model
 
 PROMPTS = [
@@ -26,18 +26,20 @@ def _prompts(tok):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_batched_drops_equal_one_head_at_a_time(family, tokenizer):
-    model, tok = make_model(family, tokenizer)
+@pytest.mark.parametrize("bos", [False, True])
+def test_batched_drops_equal_one_head_at_a_time(family, bos, tokenizer):
+    model, tok = make_model(family, _with_bos(tokenizer) if bos else tokenizer)
     a = get_adapter(model)
     prompts = _prompts(tok)
     drops, base = behavioural_drops(a, tok, prompts, "mean")
     groups = _group_by_length(tok, prompts)
-    means = mean_z(a, groups)
+    start = int(prompts_carry_bos(tok, prompts))
+    means = mean_z(a, groups, start)
     base_ref = _target_logprobs(a, groups)[0]
     assert base == pytest.approx(float(base_ref.mean()), abs=1e-6)
     for layer in range(a.dims.n_layers):
         for head in range(a.dims.n_heads):
-            with patch_head_z(a, layer, head, means[layer, head]):
+            with patch_head_z(a, layer, head, means[layer, head], start):
                 lp = _target_logprobs(a, groups)[0]
             assert drops[layer, head] == pytest.approx(float((base_ref - lp).mean()), abs=1e-4)
     assert np.abs(drops).max() > 0, "ablations must change something on a random model"
@@ -87,3 +89,46 @@ def test_errors(tokenizer):
         behavioural_drops(a, tok, _prompts(tok), heads=[(a.dims.n_layers, 0)])
     with pytest.raises(ValueError, match="heads=\\[\\]"):
         behavioural_drops(a, tok, _prompts(tok), heads=[])
+
+
+def _with_bos(tokenizer):
+    """A copy of the tiny tokenizer that puts its BOS first, as Llama-family tokenizers do."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tokenizer)
+    bos = tok.bos_token
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.bos_token_id)])
+    return tok
+
+
+def test_bos_is_neither_ablated_nor_in_the_mean(tokenizer):
+    """With a BOS first, the ablated run leaves every activation at position 0 as it was, and
+    the mean z is taken over the other positions only."""
+    model, tok = make_model("llama", _with_bos(tokenizer))
+    a = get_adapter(model)
+    prompts = _prompts(tok)
+    assert prompts_carry_bos(tok, prompts) and not prompts_carry_bos(tokenizer, prompts)
+    groups = _group_by_length(tok, prompts)
+    ids = next(iter(groups.values()))[0]
+    zs = []
+    hook = a.o_proj(1).register_forward_pre_hook(lambda _m, args: zs.append(args[0].detach().clone()))
+    try:
+        model(input_ids=ids)
+    finally:
+        hook.remove()
+    dh = a.dims.d_head
+    means = mean_z(a, {ids.shape[1]: groups[ids.shape[1]]}, start=1)
+    torch.testing.assert_close(means[1, 0], zs[0][:, 1:, :dh].reshape(-1, dh).mean(0))
+    value = torch.full((1, dh), 100.0)
+    clean = model(input_ids=ids, output_hidden_states=True).hidden_states
+    with patch_each_head(a, 0, value, heads=[0], start=1):
+        ablated = model(input_ids=ids, output_hidden_states=True).hidden_states
+    for h_clean, h_abl in zip(clean, ablated):
+        torch.testing.assert_close(h_abl[:, 0], h_clean[:, 0])
+    assert not torch.allclose(ablated[-1][:, 1:], clean[-1][:, 1:])
+    with patch_each_head(a, 0, value, heads=[0], start=0):
+        everywhere = model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert not torch.allclose(everywhere[-1][:, 0], clean[-1][:, 0])

@@ -5,6 +5,7 @@ measurements line up; the editing stage writes its outputs end to end on a tiny 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -155,7 +156,8 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
     out = tmp_path / "results" / "tiny"
     model_dir = fetch_model(cfg, out / "model")
     for bad, match in (({"scale_ref": "absolute"}, "scale_ref"), ({"corpus_sources": ["probe"], "sources": ["sae"]},
-                                                                   "corpus_sources")):
+                                                                   "corpus_sources"),
+                       ({"paper_modulus": 1}, "paper_modulus")):
         with pytest.raises(ValueError, match=match):
             editing.run(validate({**cfg, "editing": {**cfg.editing, **bad}}), model_dir, out, progress=False)
     with pytest.raises(ValueError, match="scores stage"):
@@ -174,8 +176,56 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
         assert (out / "editing" / name).is_file(), name
     assert summary["successor_head"] == "L1H2"
     assert json.loads((out / "editing" / "editing_summary.json").read_text())["model"] == "tiny"
-    assert "numbers_20_29" in summary["vector_arithmetic"]["sae"]
+    # summary keys name the modulus (before editing.paper_modulus: "numbers_20_29", "months")
+    va_sum = summary["vector_arithmetic"]["sae"]
+    assert "numbers_20_29_mod10" in va_sum
+    assert {"months_mod10", "months_mod12", "days_mod10", "days_mod7"} <= set(va_sum)
+    assert va_sum["months_mod10"]["modulus"] == 10
+    months = summary["beside_paper"]["months"]
+    assert months["paper"] == 0.53 and months["modulus"] == 10
+    assert months["sae"] == va_sum["months_mod10"]["success_rate"]
+    assert {"months_mod12", "days_mod7"} <= set(summary["ours_past_paper"])
+    assert "months_mod10" not in summary["ours_past_paper"]
+    assert summary["value_bias"] is False and summary["paper_modulus"] == 10
+    csv = pd.read_csv(out / "editing" / "vector_arithmetic.csv")
+    assert set(csv[csv.family == "months"].modulus) == {10, 12}
+    table = pd.read_csv(out / "editing" / "vector_arithmetic_summary.csv")
+    assert "modulus" in table.columns
     assert set(summary["greater_than"]) == {"head", "mlp0"}
     data, attrs = read_h5(out / "editing" / "editing.h5")
     assert attrs["successor_head"] == "L1H2" and attrs["model"] == "tiny"
+    assert bool(attrs["value_bias"]) is False and int(attrs["paper_modulus"]) == 10
     assert len(data["vector_arithmetic.success_rate"]) == len(data["vector_arithmetic.source"]) > 0
+
+
+def test_editing_stage_passes_value_bias_to_every_head_read(tmp_path, tokenizer, monkeypatch):
+    """``scores.value_bias: true`` reaches every Adapter.ov call of the stage (vector arithmetic
+    and greater-than) and is recorded; the loss measurements run the model, not ov."""
+    from successor_heads.adapters import Adapter
+    from successor_heads.models import fetch_model
+    from successor_heads.stages import editing
+    from successor_heads.tiny import save_tiny_model
+
+    folder = save_tiny_model("gpt2", tmp_path / "weights")
+    cfg = validate({"model": {"name": "tiny", "family": "gpt2", "source": {"kind": "local", "path": str(folder)}},
+                    "device": "cpu", "corpus": {"n_contexts": 1, "context_len": 16},
+                    "tasks": {"numbers_max": 12}, "scores": {"value_bias": True},
+                    "editing": {"max_prompts_per_family": 1, "scale_sweep": [1.0], "sources": ["sae"],
+                                "corpus_families": ["days"]}})
+    out = tmp_path / "results" / "tiny"
+    model_dir = fetch_model(cfg, out / "model")
+    overall = np.zeros((2, 4))
+    overall[1, 2] = 0.9
+    write_h5(out / "successor_scores.h5", {"overall_resid": overall}, {"default_mode": "resid"})
+    dirs = {f"{s}_mod{m}": f.numpy() for (s, m), f in _dirs(32, sources=("sae",)).items()}
+    write_h5(out / "features" / "directions.h5", dirs, {"successor_head": "L1H2", "space": "mlp0", "norms": "raw"})
+    seen, ov = [], Adapter.ov
+
+    def spy(self, *args, **kw):
+        seen.append(kw.get("value_bias"))
+        return ov(self, *args, **kw)
+
+    monkeypatch.setattr(Adapter, "ov", spy)
+    summary = editing.run(cfg, model_dir, out, progress=False)
+    assert seen and all(v is True for v in seen)
+    assert summary["value_bias"] is True and bool(read_h5(out / "editing" / "editing.h5")[1]["value_bias"])

@@ -75,3 +75,20 @@ def test_number_words_by_value_and_errors(tokenizer, tmp_path):
     assert (tmp_path / "gt.png").stat().st_size > 0
     with pytest.raises(ValueError, match="numeric tokens"):
         gt.greater_than(a, 1, 1, [t for t in tasks if t.family == "days"])
+
+
+def test_value_bias_moves_only_the_head_path(tokenizer):
+    """With a nonzero value bias, ``value_bias=True`` changes the head path's shares (one logit
+    vector added to every row); the MLP0 path, which has no head, is unchanged."""
+    model, tok = make_model("gpt2", tokenizer)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "c_attn.bias" in name:
+                p.normal_(0.0, 3.0)
+    a = get_adapter(model)
+    tasks = build_tasks(tok, {"numbers_max": 30, "include_roman": False})
+    off, on = gt.greater_than(a, 1, 1, tasks), gt.greater_than(a, 1, 1, tasks, value_bias=True)
+    mlp_off, mlp_on = off[off.path == "mlp0"], on[on.path == "mlp0"]
+    np.testing.assert_allclose(mlp_off.share_greater, mlp_on.share_greater)
+    head_off, head_on = off[off.path == "head"], on[on.path == "head"]
+    assert np.abs(head_off.share_greater.to_numpy() - head_on.share_greater.to_numpy()).max() > 1e-3

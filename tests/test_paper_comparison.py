@@ -73,3 +73,34 @@ def test_rows_stay_in_their_section_and_checked_heads_are_said(tmp_path):
     agree = df.set_index("quantity").loc["top behavioural head agrees (our check)"]
     assert agree.m == "yes (L3H1)" and "32 of 336 heads" in agree.n
     assert df.set_index("quantity").loc["top score / runner-up (resid)", "n"] == "n/a (runner-up scores 0)"
+
+
+def test_editing_rows_are_like_for_like_and_health_rows_are_ours(tmp_path):
+    """Months and days beside the paper use mod-10 features; mod 7/12 rows are labelled ours,
+    past the paper; the SAE dead fraction and probe convergence are our numbers (no paper value)."""
+    editing = {"scale": 1.0, "paper": {"numbers_20_29": 0.89, "months": 0.53, "days": "fails"},
+               "beside_paper": {"numbers_20_29": {"sae": 0.9, "probe": 0.8, "paper": 0.89, "modulus": 10},
+                                "months": {"sae": 0.5, "probe": 0.25, "paper": 0.53, "modulus": 10},
+                                "days": {"sae": 0.0, "probe": 0.1, "paper": "fails", "modulus": 10}},
+               "ours_past_paper": {"months_mod12": {"sae": 0.75, "probe": 0.5, "modulus": 12},
+                                   "days_mod7": {"sae": 1.0, "probe": 1.0, "modulus": 7}}}
+    features = {"moduli": {"10": {"coverage_mean": 0.2}}, "dead_fraction": [0.25, 0.5],
+                "dead_fraction_mean": 0.375, "probe_n_fits": 12, "probe_n_not_converged": 1}
+    _write(tmp_path, "m", "scores_summary.json", SCORES)
+    _write(tmp_path, "m", "editing/editing_summary.json", editing)
+    _write(tmp_path, "m", "features/features_summary.json", features)
+    df = table(tmp_path, ["m"], ["scores", "features", "editing"]).set_index("quantity")
+    months = df.loc["vector arithmetic success, months, mod-10 features (scale 1.0)"]
+    assert months.paper == "53%" and months.m == "sae 0.50; probe 0.25"
+    assert df.loc["vector arithmetic success, days, mod-10 features (scale 1.0)", "paper"] == "fails"
+    past = df.loc["vector arithmetic success, months, mod-12 features (ours, past the paper; scale 1.0)"]
+    assert past.paper.startswith("not studied") and past.m == "sae 0.75; probe 0.50"
+    assert "vector arithmetic success, days, mod-7 features (ours, past the paper; scale 1.0)" in df.index
+    dead = df.loc["SAE dead features on validation rows: mean fraction (per SAE) (our check)"]
+    assert dead.paper == "not reported" and dead.m == "0.38 (0.25, 0.50)"
+    assert df.loc["probe fits not converged (our check)", "m"] == "1/12"
+    # an older editing summary (no modulus recorded) says so instead of claiming mod 10
+    old = {"scale": 1.0, "paper": {"months": 0.53}, "beside_paper": {"months": {"sae": 0.4, "paper": 0.53}}}
+    _write(tmp_path, "m", "editing/editing_summary.json", old)
+    df = table(tmp_path, ["m"], ["scores", "editing"]).set_index("quantity")
+    assert df.loc["vector arithmetic success, months, modulus not recorded (scale 1.0)", "m"] == "sae 0.40"

@@ -10,6 +10,7 @@ import torch
 from successor_heads.h5io import IncompleteOutputError
 from successor_heads.sae import (
     SparseAutoencoder,
+    dead_features,
     evaluate,
     load_saes,
     modal_features,
@@ -128,6 +129,25 @@ def test_fvu_is_one_for_the_mean_and_zero_for_identity():
         ident.W_dec.copy_(E)
         ident.W_enc.copy_(E.T)
     assert evaluate(ident, x)["fvu"] < 1e-10
+
+
+def test_dead_fraction_on_a_hand_made_sae():
+    """Features 0-3 read +x_k (alive on rows with x_k > 0); feature 4 has zero encoder weights
+    and a negative bias, feature 5 a large negative bias: both never fire, so 2 of 6 are dead."""
+    x = torch.tensor([[1.0, 0.5, 2.0, 1.0], [0.2, 1.0, -1.0, 3.0], [-1.0, -1.0, 1.0, 0.5]])
+    sae = SparseAutoencoder(4, 6)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[:, :4].copy_(torch.eye(4))
+        sae.W_enc[:, 5] = 1.0
+        sae.b_enc.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, -0.1, -100.0]))
+        sae.W_dec.copy_(torch.eye(6, 4) + torch.eye(6, 4).roll(4, 0))  # rows: any unit vectors
+    assert dead_features(sae, x).tolist() == [False, False, False, False, True, True]
+    assert evaluate(sae, x)["dead_fraction"] == pytest.approx(2 / 6)
+    # on a row where x_0 <= 0 only, feature 0 is dead too: the fraction depends on the rows given
+    assert dead_features(sae, x[2:]).tolist() == [True, True, False, False, True, True]
+    with pytest.raises(ValueError, match="no rows"):
+        dead_features(sae, x[:0])
 
 
 def test_modal_features_edge_cases():

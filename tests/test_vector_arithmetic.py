@@ -129,11 +129,79 @@ def test_vector_arithmetic_on_real_embeddings_runs_every_family(tokenizer):
     assert set(df.scale) == {0.0, 1.0, 2.0} and set(df.source) == {"sae", "probe"}
     assert df.numbers_20_29.any()
     assert ((df.success_rate >= 0) & (df.success_rate <= 1)).all()
-    assert set(df[df.family == "days"].modulus) == {7}
+    # days and months are edited with their own modulus (ours) and the paper's mod 10
+    # (before editing.paper_modulus: days {7} and months {12} only)
+    assert set(df[df.family == "days"].modulus) == {7, 10}
+    assert set(df[df.family == "months"].modulus) == {10, 12}
+    assert set(df[df.family == "numbers"].modulus) == {10}
     s = va.summarise(df, 1.0)
     assert s[s.group == "numbers_20_29"].paper.iloc[0] == 0.89
+    months = s[(s.group == "months") & (s.source == "sae")].set_index("modulus")
+    assert months.paper[10] == 0.53 and months.paper[12] == va.PAST_PAPER
     t = va.sweep_table(df)
-    assert set(t.group) >= {"numbers", "numbers_20_29", "months"}
+    assert set(t.group) >= {"numbers", "numbers_20_29", "months"} and "modulus" in t.columns
+    assert set(t[t.group == "months"].modulus) == {10, 12}
+    for table in (va.per_task(df), va.per_residue(df, 1.0)):
+        assert set(table[table.family == "days"].modulus) == {7, 10}
+
+
+def test_task_moduli_and_paper_modulus_off(tokenizer):
+    assert va.task_moduli("months", va.DEFAULT_MODULI) == [10, 12]
+    assert va.task_moduli("numbers", va.DEFAULT_MODULI) == [10]
+    assert va.task_moduli("days", va.DEFAULT_MODULI, paper_modulus=0) == [7]
+    assert va.task_moduli("days", {"days": 0}) == [] and va.task_moduli("roman", va.DEFAULT_MODULI) == []
+    assert va.group_key("months", 10) == "months_mod10"
+    model, tok = make_model("gpt2", tokenizer)
+    a = get_adapter(model)
+    tasks = [t for t in build_tasks(tok, {"numbers_max": 12, "include_roman": False})
+             if t.family in ("days", "months")]
+    dirs = {("sae", m): torch.nn.functional.normalize(torch.randn(m, a.dims.d_model), dim=-1) for m in (7, 10, 12)}
+    off = va.vector_arithmetic(a, 1, 2, tasks, dirs, [1.0], paper_modulus=0)
+    assert set(zip(off.family, off.modulus)) == {("days", 7), ("months", 12)}
+    on = va.vector_arithmetic(a, 1, 2, tasks, dirs, [1.0])
+    assert set(zip(on.family, on.modulus)) == {("days", 7), ("days", 10), ("months", 10), ("months", 12)}
+    # mod 10 on months (positions 1-12): October-December form cycle 1 with residues 0-2
+    m10 = on[(on.family == "months") & (on.modulus == 10)]
+    assert set(m10.i) == set(range(10)) and set(m10[m10.i == 0].j) == {1, 2}
+    # days 1-7 with mod 10: residues 8, 9 and 0 hold no day
+    d10 = on[(on.family == "days") & (on.modulus == 10)]
+    assert set(d10.i) == set(d10.j) == set(range(1, 8))
+    # without mod-10 directions the mod-10 runs are simply absent
+    only = va.vector_arithmetic(a, 1, 2, tasks, {k: v for k, v in dirs.items() if k[1] != 10}, [1.0])
+    assert set(only.modulus) == {7, 12}
+
+
+def test_value_bias_option_changes_head_logits(tokenizer):
+    """Tiny GPT-2 with a nonzero value bias: ``value_bias=True`` adds unembed(b_V W_O), the same
+    logit vector for every input row; the default (False) is the paper's circuit without it."""
+    model, tok = make_model("gpt2", tokenizer)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "c_attn.bias" in name:
+                p.normal_(0.0, 1.0)
+    a = get_adapter(model)
+    assert a.W_V_layer(1)[1][2].abs().sum() > 0
+    ids = torch.arange(5, 25)
+    x = va.mlp0_embeddings(a, ids)
+    plain = va.head_task_logits(a, 1, 2, x, ids)
+    off = va.head_task_logits(a, 1, 2, x, ids, value_bias=False)
+    on = va.head_task_logits(a, 1, 2, x, ids, value_bias=True)
+    torch.testing.assert_close(plain, off)
+    assert not torch.allclose(on, off)
+    shift = on - off
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-4, rtol=1e-4)
+    _, b_V = a.W_V_layer(1)
+    W_O, _ = a.W_O_layer(1)
+    expected = a.unembed(b_V[2].float() @ W_O[2].float(), token_ids=ids).float()
+    torch.testing.assert_close(shift[0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_value_bias_of_config():
+    from omegaconf import OmegaConf
+
+    assert va.value_bias_of(OmegaConf.create({"scores": {"norms": "raw"}})) is False  # older configs
+    assert va.value_bias_of(OmegaConf.create({"editing": {}})) is False
+    assert va.value_bias_of(OmegaConf.create({"scores": {"value_bias": True}})) is True
 
 
 def test_load_directions(tmp_path):

@@ -161,6 +161,7 @@ def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):
     assert data["loss"].shape == (2, 4, 3 * 23) and data["baseline_loss"].shape == (3 * 23,)
     assert data["contexts"].shape == (3, 24) and attrs["model"] == "tiny" and attrs["corpus"] == "pydoc"
     assert summary["successor_head"] == "L1H2" and summary["n_tokens"] == 69
+    assert attrs["final_norm"] == summary["final_norm"] == "frozen"  # the paper's direct effect, by default
     assert json.loads((out / "wild" / "wild_summary.json").read_text())["listing_wins_loss"] <= 4
     import pandas as pd
 

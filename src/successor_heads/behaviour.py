@@ -3,8 +3,12 @@ continuing ordinal lists.
 
 For prompts such as ``"Monday, Tuesday, Wednesday,"`` -> ``" Thursday"``, the drop in the
 log-probability of the correct next item when one head is ablated (its ``z``, the input slice
-of the attention output projection, replaced by its mean over all prompt positions, or by
+of the attention output projection, replaced by its mean over the prompt positions, or by
 zero). Positive drop = the head helps. This is a total effect (the ablation propagates).
+
+When the tokenizer puts a BOS token first (:func:`prompts_carry_bos`), that position is neither
+ablated nor part of the mean: it is the attention sink that later layers read, and ablating a
+head there would move it too.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from .adapters import Adapter
 
 
 @contextlib.contextmanager
-def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor):
-    """Within the block, head ``head`` of ``layer`` outputs ``value [d_head]`` in place of its ``z``.
+def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor, start: int = 0):
+    """Within the block, head ``head`` of ``layer`` outputs ``value [d_head]`` in place of its ``z``
+    at positions ``start`` onwards (``start=1`` leaves a BOS position clean).
 
     Implemented as a forward pre-hook on the layer's output projection; the hook is removed
     on exit even when the forward pass raises.
@@ -31,7 +36,7 @@ def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor):
 
     def hook(_mod, args):
         z = args[0].clone()
-        z[..., sl] = value.to(z.dtype)
+        z[:, start:, sl] = value.to(z.dtype)
         return (z, *args[1:])
 
     handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
@@ -39,6 +44,14 @@ def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor):
         yield
     finally:
         handle.remove()
+
+
+def prompts_carry_bos(tokenizer, prompts: list[dict]) -> bool:
+    """True when the tokenizer puts its BOS token first in every prompt (then position 0 is
+    left out of the ablation and the mean); False when it adds none (e.g. GPT-2's tokenizer).
+    ``prompts`` as for :func:`behavioural_drops`."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and all(tokenizer(p["prompt"])["input_ids"][:1] == [bos] for p in prompts)
 
 
 def _group_by_length(tokenizer, prompts: list[dict]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -63,10 +76,11 @@ def _target_logprobs(adapter: Adapter, groups, repeat: int = 1) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=None):
+def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=None, start: int = 0):
     """For a batch made of ``K`` stacked copies of the same prompts, copy k has head
     ``heads[k]`` of ``layer`` replaced by ``values[k] [d_head]`` (``values [K, d_head]``;
-    ``heads`` default: every head, ``K = n_heads``).
+    ``heads`` default: every head, ``K = n_heads``) at positions ``start`` onwards
+    (``start=1`` leaves a BOS position clean).
 
     One forward pass then ablates all those heads of the layer; the hook is removed on exit
     even when the forward pass raises. The batch must be ``K x n_prompts`` rows and ``values``
@@ -80,7 +94,7 @@ def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=No
     def hook(_mod, args):
         z = args[0].clone()
         z_KBPHD = z.view(k, -1, z.shape[-2], n_heads, dh)
-        z_KBPHD[torch.arange(k, device=z.device), :, :, torch.tensor(heads, device=z.device)] = \
+        z_KBPHD[torch.arange(k, device=z.device), :, start:, torch.tensor(heads, device=z.device)] = \
             values.to(z.dtype)[:, None, None, :]
         return (z, *args[1:])
 
@@ -92,8 +106,10 @@ def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=No
 
 
 @torch.no_grad()
-def mean_z(adapter: Adapter, groups) -> torch.Tensor:
-    """Mean ``z`` of every head over all prompt positions: ``[n_layers, n_heads, d_head]``."""
+def mean_z(adapter: Adapter, groups, start: int = 0) -> torch.Tensor:
+    """Mean ``z`` of every head over the prompt positions from ``start`` on (1: BOS left out):
+    ``[n_layers, n_heads, d_head]`` float32. ``groups``: prompts grouped by length, as
+    ``{length: (input_ids [n, length], target_ids [n])}``."""
     d = adapter.dims
     sums = torch.zeros(d.n_layers, d.n_heads * d.d_head)
     count = 0
@@ -101,7 +117,7 @@ def mean_z(adapter: Adapter, groups) -> torch.Tensor:
 
     def make(layer):
         def hook(_mod, args):
-            sums[layer] += args[0].detach().float().reshape(-1, args[0].shape[-1]).sum(0).cpu()
+            sums[layer] += args[0].detach()[:, start:].float().reshape(-1, args[0].shape[-1]).sum(0).cpu()
         return hook
 
     try:
@@ -109,7 +125,7 @@ def mean_z(adapter: Adapter, groups) -> torch.Tensor:
             handles.append(adapter.o_proj(layer).register_forward_pre_hook(make(layer)))
         for ids, _ in groups.values():
             adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1)
-            count += ids.numel()
+            count += ids[:, start:].numel()
     finally:
         for h in handles:
             h.remove()
@@ -126,7 +142,7 @@ def behavioural_drops(
     Args:
         prompts: dicts with ``prompt`` (str) and ``target_id`` (int), e.g. from
             :func:`successor_heads.tasks.ordinal_list_prompts`.
-        ablation: ``"mean"`` (mean ``z`` over prompt positions) or ``"zero"``.
+        ablation: ``"mean"`` (mean ``z`` over prompt positions, BOS left out) or ``"zero"``.
         heads: ``(layer, head)`` pairs to ablate; ``None`` ablates every head. The cost is one
             forward pass of ``K x n_prompts`` rows per layer holding K of them.
 
@@ -142,13 +158,14 @@ def behavioural_drops(
     if ablation not in ("mean", "zero"):
         raise ValueError(f"ablation={ablation!r}: must be mean or zero")
     groups = _group_by_length(tokenizer, prompts)
+    start = int(prompts_carry_bos(tokenizer, prompts))
     base = _target_logprobs(adapter, groups)[0]
     d = adapter.dims
-    means = mean_z(adapter, groups) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
+    means = mean_z(adapter, groups, start) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
     by_layer = _heads_by_layer(heads, d.n_layers, d.n_heads)
     drops = np.full((d.n_layers, d.n_heads), np.nan)
     for layer, hs in tqdm(by_layer.items(), desc="behavioural check (ablating each head)", disable=not progress):
-        with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs):
+        with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs, start):
             lp_KN = _target_logprobs(adapter, groups, repeat=len(hs))
         drops[layer, hs] = (base[None] - lp_KN).mean(1).numpy()
     return drops, float(base.mean())

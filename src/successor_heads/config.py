@@ -152,6 +152,8 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"scores.default_mode={cfg.scores.default_mode!r} is not in scores.modes")
     if cfg.scores.norms not in ("raw", "applied"):
         raise ConfigError(f"scores.norms={cfg.scores.norms!r}: must be raw or applied")
+    if cfg.wild.final_norm not in ("frozen", "recomputed"):
+        raise ConfigError(f"wild.final_norm={cfg.wild.final_norm!r}: must be frozen or recomputed")
     if cfg.model.dtype not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"model.dtype={cfg.model.dtype!r}: must be float32, float16 or bfloat16")
     if cfg.behaviour.top_k < 0:

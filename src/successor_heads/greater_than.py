@@ -9,7 +9,8 @@ value; number words one..twenty by value), on two paths:
 * ``head``: ``unembed(OV_h(MLP0(W_E[n])))`` (the successor head's effective OV circuit),
 * ``mlp0``: ``unembed(MLP0(W_E[n]))`` (the direct path through MLP0 alone),
 
-each with ``norms`` as in :mod:`successor_heads.scores`. Logits are restricted to the task's
+each with ``norms`` as in :mod:`successor_heads.scores`; the head's OV circuit has no value
+bias unless ``value_bias`` (config ``scores.value_bias``) asks for ``b_V W_O``. Logits are restricted to the task's
 tokens and turned into a distribution with a softmax; then
 
 * ``share_greater`` / ``share_smaller`` / ``share_self``: the mass on tokens whose value is
@@ -61,12 +62,14 @@ def shares(logits: torch.Tensor, values) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def greater_than(adapter: Adapter, layer: int, head: int, tasks, norms: str = "raw",
-                 families=NUMERIC_FAMILIES) -> pd.DataFrame:
+                 families=NUMERIC_FAMILIES, value_bias: bool = False) -> pd.DataFrame:
     """Per-token greater-than shares on both paths (see module docstring).
 
     Args:
         tasks: from :func:`successor_heads.tasks.build_tasks`; tasks of ``families`` with at
             least 2 tokens are used (their ``index`` is the value for numbers and number words).
+        value_bias: add ``b_V W_O`` on the ``head`` path (``scores.value_bias``; default False,
+            the paper's circuit). The ``mlp0`` path has no head, so it is unaffected.
 
     Returns: DataFrame, one row per (path, task, token): ``path, task, family, value, token,
     share_greater, share_smaller, share_self, greater_share, chance, both_sides``.
@@ -80,9 +83,9 @@ def greater_than(adapter: Adapter, layer: int, head: int, tasks, norms: str = "r
         ids = torch.tensor(task.token_ids)
         for path in PATHS:
             if path == "head":
-                logits = head_task_logits(adapter, layer, head, x, ids, norms)
-            else:
-                logits = adapter.unembed(x.to(adapter.device, adapter.W_E.dtype), norms, token_ids=ids).float().cpu()
+                logits = head_task_logits(adapter, layer, head, x, ids, norms, value_bias)
+            else:  # float32 in: unembed computes in float32 whatever the model dtype
+                logits = adapter.unembed(x.to(adapter.device, torch.float32), norms, token_ids=ids).float().cpu()
             sh = shares(logits, task.index)
             ng, ns = sh.pop("n_greater"), sh.pop("n_smaller")
             frames.append(pd.DataFrame({"path": path, "task": task.name, "family": task.family,

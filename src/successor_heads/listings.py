@@ -100,13 +100,16 @@ def encode_listing(tokenizer, lp: ListingPrompt, prepend_bos: bool = True) -> tu
 
 @torch.no_grad()
 def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPrompt], mean_z_LHD: torch.Tensor,
-                           max_chunk_mb: int = 1024, prepend_bos: bool = True, progress: bool = False) -> dict:
+                           max_chunk_mb: int = 1024, prepend_bos: bool = True, progress: bool = False,
+                           final_norm: str = "frozen") -> dict:
     """Direct-effect mean ablation of every head on the last position of each listing prompt.
 
     One forward pass per group of prompts of equal token length captures the activations at
-    each prompt's last position; then every head is ablated at once. Returns a dict of ``loss``,
-    ``target_logit`` ``[n_layers, n_heads, n_prompts]``, ``base_loss``, ``base_logit``,
-    ``target_ids`` ``[n_prompts]`` (numpy, in prompt order; losses in nats).
+    each prompt's last position; then every head is ablated at once. ``final_norm``: "frozen"
+    (default) or "recomputed", as in :func:`~successor_heads.direct_effect.corpus_direct_effects`.
+    Returns a dict of ``loss``, ``target_logit`` ``[n_layers, n_heads, n_prompts]``, ``base_loss``,
+    ``base_logit``, ``target_ids`` ``[n_prompts]`` (numpy, in prompt order; losses in nats).
+    Raises: ValueError for an unknown ``final_norm`` (or a frozen unrecognised final norm).
     """
     enc = [encode_listing(tokenizer, lp, prepend_bos) for lp in prompts]
     groups: dict[int, list[int]] = {}
@@ -123,6 +126,7 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
     cap = Capture(torch.cat([c.z for c in caps])[inv], torch.cat([c.resid for c in caps])[inv],
                   None if caps[0].attn_out is None else torch.cat([c.attn_out for c in caps])[inv])
     targets = [t for _, t in enc]
-    loss, logit, bl, bg = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb).run(cap, torch.tensor(targets))
+    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, final_norm=final_norm)
+    loss, logit, bl, bg = ab.run(cap, torch.tensor(targets))
     return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
             "target_ids": np.array(targets)}

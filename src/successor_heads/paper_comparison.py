@@ -4,6 +4,11 @@ Appendix J; DESIGN.md, What the paper did).
 One row per reported quantity, one column per model. The paper's value and the model it was
 measured on come first; a model whose stage did not run (or could not measure the quantity,
 e.g. no single-token numbers 20-29) gets a cell that says so instead of a number.
+
+Vector arithmetic is compared like for like: the paper's Figure 5 rows (numbers 20-29, months,
+days, letters) show ours with the paper's mod-10 features; the runs of days with mod-7 and
+months with mod-12 features follow as rows of ours, past the paper. Health checks of ours (SAE
+dead-feature fraction, non-converged probe fits) have no paper value.
 """
 
 from __future__ import annotations
@@ -69,21 +74,44 @@ def _features_rows(f: dict) -> list[tuple[str, str, str, str]]:
         if m in mods:
             rows.append(("features", f"probe vs SAE cosine, {label}", "not studied",
                          _fmt(mods[m].get("probe_sae_cosine_mean"))))
+    # health checks of ours (no paper value); summaries older than these fields say so
+    dead = f.get("dead_fraction")
+    rows.append(("features", "SAE dead features on validation rows: mean fraction (per SAE) (our check)",
+                 "not reported",
+                 f"{_fmt(f.get('dead_fraction_mean'))} ({', '.join(_fmt(d) for d in dead)})" if dead
+                 else "n/a (summary predates this field)"))
+    n_fits = f.get("probe_n_fits")
+    rows.append(("features", "probe fits not converged (our check)", "not reported",
+                 f"{f.get('probe_n_not_converged')}/{n_fits}" if n_fits is not None
+                 else "n/a (summary predates this field)"))
     return rows
 
 
+def _rate_cell(got: dict) -> str:
+    """One cell from ``{source: rate or reason}``: the same reason for every source said once."""
+    vals = {src: v for src, v in got.items() if src not in ("paper", "modulus")}
+    if vals and all(isinstance(v, str) for v in vals.values()) and len(set(vals.values())) == 1:
+        return next(iter(vals.values()))
+    return "; ".join(f"{src} {_fmt(v)}" for src, v in vals.items()) or "n/a"
+
+
 def _editing_rows(e: dict) -> list[tuple[str, str, str, str]]:
+    """Vector arithmetic (paper Figure 5) like for like: each paper group with the paper's mod-10
+    features beside the paper's number; then the families edited with their own modulus (days
+    mod 7, months mod 12), ours, past the paper; then the greater-than bias."""
     rows = []
+    scale = _fmt(e.get("scale"), 1)
     for group, paper in e.get("paper", {}).items():
         got = e.get("beside_paper", {}).get(group, {})
-        vals = {src: v for src, v in got.items() if src != "paper"}
-        if vals and all(isinstance(v, str) for v in vals.values()) and len(set(vals.values())) == 1:
-            cell = next(iter(vals.values()))  # the same reason for every source, said once
-        else:
-            cell = "; ".join(f"{src} {_fmt(v)}" for src, v in vals.items()) or "n/a"
+        m = got.get("modulus")  # absent in older summaries, whose months/days used editing.moduli
         paper_cell = f"{paper:.0%}" if isinstance(paper, float) else str(paper)
-        rows.append(("editing", f"vector arithmetic success, {group} (scale {_fmt(e.get('scale'), 1)})",
-                     paper_cell, cell))
+        rows.append(("editing", f"vector arithmetic success, {group}, "
+                     f"{f'mod-{m} features' if m else 'modulus not recorded'} (scale {scale})",
+                     paper_cell, _rate_cell(got)))
+    for key, got in e.get("ours_past_paper", {}).items():
+        group, _, m = key.rpartition("_mod")
+        rows.append(("editing", f"vector arithmetic success, {group}, mod-{m} features (ours, past the paper; "
+                     f"scale {scale})", "not studied (the paper: mod 10 only)", _rate_cell(got)))
     gt = e.get("greater_than", {})
     if gt:
         cell = "; ".join(f"{path} {_fmt(v.get('greater_share'))}" for path, v in gt.items())

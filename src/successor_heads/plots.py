@@ -39,14 +39,19 @@ def heatmap(panels: dict[str, np.ndarray], title: str, path, cbar_label: str = "
 
 
 def bars(labels: list[str], values: np.ndarray, title: str, path, ylabel: str = "successor score",
-         hline: float | None = None) -> None:
-    """A bar chart of ``values [n]`` labelled ``labels``."""
+         hline: float | None = None, chance: float | None = None) -> None:
+    """A bar chart of ``values [n]`` labelled ``labels``; ``hline`` (dashed grey, the threshold) and
+    ``chance`` (dotted red, the chance level) are drawn across it when given."""
     fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(labels) + 1), 3.2))
     ax.bar(range(len(labels)), values, color="tab:blue")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     if hline is not None:
-        ax.axhline(hline, color="grey", ls="--", lw=0.8)
+        ax.axhline(hline, color="grey", ls="--", lw=0.8, label="threshold")
+    if chance is not None:
+        ax.axhline(chance, color="tab:red", ls=":", lw=1.0, label=f"chance, pair-weighted ({chance:.3f})")
+    if hline is not None or chance is not None:
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_title(title, fontsize=10)
     save(fig, path)

@@ -179,11 +179,26 @@ def _train(x, d_sae, l1_coeff, lr, steps, batch_size, seed, tied, device, progre
 
 
 @torch.no_grad()
+def dead_features(sae: SparseAutoencoder, x_TM) -> np.ndarray:
+    """Which features never fire on rows ``x_TM [n_tokens, d_model]``: bool ``[d_sae]``, True
+    where the activation is 0 on every row (ReLU never above 0). A health check of ours, not
+    the paper's (dead features hold no mod-m information; many dead ones mean a too-large
+    ``l1_coeff`` or ``d_sae``). Raises: ValueError for no rows."""
+    x = torch.as_tensor(x_TM, dtype=torch.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError("dead_features: no rows (validation split empty?)")
+    return ((sae.encode(x) > 0).sum(0) == 0).numpy()
+
+
+@torch.no_grad()
 def evaluate(sae: SparseAutoencoder, x_TM) -> dict[str, float]:
-    """Fraction of variance unexplained and mean L0 on rows ``x_TM [n_tokens, d_model]``.
+    """Fraction of variance unexplained, mean L0 and dead-feature fraction on rows ``x_TM
+    [n_tokens, d_model]`` (the validation rows in the features stage).
 
     ``fvu = sum |x - x_hat|^2 / sum |x - mean(x)|^2`` (0 = perfect, 1 = no better than the mean);
-    ``l0`` = mean number of active features per row. Raises: ValueError for no rows.
+    ``l0`` = mean number of active features per row; ``dead_fraction`` = fraction of the
+    ``d_sae`` features with no activation > 0 on any row (:func:`dead_features`); ``mse`` per
+    element. Raises: ValueError for no rows.
     """
     x = torch.as_tensor(x_TM, dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] == 0:
@@ -192,7 +207,7 @@ def evaluate(sae: SparseAutoencoder, x_TM) -> dict[str, float]:
     den = float(((x - x.mean(0)) ** 2).sum())
     num = float(((x - x_hat) ** 2).sum())
     return {"fvu": num / den if den > 0 else float("nan"), "l0": float((a > 0).float().sum(-1).mean()),
-            "mse": num / x.numel()}
+            "dead_fraction": float(((a > 0).sum(0) == 0).float().mean()), "mse": num / x.numel()}
 
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

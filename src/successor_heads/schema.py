@@ -82,7 +82,8 @@ class TasksConfig:
 class ScoresConfig:
     modes: List[str] = field(default_factory=lambda: ["mlp0", "resid"])
     default_mode: str = "resid"
-    norms: str = "raw"  # raw | applied
+    norms: str = "raw"  # raw | applied (docs/METHOD.md, Norm conventions)
+    value_bias: bool = False  # add b_V W_O to each head's OV output (not the paper's circuit)
     threshold: float = 0.5
     batch_heads: int = 64
 
@@ -113,7 +114,8 @@ class FeaturesConfig:
     moduli: List[int] = field(default_factory=lambda: [10, 7, 12])
     residue_of: str = "position"  # position: 1-based (Monday=1, February=2); index: Task.index
     match_cosine: float = 0.9  # SAE features from two SAEs are "the same" above this cosine
-    probe_C: float = 1.0  # inverse L2 strength of the logistic-regression probes
+    probe_C: float = 1.0  # inverse L2 strength of the logistic-regression probes (standardised inputs)
+    probe_max_iter: int = 5000  # lbfgs cap; fits that stop here are counted in features_summary.json
     cv_folds: int = 5
     head_mode: Optional[str] = None  # scores mode whose top head is the successor head; None: file default
 
@@ -132,6 +134,8 @@ class EditingConfig:
     moduli: dict[str, int] = field(default_factory=lambda: {
         "numbers": 10, "number_words": 10, "ordinal_words": 10, "letters": 10,
         "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12})
+    # families whose modulus differs are also edited with the paper's mod-10 features (0: off)
+    paper_modulus: int = 10
     head_mode: Optional[str] = None  # scores mode whose top head is edited through; None: file default
     greater_than_families: List[str] = field(default_factory=lambda: ["numbers", "number_words"])
     n_items: int = 3  # list items shown in the edit -> loss prompts
@@ -156,6 +160,7 @@ class WildConfig:
     n_successor_heads: int = 1  # top heads by successor score whose winning tokens are categorised
     score_mode: Optional[str] = None  # successor-score mode that picks them (None: the scores file's default)
     context_chars: int = 80  # characters of context shown before each winning token in winners.csv
+    final_norm: str = "frozen"  # frozen: final norm scale of the clean run (paper) | recomputed
 
 
 @dataclass

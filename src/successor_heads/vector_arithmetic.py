@@ -20,10 +20,21 @@ residue ``i`` means the same class as the features stage's ``f_i``. Pairs are sk
 the task, or when ``f_i`` or ``f_j`` is missing (NaN rows of the SAE directions).
 
 The modulus per task family is a config choice (``editing.moduli``; default 10 for numbers,
-number words, ordinal words and letters, 7 for days, 12 for months; set a family to 10 to edit
-it with the paper's mod-10 features instead). The paper (Pythia-1.4B) reports numbers 20-29
-about 89%, months about 53%, days and letters failing (Figure 5). Tokenizers that write numbers digit by digit (SmolLM2, Gemma3) keep only
-1-9 as number tokens, so "numbers 20-29" is empty there and only the 1-9 cycle is measured.
+number words, ordinal words and letters, 7 for days, 12 for months). The paper (Pythia-1.4B)
+edits every family with its **mod-10** features and reports numbers 20-29 about 89%, months
+about 53%, days and letters failing (Figure 5, :data:`PAPER`). So that those numbers are
+compared like for like, a family whose own modulus differs from the paper's is edited twice
+(``paper_modulus``, config ``editing.paper_modulus``, default :data:`PAPER_MODULUS` = 10):
+once with the mod-10 features (the paper's setting, shown beside the paper's number) and once
+with its own (days mod 7, months mod 12: ours, past the paper). Every output row carries the
+``modulus`` it used. With ``m = 10`` a wrapping task is cut into cycles like numbers (values
+by ``position``): months 1-9 are cycle 0 and October-December (10-12, residues 0-2) cycle 1;
+days 1-7 all lie in cycle 0, so residues 8, 9 and 0 hold no day and give no pairs. Tokenizers that write numbers
+digit by digit (SmolLM2, Gemma3) keep only 1-9 as number tokens, so "numbers 20-29" is empty
+there and only the 1-9 cycle is measured.
+
+The head's OV circuit is the paper's ``W_V W_O`` with no value bias by default
+(``value_bias``, config ``scores.value_bias``; see :meth:`Adapter.ov`).
 
 Scale ``a`` (``editing.scale_ref``):
 
@@ -56,6 +67,10 @@ SOURCES = ("sae", "probe")
 SCALE_REFS = ("projection", "norm")
 #: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.
 PAPER = {"numbers_20_29": 0.89, "months": 0.53, "days": "fails", "letters": "fails"}
+#: The modulus of the features behind :data:`PAPER` (Section 3.2 uses the mod-10 features only).
+PAPER_MODULUS = 10
+#: ``paper`` cell of summary rows edited with another modulus than the paper's.
+PAST_PAPER = "ours, past the paper (the paper edits with mod-10 features only)"
 RESIDUE_OF = ("position", "index")
 DEFAULT_MODULI = {"numbers": 10, "number_words": 10, "ordinal_words": 10, "letters": 10,
                   "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12}
@@ -142,16 +157,29 @@ def edit_vectors(x: torch.Tensor, f_from: torch.Tensor, f_to: torch.Tensor, scal
     return x + scale * a * (f_to - f_from)
 
 
+def value_bias_of(cfg) -> bool:
+    """``scores.value_bias`` of a resolved config (full or stage view); False when the section
+    or key is absent (configs written before the option existed: the paper's circuit)."""
+    scores = cfg.get("scores") if hasattr(cfg, "get") else None
+    return bool(scores.get("value_bias", False)) if scores is not None else False
+
+
 @torch.no_grad()
 def head_task_logits(adapter: Adapter, layer: int, head: int, x: torch.Tensor, token_ids,
-                     norms: str = "raw") -> torch.Tensor:
-    """The head's OV output read through the unembedding, restricted to ``token_ids``.
+                     norms: str = "raw", value_bias: bool = False) -> torch.Tensor:
+    """The head's OV output read through the unembedding, restricted to ``token_ids``
+    (the paper's effective OV circuit ``W_U W_V W_O x``, Section 2).
 
     ``x [n, d_model]`` (residual vectors the head attends to) -> ``[n, n_tokens]`` float32
-    logits: ``unembed(ov(x))`` with ``norms`` as in :meth:`Adapter.ov` / :meth:`Adapter.unembed`.
+    logits (CPU): ``unembed(ov(x))`` with ``norms`` as in :meth:`Adapter.ov` /
+    :meth:`Adapter.unembed`, computed in float32 whatever the model's dtype. ``value_bias``
+    adds ``b_V W_O`` (config ``scores.value_bias``; default False, the paper's circuit).
+    Raises: ValueError for an unknown ``norms``; IndexError for a token id outside the vocabulary.
     """
     ids = torch.as_tensor(token_ids, dtype=torch.long)
-    out = adapter.ov(layer, x.to(adapter.device, adapter.W_E.dtype), norms, heads=torch.tensor([head]))[0]
+    # float32 in: Adapter.ov computes in float32, so a bf16 round trip would only lose precision
+    out = adapter.ov(layer, x.to(adapter.device, torch.float32), norms, heads=torch.tensor([head]),
+                     value_bias=value_bias)[0]
     return adapter.unembed(out, norms, token_ids=ids).float().cpu()
 
 
@@ -165,8 +193,9 @@ def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw") -> torch.Te
 @torch.no_grad()
 def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor, feats: torch.Tensor,
                  scales, norms: str = "raw", ref: str = "projection", src_values=None,
-                 residue_of: str = "position") -> pd.DataFrame:
-    """Success of vector arithmetic on one task for each scale.
+                 residue_of: str = "position", value_bias: bool = False) -> pd.DataFrame:
+    """Success of vector arithmetic on one task for each scale (paper Section 3.2, Figure 5);
+    the modulus is ``feats.shape[0]``.
 
     Args:
         task: a :class:`~successor_heads.tasks.Task`.
@@ -176,6 +205,7 @@ def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor,
         src_values: if given, only source tokens whose value is in it (e.g. 20-29); targets
             may be any token of the task.
         residue_of: ``"position"`` or ``"index"`` (see :func:`task_values`).
+        value_bias: passed to :func:`head_task_logits` (default False: the paper's circuit).
 
     Returns: one row per (scale, i, j) with ``n_pairs``, ``n_success``, ``success_rate`` and
     ``n_source_successor`` (pairs where the head still predicts the successor of ``x``).
@@ -199,7 +229,8 @@ def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor,
     src_succ = torch.tensor([task.successor[k] for k in col["src"].tolist()])
     scales = [float(s) for s in scales]
     edited = torch.cat([edit_vectors(xs, fi, fj, s, ref) for s in scales])  # [n_scales * n_pairs, d_model]
-    pred = head_task_logits(adapter, layer, head, edited, task.token_ids, norms).argmax(-1).view(len(scales), -1)
+    pred = head_task_logits(adapter, layer, head, edited, task.token_ids, norms,
+                            value_bias).argmax(-1).view(len(scales), -1)
     df = pd.DataFrame({"scale": np.repeat(scales, len(pairs)), "i": np.tile(pairs.i.to_numpy(), len(scales)),
                        "j": np.tile(pairs.j.to_numpy(), len(scales)),
                        "hit": (pred == col["succ"]).flatten().numpy(), "stay": (pred == src_succ).flatten().numpy()})
@@ -209,10 +240,24 @@ def edit_success(adapter: Adapter, layer: int, head: int, task, x: torch.Tensor,
     return out[cols]
 
 
+def task_moduli(family: str, moduli: Mapping, paper_modulus: int = PAPER_MODULUS) -> list[int]:
+    """The moduli a family is edited with: its own (``moduli[family]``) and, when that differs,
+    the paper's ``paper_modulus`` too (module docstring); ``[]`` when the family is not listed
+    or given a modulus below 2. ``paper_modulus < 2`` (e.g. 0) adds nothing. Sorted ascending.
+    Example: ``task_moduli("months", DEFAULT_MODULI) == [10, 12]``."""
+    own = int(moduli.get(family) or 0)
+    if own < 2:
+        return []
+    paper = int(paper_modulus or 0)
+    return sorted({own} | ({paper} if paper >= 2 else set()))
+
+
 def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions: Mapping, scales,
                       norms: str = "raw", ref: str = "projection", moduli: Mapping | None = None,
-                      residue_of: str = "position", mlp0_norms: str | None = None) -> pd.DataFrame:
-    """Vector arithmetic on every usable task whose family has a modulus with directions.
+                      residue_of: str = "position", mlp0_norms: str | None = None,
+                      paper_modulus: int = PAPER_MODULUS, value_bias: bool = False) -> pd.DataFrame:
+    """Vector arithmetic on every usable task, with each modulus of :func:`task_moduli` that has
+    directions (paper Section 3.2, Figure 5).
 
     Args:
         tasks: from :func:`successor_heads.tasks.build_tasks` (unusable and held-out tasks skipped).
@@ -222,49 +267,76 @@ def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions
             given a modulus below 2 (e.g. 0), are skipped.
         residue_of: value convention of the features (``features.residue_of``).
         mlp0_norms: norms of the MLP0 space the directions live in (default ``norms``).
+        paper_modulus: also edit each family whose modulus differs with this one (the paper's
+            mod 10, ``editing.paper_modulus``); below 2: only ``moduli``.
+        value_bias: add ``b_V W_O`` to the head's OV output (``scores.value_bias``; default
+            False, the paper's circuit).
 
     Returns: long DataFrame, columns ``source, task, family, modulus, numbers_20_29, scale, i,
-    j, n_pairs, n_success, n_source_successor, success_rate``; ``numbers_20_29`` is True on
-    extra rows of the numbers tasks restricted to sources 20-29 (also counted in the full rows).
+    j, n_pairs, n_success, n_source_successor, success_rate``; ``modulus`` is the modulus of the
+    features the row was edited with; ``numbers_20_29`` is True on extra rows of the numbers
+    tasks restricted to sources 20-29 (also counted in the full rows).
     Raises: ValueError as :func:`edit_success`.
     """
     moduli = dict(DEFAULT_MODULI if moduli is None else moduli)
     frames = []
     for task in tasks:
-        m = moduli.get(task.family) or 0
-        if m < 2 or not task.usable or task.held_out:
+        ms = task_moduli(task.family, moduli, paper_modulus)
+        if not ms or not task.usable or task.held_out:
             continue
         x = mlp0_embeddings(adapter, task.token_ids, mlp0_norms or norms)
         values = task_values(task, residue_of)
-        for (source, dm), feats in directions.items():
-            if dm != m:
-                continue
-            meta = {"source": source, "task": task.name, "family": task.family, "modulus": m}
-            df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, None, residue_of)
-            frames.append(df.assign(**meta, numbers_20_29=False))
-            if task.family == "numbers" and any(20 <= v <= 29 for v in values):
-                df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, range(20, 30), residue_of)
-                frames.append(df.assign(**meta, numbers_20_29=True))
+        for m in ms:
+            for (source, dm), feats in directions.items():
+                if dm != m:
+                    continue
+                meta = {"source": source, "task": task.name, "family": task.family, "modulus": m}
+                df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, None, residue_of,
+                                  value_bias)
+                frames.append(df.assign(**meta, numbers_20_29=False))
+                if task.family == "numbers" and any(20 <= v <= 29 for v in values):
+                    df = edit_success(adapter, layer, head, task, x, feats, scales, norms, ref, range(20, 30),
+                                      residue_of, value_bias)
+                    frames.append(df.assign(**meta, numbers_20_29=True))
     cols = ["source", "task", "family", "modulus", "numbers_20_29", "scale", "i", "j", "n_pairs",
             "n_success", "n_source_successor", "success_rate"]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
+def group_key(group: str, modulus: int) -> str:
+    """Summary key of a group edited with ``modulus``: ``f"{group}_mod{modulus}"``
+    (e.g. ``months_mod10``, the paper's setting, beside ``months_mod12``, ours)."""
+    return f"{group}_mod{int(modulus)}"
+
+
+def paper_value(group: str, modulus: int, paper_modulus: int = PAPER_MODULUS):
+    """The paper's figure for ``group`` when it was edited with the paper's modulus (``""`` for
+    groups the paper does not report), else :data:`PAST_PAPER`."""
+    return PAPER.get(group, "") if int(modulus) == int(paper_modulus) else PAST_PAPER
+
+
 def summarise(df: pd.DataFrame, scale: float) -> pd.DataFrame:
-    """Success per (source, group) at ``scale``: groups are each task, each family (all its
-    spacing/case variants pooled) and ``numbers_20_29``. Columns ``source, group, kind,
-    n_pairs, n_success, success_rate, paper``. Input: the output of :func:`vector_arithmetic`."""
+    """Success per (source, group, modulus) at ``scale``: groups are each task, each family (all
+    its spacing/case variants pooled) and ``numbers_20_29``; a family edited with two moduli
+    (e.g. months with mod 10, the paper's, and mod 12, ours) gets one row per modulus.
+
+    Input: the output of :func:`vector_arithmetic`. Output columns ``source, group, kind,
+    modulus, n_pairs, n_success, success_rate, paper`` (``paper``: :func:`paper_value`, the
+    paper's Figure 5 number only on rows with the paper's modulus 10). Raises nothing.
+    """
     d = df[np.isclose(df.scale.astype(float), scale)]
     rows = []
-    for (source, n2029), g in d.groupby(["source", "numbers_20_29"]):
+    for (source, n2029, m), g in d.groupby(["source", "numbers_20_29", "modulus"]):
         keys = [("numbers_20_29", "group", g)] if n2029 else (
             [(t, "task", gt) for t, gt in g.groupby("task")] + [(f, "family", gf) for f, gf in g.groupby("family")])
         for name, kind, gg in keys:
             n, k = int(gg.n_pairs.sum()), int(gg.n_success.sum())
-            rows.append({"source": source, "group": name, "kind": kind, "n_pairs": n, "n_success": k,
-                         "success_rate": k / n if n else float("nan"), "paper": PAPER.get(name, "")})
-    return pd.DataFrame(rows, columns=["source", "group", "kind", "n_pairs", "n_success", "success_rate", "paper"])
+            rows.append({"source": source, "group": name, "kind": kind, "modulus": int(m), "n_pairs": n,
+                         "n_success": k, "success_rate": k / n if n else float("nan"),
+                         "paper": paper_value(name, m)})
+    return pd.DataFrame(rows, columns=["source", "group", "kind", "modulus", "n_pairs", "n_success",
+                                       "success_rate", "paper"])
 
 
 def per_task(df: pd.DataFrame) -> pd.DataFrame:
@@ -288,30 +360,35 @@ def per_residue(df: pd.DataFrame, scale: float) -> pd.DataFrame:
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Success per (source, family or ``numbers_20_29``, scale), pooled over tasks, residues and
-    variants: columns ``source, group, scale, n_pairs, n_success, success_rate``."""
+    """Success per (source, family or ``numbers_20_29``, modulus, scale), pooled over tasks,
+    residues and variants: columns ``source, group, modulus, scale, n_pairs, n_success,
+    success_rate``. Input: :func:`vector_arithmetic`'s output."""
     d = df.assign(group=np.where(df.numbers_20_29.astype(bool), "numbers_20_29", df.family))
-    g = d.groupby(["source", "group", "scale"], as_index=False)[["n_pairs", "n_success"]].sum()
+    g = d.groupby(["source", "group", "modulus", "scale"], as_index=False)[["n_pairs", "n_success"]].sum()
     g["success_rate"] = g.n_success / g.n_pairs
     return g
 
 
 def plot_scale_sweep(df: pd.DataFrame, title: str, path) -> None:
     """Success rate against the edit scale, one panel per direction source, one line per family
-    (and numbers 20-29); the paper's reported rates as stars at scale 1. Writes ``path`` atomically."""
+    (and numbers 20-29) and modulus: solid for the paper's mod 10, dashed for a family's own
+    modulus (ours, past the paper); the paper's reported rates as stars at scale 1. Writes
+    ``path`` atomically."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
-    t = sweep_table(df) if len(df) else pd.DataFrame(columns=["source", "group", "scale", "success_rate"])
+    t = sweep_table(df) if len(df) else pd.DataFrame(columns=["source", "group", "modulus", "scale", "success_rate"])
     sources = sorted(set(t.source)) or ["(no directions)"]
     fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 3.4), squeeze=False, sharey=True)
     groups = sorted(set(t.group))
     for ax, source in zip(axes[0], sources):
         for k, grp in enumerate(groups):
-            g = t[(t.source == source) & (t.group == grp)].sort_values("scale")
-            if len(g):
-                ax.plot(g.scale, g.success_rate, marker="o", ms=3, color=f"C{k % 10}", label=grp)
+            for m in sorted(set(t[t.group == grp].modulus)):
+                g = t[(t.source == source) & (t.group == grp) & (t.modulus == m)].sort_values("scale")
+                if len(g):
+                    ax.plot(g.scale, g.success_rate, "-" if m == PAPER_MODULUS else "--", marker="o", ms=3,
+                            color=f"C{k % 10}", label=f"{grp} (mod {m})")
             paper = PAPER.get(grp)
             if isinstance(paper, float):
                 ax.plot([1.0], [paper], "*", color=f"C{k % 10}", ms=9)
@@ -320,5 +397,5 @@ def plot_scale_sweep(df: pd.DataFrame, title: str, path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("success rate (top task token = successor of target)")
-    fig.suptitle(title + "  (*: paper, Pythia-1.4B)", fontsize=10)
+    fig.suptitle(title + f"  (*: paper, Pythia-1.4B, mod {PAPER_MODULUS}; dashed: ours, past the paper)", fontsize=10)
     plots.save(fig, path)

@@ -17,7 +17,8 @@ PAPER = {"pythia-1.4b": "L12H0", "gpt2-small": "L9H1"}
 
 def table(summaries: list[str | Path]) -> pd.DataFrame:
     """One row per ``scores_summary.json``: model, parameters, top head and score per mode,
-    heads above threshold, top behavioural head, whether they agree, the paper's head.
+    the chance level (a head that always picks one task token), heads above threshold, top
+    behavioural head, whether they agree, the paper's head.
 
     Raises: FileNotFoundError / json.JSONDecodeError for a missing or broken summary.
     """
@@ -26,8 +27,9 @@ def table(summaries: list[str | Path]) -> pd.DataFrame:
         s = json.loads(Path(p).read_text())
         d = s["default_mode"]
         row = {"model": s["model"], "parameters": s["n_params"], "quantization": s.get("quantization"),
-               "norms": s["norms"], "default_mode": d, "top_head": s[f"top_head_{d}"],
-               "top_score": s[f"top_score_{d}"], "heads_above_threshold": s[f"n_above_threshold_{d}"],
+               "norms": s["norms"], "value_bias": s.get("value_bias"), "default_mode": d,
+               "top_head": s[f"top_head_{d}"], "top_score": s[f"top_score_{d}"],
+               "chance_level": s.get("chance_level"), "heads_above_threshold": s[f"n_above_threshold_{d}"],
                "top_over_runner_up": s.get(f"top_over_runner_up_{d}"),
                "top_behaviour_head": s["top_behaviour_head"], "agrees": s[f"agrees_{d}"],
                "behaviour_heads_checked": s.get("behaviour_heads_checked", "all")}
@@ -71,8 +73,8 @@ def per_task_figure(score_csvs: list[str | Path], models: list[str], path) -> No
 
 
 def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None) -> pd.DataFrame:
-    """Write the zoo table (CSV), Figure 2 (left) and, given ``score_csvs`` and
-    ``per_task_path``, Figure 2 (right), atomically; returns the table."""
+    """Write the zoo table (CSV), Figure 2 (left, with each model's chance level) and, given
+    ``score_csvs`` and ``per_task_path``, Figure 2 (right), atomically; returns the table."""
     df = table(summaries)
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
@@ -81,6 +83,8 @@ def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None) -> p
     series.update({c[len("top_score_"):]: c for c in df.columns if c.startswith("top_score_")})
     for (label, col), marker in zip(series.items(), "os^"):
         ax.scatter(df.parameters, df[col], marker=marker, label=label)
+    if df.chance_level.notna().any():  # a top score near it is noise
+        ax.scatter(df.parameters, df.chance_level, marker="_", s=200, color="tab:red", label="chance level")
     for _, r in df.iterrows():
         ax.annotate(r.model, (r.parameters, r.top_score), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")

@@ -169,60 +169,87 @@ class Adapter:
         return torch.stack([self.W_O_layer(i)[1] for i in range(self.dims.n_layers)])
 
     def mlp0(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
-        """MLP0's output for residual input ``x [..., d_model]`` -> ``[..., d_model]``.
+        """MLP0's output for residual input ``x [..., d_model]`` -> float32 ``[..., d_model]``.
 
         ``norms="applied"`` runs layer 0's MLP input norm first (and Gemma3's post-MLP norm
         after); ``"raw"`` feeds ``x`` straight in. Source: the paper's effective embedding
         ``MLP0(W_E[t])`` (Section 2).
         """
         _check_norms(norms)
-        h = self.mlp_in_norm(0)(x) if norms == "applied" else x
-        out = self.mlp(0)(h)
+        x = x.to(self.device, torch.float32)
+        h = self.run_f32(self.mlp_in_norm(0), x) if norms == "applied" else x
+        out = self.run_f32(self.mlp(0), h)
         post = self.mlp_out_norm(0)
         if norms == "applied" and post is not None:
-            out = post(out)
+            out = self.run_f32(post, out)
         return out
 
-    def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None) -> torch.Tensor:
-        """Each head's OV output for residual input ``x [n_tokens, d_model]``.
+    def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None,
+           value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
+        """Each head's OV output for residual input ``x [n_tokens, d_model]``, in float32.
 
-        Returns ``[n_heads, n_tokens, d_model]`` (or ``[len(heads), ...]``): ``(norm(x) W_V^h + b_V^h) W_O^h``,
-        i.e. the head's output when it attends fully to a position holding ``x``. ``b_O`` is
-        shared by all heads and left out. With ``norms="applied"`` the layer's attention input
-        norm is applied first and, for Gemma3, its post-attention norm to each head's output.
+        Returns ``[n_heads, n_tokens, d_model]`` (or ``[len(heads), ...]``): ``norm(x) W_V^h W_O^h``,
+        i.e. the head's output when it attends fully to a position holding ``x`` (paper Section 2:
+        ``W_OV^h = W_V^h W_O^h``, no bias). ``value_bias=True`` adds ``b_V^h W_O^h`` (the same vector
+        for every input; not the paper's circuit, option ``scores.value_bias``). ``b_O`` is shared by
+        all heads and always left out. ``input_norm`` (default: ``norms == "applied"``) runs the
+        layer's attention input norm on ``x`` first; with ``norms="applied"`` Gemma3's
+        post-attention norm is applied to each head's output. The weights are cast to float32
+        whatever dtype the model holds, so near-ties are not decided by bf16 rounding.
+        See docs/METHOD.md, "Norm conventions". Raises: ValueError for an unknown ``norms``.
         """
         _check_norms(norms)
+        input_norm = norms == "applied" if input_norm is None else input_norm
         W_V, b_V = self.W_V_layer(layer)
         W_O, _ = self.W_O_layer(layer)
         if heads is not None:
             W_V, b_V, W_O = W_V[heads], b_V[heads], W_O[heads]
-        h = self.attn_in_norm(layer)(x) if norms == "applied" else x
-        v_HTD = torch.einsum("tm,hmd->htd", h, W_V) + b_V[:, None, :]
+        W_V, b_V, W_O = W_V.float(), b_V.float(), W_O.float()
+        x = x.to(self.device, torch.float32)
+        h = self.run_f32(self.attn_in_norm(layer), x) if input_norm else x
+        v_HTD = torch.einsum("tm,hmd->htd", h, W_V)
+        if value_bias:
+            v_HTD = v_HTD + b_V[:, None, :]
         out_HTM = torch.einsum("htd,hdm->htm", v_HTD, W_O)
         post = self.attn_out_norm(layer)
         if norms == "applied" and post is not None:
-            out_HTM = post(out_HTM)
+            out_HTM = self.run_f32(post, out_HTM)
         return out_HTM
 
+    def run_f32(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` computed in float32: ``x [..., d_model]`` -> float32 ``[..., d_model]``.
+
+        Norms and MLP0 of a half-precision model run on a float32 copy of the module (made once
+        and kept), so weight-based quantities do not depend on the dtype the model was loaded in.
+        """
+        p = next(module.parameters(), None)
+        if p is not None and p.dtype != torch.float32:
+            cache = self.__dict__.setdefault("_f32_modules", {})
+            if id(module) not in cache:
+                import copy
+                cache[id(module)] = copy.deepcopy(module).float()
+            module = cache[id(module)]
+        return module(x.to(self.device, torch.float32)).float()
+
     def unembed(self, x: torch.Tensor, norms: str = "raw", token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for residual vectors ``x [..., d_model]`` -> ``[..., d_vocab]`` (or ``[..., len(token_ids)]``).
+        """Float32 logits for residual vectors ``x [..., d_model]`` -> ``[..., d_vocab]`` (or ``[..., len(token_ids)]``).
 
         ``norms="applied"`` runs the final norm first. Gemma's final logit soft-cap is monotone,
         so it is left out (it cannot change which token is largest).
         """
         W_U, b_U = self.unembed_columns(token_ids)
-        out = self.unembed_input(x, norms) @ W_U
-        return out if b_U is None else out + b_U
+        out = self.unembed_input(x, norms) @ W_U.float()
+        return out if b_U is None else out + b_U.float()
 
     def unembed_input(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
-        """What the unembedding multiplies: ``x [..., d_model]``, final-normed when ``norms="applied"``
+        """What the unembedding multiplies: ``x [..., d_model]`` as float32, final-normed when ``norms="applied"``
         (the ``W_U`` end of the effective OV circuit, paper Section 2). Raises: ValueError for an
         unknown ``norms``."""
         _check_norms(norms)
-        return self.final_norm()(x) if norms == "applied" else x
+        return self.run_f32(self.final_norm(), x) if norms == "applied" else x.float()
 
     def unembed_columns(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(W_U [d_model, n], b_U [n] or None)`` for ``token_ids [n]`` (all of ``d_vocab`` when None),
+        """``(W_U [d_model, n], b_U [n] or None)`` (the model's dtype) for ``token_ids [n]`` (all of ``d_vocab`` when None),
         gathered once so that callers scoring many heads against the same tokens reuse them
         (paper Section 2, effective OV circuit). Raises: IndexError for an id outside ``d_vocab``."""
         if token_ids is None:

@@ -7,11 +7,20 @@ Inputs: ``out_dir/successor_scores.h5`` (scores stage: the successor head is its
 (features stage: ``sae_mod{m}``, ``probe_mod{m}``; its ``norms`` and ``residue_of`` attributes,
 else ``features.norms`` / ``features.residue_of``, say which MLP0 space and residue convention
 the directions use).
+Vector arithmetic edits each family with its own modulus (``editing.moduli``) and, where that
+differs, also with the paper's mod-10 features (``editing.paper_modulus``): months and days
+with mod 10 are the paper's setting (Figure 5: months about 53%, days fail) and sit beside the
+paper's numbers; days mod 7 and months mod 12 are ours, past the paper. Every vector-arithmetic
+table has a ``modulus`` column; summary keys are ``{group}_mod{m}`` (e.g. ``months_mod10``,
+``months_mod12``). The head's OV circuit has no value bias unless ``scores.value_bias`` is true
+(recorded as ``value_bias`` in the summary and the HDF5 attributes).
+
 Outputs in ``out_dir/editing/`` (:data:`OUTPUTS`): ``editing.h5`` (every table below as
 column datasets ``{table}.{column}``, with provenance), ``vector_arithmetic.csv`` (per source,
-task and scale), ``vector_arithmetic_residues.csv`` (per source, family, source residue i and
-target residue j at ``editing.scale``), ``vector_arithmetic_summary.csv`` (per source and task/family at ``editing.scale``, beside the
-paper's figures), ``greater_than.csv`` (per path, task, token), ``edit_loss_prompts.csv``
+task, modulus and scale), ``vector_arithmetic_residues.csv`` (per source, family, modulus,
+source residue i and target residue j at ``editing.scale``), ``vector_arithmetic_summary.csv``
+(per source, task/family and modulus at ``editing.scale``, beside the paper's figures on the
+mod-10 rows), ``greater_than.csv`` (per path, task, token), ``edit_loss_prompts.csv``
 (per prompt edit), ``edit_loss_corpus.csv`` (per corpus edit class), ``scale_sweep.png``,
 ``greater_than.png`` and ``editing_summary.json``.
 """
@@ -69,6 +78,9 @@ def _check(cfg) -> None:
         raise ValueError(f"editing.corpus_sources has {missing}, which editing.sources does not load")
     if not list(e.scale_sweep):
         raise ValueError("editing.scale_sweep is empty: give at least one scale, e.g. [0.0, 1.0]")
+    pm = e.get("paper_modulus", va.PAPER_MODULUS)
+    if isinstance(pm, bool) or not isinstance(pm, int) or (pm != 0 and pm < 2):
+        raise ValueError(f"editing.paper_modulus={pm!r}: must be 0 (off) or an integer >= 2 (the paper's: 10)")
 
 
 def successor_head(out_dir: Path, mode: str | None) -> tuple[int, int]:
@@ -119,6 +131,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     if feat_head not in ("n/a", f"L{layer}H{head}"):
         log.warning("features were made with successor head %s, editing uses L%dH%d", feat_head, layer, head)
     moduli = dict(e.moduli)
+    paper_modulus = int(e.get("paper_modulus", va.PAPER_MODULUS))  # absent in configs older than the key
+    value_bias = va.value_bias_of(cfg)
     tasks = build_tasks(tok, cfg.tasks)
     scales = sorted({float(s) for s in e.scale_sweep} | {float(e.scale)})
     log.info("editing through L%dH%d; directions %s; scales %s", layer, head, sorted(directions), scales)
@@ -133,10 +147,10 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
     lap("load")
     va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
-                                 moduli, residue_of, mlp0_norms)
+                                 moduli, residue_of, mlp0_norms, paper_modulus, value_bias)
     va_sum = va.summarise(va_df, float(e.scale))
     lap("vector_arithmetic")
-    gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families))
+    gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families), value_bias)
     lap("greater_than")
     cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
                             e.max_targets_per_prompt)
@@ -164,6 +178,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
                        features_successor_head=feat_head,
                        head_mode=str(e.head_mode), mlp0_norms=mlp0_norms, residue_of=residue_of,
                        scale=float(e.scale), scale_ref=e.scale_ref, scales=scales, moduli=moduli,
+                       paper_modulus=paper_modulus, value_bias=value_bias,
                        corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
                        dims="every dataset is one column of a table (one value per row); see the CSVs")
     write_h5(ed / "editing.h5", datasets, attrs)
@@ -172,7 +187,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     gt.plot(gt_df, f"{name}: greater-than bias (head OV vs MLP0 direct)", ed / "greater_than.png")
 
     summary = summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions)
-    summary.update(mlp0_norms=mlp0_norms, residue_of=residue_of, n_prompt_edits=len(pr_df),
+    summary.update(value_bias=value_bias, mlp0_norms=mlp0_norms, residue_of=residue_of,
+                   n_prompt_edits=len(pr_df),
                    corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
                    quantization=_quantization(manifest), timings_s=timings,
                    wall_s=round(time.time() - t0, 1))
@@ -182,29 +198,44 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
 def summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions) -> dict:
     """The ``editing_summary.json`` dict: head, success rates at ``editing.scale`` per source and
-    family (with the paper's), best scale per family, greater-than numbers, loss changes."""
+    ``{family}_mod{m}`` (and ``numbers_20_29_mod10``), best scale per group, greater-than
+    numbers, loss changes, and the paper's Figure 5 numbers: ``beside_paper`` holds, per paper
+    group, ours with the paper's modulus (mod 10, like for like) next to the paper's value;
+    ``ours_past_paper`` holds the families edited with another modulus (days mod 7, months mod
+    12), which the paper did not study. Inputs: the tables of :func:`run`. Raises nothing."""
     e = cfg.editing
+    pm = int(e.get("paper_modulus", va.PAPER_MODULUS))  # extra runs; 0: off
     nums = sorted({v for t in tasks if t.family == "numbers" for v in t.index})
     fam = va_sum[va_sum.kind != "task"]
     best = {}
     if len(va_df):
         sw = va.sweep_table(va_df)
-        for (src, grp), g in sw.groupby(["source", "group"]):
+        for (src, grp, m), g in sw.groupby(["source", "group", "modulus"]):
             r = g.loc[g.success_rate.idxmax()]
-            best.setdefault(src, {})[grp] = {"scale": float(r.scale), "success_rate": float(r.success_rate)}
-    missing = sorted({f for f, m in dict(e.moduli).items() if m >= 2 and not any(k[1] == m for k in directions)})
+            best.setdefault(src, {})[va.group_key(grp, m)] = {"scale": float(r.scale),
+                                                             "success_rate": float(r.success_rate)}
+    moduli = dict(e.moduli)
+    missing = sorted(va.group_key(f, m) for f in moduli for m in va.task_moduli(f, moduli, pm)
+                     if not any(k[1] == m for k in directions))
+    sources = sorted(set(fam.source))
+    # the paper's numbers are for mod 10 whatever editing.paper_modulus adds: compare only those
+    past = sorted({(r.group, int(r.modulus)) for r in fam.itertuples() if int(r.modulus) != va.PAPER_MODULUS})
     return {
         "model": cfg.model.name, "successor_head": f"L{layer}H{head}", "features_successor_head": feat_head,
         "head_mode": e.head_mode, "norms": cfg.scores.norms, "scale": float(e.scale), "scale_ref": e.scale_ref,
+        "moduli": moduli, "paper_modulus": pm,
         "number_tokens": (f"{nums[0]}-{nums[-1]} ({len(nums)} single tokens)" if nums else "none")
         + ("" if any(20 <= v <= 29 for v in nums) else "; no 20-29: numbers_20_29 cannot be measured"),
-        "vector_arithmetic": {src: {r.group: {"success_rate": r.success_rate, "n_pairs": r.n_pairs}
-                                    for r in g.itertuples()} for src, g in fam.groupby("source")},
+        "vector_arithmetic": {src: {va.group_key(r.group, r.modulus): {
+            "success_rate": r.success_rate, "n_pairs": r.n_pairs, "modulus": int(r.modulus)}
+            for r in g.itertuples()} for src, g in fam.groupby("source")},
         "vector_arithmetic_best_scale": best,
         "vector_arithmetic_control_scale0": _rates(va_df, 0.0),
         "paper": va.PAPER,
-        "beside_paper": {grp: {**{src: _get_rate(fam, src, grp) for src in sorted(set(fam.source))},
-                               "paper": paper} for grp, paper in va.PAPER.items()},
+        "beside_paper": {grp: {**{src: _get_rate(fam, src, grp, va.PAPER_MODULUS) for src in sources},
+                               "paper": paper, "modulus": va.PAPER_MODULUS} for grp, paper in va.PAPER.items()},
+        "ours_past_paper": {va.group_key(grp, m): {**{src: _get_rate(fam, src, grp, m) for src in sources},
+                                                   "modulus": m, "paper": va.PAST_PAPER} for grp, m in past},
         "families_without_directions": missing,
         "greater_than": gt.summarise(gt_df),
         "edit_loss_prompts": el.summarise_prompts(pr_df),
@@ -218,9 +249,13 @@ def _quantization(manifest: dict) -> str:
     return str(q.get("main_type", q) if isinstance(q, dict) else q)
 
 
-def _get_rate(fam: pd.DataFrame, source: str, group: str):
+def _get_rate(fam: pd.DataFrame, source: str, group: str, modulus: int):
+    """Success rate of ``group`` edited with ``modulus`` features from ``source``, else why not."""
     r = fam[(fam.source == source) & (fam.group == group)]
-    return float(r.success_rate.iloc[0]) if len(r) else "not measurable (no such tokens)"
+    if not len(r):
+        return "not measurable (no such tokens)"
+    r = r[r.modulus.astype(int) == int(modulus)]
+    return float(r.success_rate.iloc[0]) if len(r) else f"not edited with mod-{modulus} features"
 
 
 def _rates(va_df: pd.DataFrame, scale: float) -> dict:
@@ -228,4 +263,5 @@ def _rates(va_df: pd.DataFrame, scale: float) -> dict:
         return {}
     t = va.sweep_table(va_df)
     t = t[np.isclose(t.scale, scale)]
-    return {src: dict(zip(g.group, g.success_rate.astype(float))) for src, g in t.groupby("source")}
+    return {src: {va.group_key(r.group, r.modulus): float(r.success_rate) for r in g.itertuples()}
+            for src, g in t.groupby("source")}

@@ -11,6 +11,11 @@ coverage; (4) logistic-regression probes for ``residue mod m`` trained on number
 cross-validated there and tested on the non-numeric succession tokens, and the cosine of each
 class's probe direction with its SAE feature (:mod:`successor_heads.probes`).
 
+Health checks (ours, not in the paper): each SAE's dead-feature fraction (features that never
+fire on a validation row, :func:`successor_heads.sae.evaluate`), and probe fits that did not
+converge (counted, logged, never silenced). The head's OV circuit has no value bias unless
+``scores.value_bias`` is true (recorded as ``value_bias`` in the summary and attributes).
+
 Paper numbers (GPT-2 / Pythia): modal feature covers 58.5% of its class on average; probe right
 on 94 of 102 non-numeric tokens; mean probe-SAE cosine 0.71.
 
@@ -39,9 +44,10 @@ from ..adapters import NORM_OPTIONS, get_adapter
 from ..atomic import atomic_path
 from ..h5io import IncompleteOutputError, provenance, write_h5
 from ..models import load_model, read_manifest
-from ..probes import confusion, cosines, cross_val_predict, fit_probe
+from ..probes import MAX_ITER, confusion, cosines, cross_val_predict, fit_probe
 from ..sae import evaluate, modal_features, mode_across_saes, save_saes, top_features, train_sae
 from ..tasks import build_tasks
+from ..vector_arithmetic import value_bias_of
 from .scores import load_top_heads
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,8 @@ def check_config(fc) -> None:
     for name, lo in (("numbers_max", 0), ("n_saes", 1), ("d_sae", 1), ("steps", 1), ("batch_size", 1),
                      ("cv_folds", 2)):
         integer(name, lo)
+    if "probe_max_iter" in fc:  # absent from configs written before the key
+        integer("probe_max_iter", 1)
     if not 0 < fc.val_fraction < 1:
         raise ValueError(f"features.val_fraction={fc.val_fraction!r}: must be in (0, 1)")
     if fc.l1_coeff < 0 or fc.lr <= 0 or fc.probe_C <= 0:
@@ -105,14 +113,19 @@ def build_cache(cfg, model_dir, path, loaded=None) -> tuple[TokenRows, np.ndarra
     return rows, x.numpy(), attrs
 
 
-def head_score_fn(adapter, layer: int, head: int, rows: TokenRows, norms: str = "raw"):
-    """The successor head's score of a vector read as a given row, for :func:`successor_heads.sae.top_features`.
+def head_score_fn(adapter, layer: int, head: int, rows: TokenRows, norms: str = "raw", value_bias: bool = False):
+    """The successor head's score of a vector read as a given row, for :func:`successor_heads.sae.top_features`
+    (paper Section 3: the feature that matters most to the successor head).
 
-    ``score(x [N, d_model], r [N]) -> [N]``: the logit that head ``layer.head``'s OV circuit
-    (:meth:`Adapter.ov`, then :meth:`Adapter.unembed`) gives row r's successor token minus the
-    mean logit over the tokens of row r's group (its task, or all numbers of its spacing); NaN
-    for rows without a single-token successor. Also returns ``ov_norm(C [d_sae, d_model]) -> [d_sae]``,
-    ``|OV(c) - OV(0)|``, the fallback weight.
+    ``score(x [N, d_model], r [N]) -> [N]`` float32: the logit that head ``layer.head``'s OV
+    circuit (:meth:`Adapter.ov`, then :meth:`Adapter.unembed`, in float32) gives row r's
+    successor token minus the mean logit over the tokens of row r's group (its task, or all
+    numbers of its spacing); NaN for rows without a single-token successor. Also returns
+    ``ov_norm(C [d_sae, d_model]) -> [d_sae]``, ``|OV(c) - OV(0)|``, the fallback weight.
+    ``value_bias`` adds ``b_V W_O`` to the OV output (``scores.value_bias``; default False, the
+    paper's circuit). That vector is the same for every input, but its logits differ per token,
+    so it shifts every score's margin by the same per-row amount (and, with ``norms="applied"``,
+    interacts with the norms); with ``norms="raw"`` it cancels in ``ov_norm``.
     """
     U = sorted(set(rows.token_ids) | {s for s in rows.successor_id if s >= 0})
     pos = {t: i for i, t in enumerate(U)}
@@ -125,11 +138,10 @@ def head_score_fn(adapter, layer: int, head: int, rows: TokenRows, norms: str = 
     G /= G.sum(1, keepdim=True)
     tgt = torch.tensor([pos[s] if s >= 0 else -1 for s in rows.successor_id])
     heads = torch.tensor([head])
-    dtype = adapter.W_E.dtype
 
     @torch.no_grad()
-    def out(x):
-        return adapter.ov(layer, x.to(adapter.device, dtype), norms, heads=heads)[0]
+    def out(x):  # float32 in: Adapter.ov computes in float32 whatever the model dtype
+        return adapter.ov(layer, x.to(adapter.device, torch.float32), norms, heads=heads, value_bias=value_bias)[0]
 
     @torch.no_grad()
     def score(x_NM, r_N):
@@ -217,22 +229,29 @@ def sae_features(saes, tops, acts, y, modulus: int, keep, match_cosine: float = 
             "per_sae_coverage": covs, "summary": summary, "table": table}
 
 
-def probe_results(x, rows: TokenRows, y, modulus: int, C: float = 1.0, folds: int = 5, seed: int = 0) -> dict:
-    """Mod-``modulus`` probe (module docstring, step 4) on ``x [n_tokens, d_model]`` with
-    residues ``y [n_tokens]``: trained on :func:`probe_sets`' rows, cross-validated there with
-    folds grouped by value, tested on the rest.
+def probe_results(x, rows: TokenRows, y, modulus: int, C: float = 1.0, folds: int = 5, seed: int = 0,
+                  max_iter: int = MAX_ITER) -> dict:
+    """Mod-``modulus`` probe (module docstring, step 4; paper Section 3) on ``x [n_tokens,
+    d_model]`` with residues ``y [n_tokens]``: trained on :func:`probe_sets`' rows (inputs
+    standardised, :func:`successor_heads.probes.fit_probe`), cross-validated there with folds
+    grouped by value, tested on the rest.
 
-    Returns a dict: ``directions [m, d_model]`` (NaN rows when a class is absent or no probe
-    could be fitted), ``summary``, ``table``, and the predictions for the figures.
+    Returns a dict: ``directions [m, d_model]`` (unit rows in the original MLP0 space of ``x``;
+    NaN rows when a class is absent or no probe could be fitted), ``summary`` (with
+    ``probe_converged``: the main fit's, None without one; ``probe_n_fits`` and
+    ``probe_n_not_converged`` over the main fit and the CV folds), ``table``, and the
+    predictions for the figures. Raises: ValueError as :func:`~successor_heads.probes.fit_probe`.
     """
     fams, tr, te = probe_sets(rows, y, modulus)
     dirs = np.full((modulus, x.shape[1]), np.nan)
     te_pred = np.full(int(te.sum()), -1, np.int64)
-    cv_pred, k = None, 0
+    cv_pred, k, fits, converged = None, 0, [], None
     if tr.any() and len(np.unique(y[tr])) >= 2:
-        probe = fit_probe(x[tr], y[tr], modulus, C, seed)
-        dirs, te_pred = probe.directions, probe.predict(x[te])
-        cv_pred, k = cross_val_predict(x[tr], y[tr], modulus, C, folds, seed, groups_T=np.asarray(rows.position)[tr])
+        probe = fit_probe(x[tr], y[tr], modulus, C, seed, max_iter)
+        dirs, te_pred, converged = probe.directions, probe.predict(x[te]), probe.converged
+        fits.append(probe)
+        cv_pred, k = cross_val_predict(x[tr], y[tr], modulus, C, folds, seed, groups_T=np.asarray(rows.position)[tr],
+                                       max_iter=max_iter, probes_out=fits)
     else:
         log.warning("mod %d: too few training rows for a probe (%d rows of families %s)", modulus, tr.sum(), fams)
     y_tr, y_te = y[tr], y[te]
@@ -240,7 +259,12 @@ def probe_results(x, rows: TokenRows, y, modulus: int, C: float = 1.0, folds: in
     per_family = {f: f"{int((te_pred[fam_te == f] == y_te[fam_te == f]).sum())}/{int((fam_te == f).sum())}"
                   for f in sorted(set(fam_te))}
     cyc = np.isin(fam_te, CYCLIC_FAMILIES.get(modulus, []))
+    n_bad = sum(not f.converged for f in fits)
+    if n_bad:
+        log.warning("mod %d: %d of %d probe fits did not converge (raise features.probe_max_iter)",
+                    modulus, n_bad, len(fits))
     summary = {"probe_train_families": fams, "probe_n_train": int(tr.sum()), "probe_cv_folds": k,
+               "probe_converged": converged, "probe_n_fits": len(fits), "probe_n_not_converged": n_bad,
                "probe_cv_accuracy": float((cv_pred == y_tr).mean()) if cv_pred is not None else float("nan"),
                "probe_test_correct": int((te_pred == y_te).sum()), "probe_test_total": int(te.sum()),
                "probe_test_accuracy": float((te_pred == y_te).mean()) if te.any() else float("nan"),
@@ -281,7 +305,9 @@ def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores
                                    build=activations is None)
     x_t = torch.as_tensor(x)
     head_norms = cfg.scores.norms if "scores" in cfg else fc.norms
-    score, ov_norm = head_score_fn(adapter, layer, head, rows, head_norms)
+    value_bias = value_bias_of(cfg)  # False when absent: the paper's OV circuit has no b_V
+    probe_max_iter = int(fc.get("probe_max_iter", MAX_ITER))
+    score, ov_norm = head_score_fn(adapter, layer, head, rows, head_norms, value_bias)
 
     train, val = split_tokens(rows.token_ids, fc.val_fraction, cfg.seed)
     saes, sae_stats, tops, acts = [], [], [], []
@@ -293,15 +319,16 @@ def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores
         saes.append(sae)
         tops.append(top)
         acts.append(a)
-        sae_stats.append({"fvu": ev["fvu"], "l0": ev["l0"], "final_loss": hist["loss"][-1],
-                          "rows_per_s": round(hist["rows_per_s"])})
-        log.info("SAE %d: FVU %.3f, L0 %.1f (validation)", k, ev["fvu"], ev["l0"])
+        sae_stats.append({"fvu": ev["fvu"], "l0": ev["l0"], "dead_fraction": ev["dead_fraction"],
+                          "final_loss": hist["loss"][-1], "rows_per_s": round(hist["rows_per_s"])})
+        log.info("SAE %d: FVU %.3f, L0 %.1f, dead features %.0f%% (validation)", k, ev["fvu"], ev["l0"],
+                 100 * ev["dead_fraction"])
 
     dirs_out, extra, table, per_mod, figs = {}, {"top_feature": np.stack(tops)}, [], {}, {}
     for m in (int(m) for m in fc.moduli):
         y = rows.residues(m, fc.residue_of)
         sf = sae_features(saes, tops, acts, y, m, rows.mask(), fc.match_cosine)
-        pr = probe_results(x, rows, y, m, fc.probe_C, fc.cv_folds, cfg.seed)
+        pr = probe_results(x, rows, y, m, fc.probe_C, fc.cv_folds, cfg.seed, probe_max_iter)
         cos = cosines(pr["directions"], sf["directions"])
         per_mod[m] = {**sf["summary"], **pr["summary"], "probe_sae_cosine_mean": _nanmean(cos),
                       "probe_sae_cosine": cos.tolist()}
@@ -316,11 +343,20 @@ def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores
     head_name = f"L{layer}H{head}"
     attrs = provenance(cfg, manifest, successor_head=head_name, space="mlp0", norms=fc.norms, head_norms=head_norms,
                        residue_of=fc.residue_of, moduli=[int(m) for m in fc.moduli], counts=rows.counts(),
+                       value_bias=value_bias, probe_C=fc.probe_C, probe_max_iter=probe_max_iter,
+                       probe_inputs="standardised per coordinate; probe_mod{m} rows mapped back to the mlp0 space",
                        dims="sae_mod{m}, probe_mod{m}: [m, d_model] unit rows (NaN: class without tokens)")
     write_h5(fdir / "directions.h5", dirs_out, attrs)
-    extra.update(train_rows=train, val_rows=val, fvu=[s["fvu"] for s in sae_stats], l0=[s["l0"] for s in sae_stats])
+    dead = [s["dead_fraction"] for s in sae_stats]
+    extra.update(train_rows=train, val_rows=val, fvu=[s["fvu"] for s in sae_stats], l0=[s["l0"] for s in sae_stats],
+                 dead_fraction=dead)
     save_saes(fdir / "saes.h5", saes, extra, dict(attrs, l1_coeff=fc.l1_coeff, lr=fc.lr, steps=fc.steps,
                                                    batch_size=fc.batch_size, seed=cfg.seed))
+    n_fits = sum(v["probe_n_fits"] for v in per_mod.values())
+    n_bad = sum(v["probe_n_not_converged"] for v in per_mod.values())
+    if n_bad:
+        log.warning("%d of %d probe fits did not converge in %d iterations; see features_summary.json",
+                    n_bad, n_fits, probe_max_iter)
     with atomic_path(fdir / "features_table.csv") as tmp:
         pd.DataFrame(table).to_csv(tmp, index=False, float_format="%.4f")
     _figures(cfg, rows, acts, figs, fdir)
@@ -329,6 +365,9 @@ def run(cfg, model_dir, out_dir, progress: bool = True, activations=None, scores
                "space": "mlp0", "norms": fc.norms, "head_norms": head_norms, "residue_of": fc.residue_of,
                "token_counts": rows.counts(), "n_train_tokens": len(train), "n_val_tokens": len(val),
                "fvu_mean": _nanmean([s["fvu"] for s in sae_stats]), "l0_mean": _nanmean([s["l0"] for s in sae_stats]),
+               "dead_fraction": dead, "dead_fraction_mean": _nanmean(dead),
+               "value_bias": value_bias, "probe_max_iter": probe_max_iter,
+               "probe_n_fits": n_fits, "probe_n_not_converged": n_bad, "probes_converged": n_bad == 0,
                "saes": sae_stats, "moduli": {str(m): v for m, v in per_mod.items()}, "paper": PAPER,
                "wall_s": round(time.time() - t0, 1)}
     with atomic_path(fdir / "features_summary.json") as tmp:

@@ -19,11 +19,11 @@ import torch
 from .. import plots
 from ..adapters import get_adapter
 from ..atomic import atomic_path
-from ..behaviour import behavioural_drops
-from ..effective_embedding import effective_embeddings, neutral_prefix
+from ..behaviour import behavioural_drops, prompts_carry_bos
+from ..effective_embedding import effective_embeddings, head_input_norm, neutral_prefix, norm_convention
 from ..h5io import provenance, quantization_label, read_h5, write_h5
 from ..models import load_model, read_manifest
-from ..scores import TaskIndex, successor_scores
+from ..scores import TaskIndex, chance_level, successor_scores
 from ..tasks import build_tasks, ordinal_list_prompts, tasks_report
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,16 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     with atomic_path(out_dir / "tasks.csv") as tmp:
         report.to_csv(tmp, index=False)
     idx, token_ids = task_indices(tasks)
-    norms = cfg.scores.norms
+    norms, value_bias = cfg.scores.norms, bool(cfg.scores.value_bias)
     results = {}
     for mode in cfg.scores.modes:
         log.info("effective embeddings (%s) for %d tokens", mode, len(token_ids))
         x = effective_embeddings(adapter, token_ids, mode, norms, prefix_ids=neutral_prefix(tok), progress=progress)
-        results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress)
+        results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress,
+                                         value_bias, head_input_norm(mode, norms))
+    chance = chance_level(idx)
     prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items, cfg.behaviour.max_per_family)
+    bos = prompts_carry_bos(tok, prompts) if prompts else False
     checked = candidate_heads(results, cfg.behaviour.top_k) if cfg.behaviour.top_k > 0 else None
     drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress, checked)
     checked_label = _checked_label(checked, d)
@@ -89,7 +92,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
     attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
                        threshold=cfg.scores.threshold, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
-                       behaviour_heads_checked=checked_label,
+                       behaviour_heads_checked=checked_label, **method_record(cfg, chance, bos),
                        dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
     write_h5(out_dir / "successor_scores.h5", datasets, attrs)
 
@@ -110,20 +113,35 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
     panels = {f"{m} ({'default' if m == default else 'other'})": r.overall for m, r in results.items()}
     panels["behaviour: log-prob drop (nats)"] = drops
-    plots.heatmap(panels, f"{cfg.model.name}: successor score per head (norms={norms})", out_dir / "successor_heatmap.png")
+    plots.heatmap(panels, f"{cfg.model.name}: successor score per head (norms={norms}, chance {chance:.3f})",
+                  out_dir / "successor_heatmap.png")
     top = df.iloc[0]
     tl, th = int(top["layer"]), int(top["head"])
     plots.bars(task_names, results[default].per_task[tl, th],
                f"{cfg.model.name} L{tl}H{th}: per-task successor score ({default})", out_dir / "top_head_tasks.png",
-               hline=cfg.scores.threshold)
+               hline=cfg.scores.threshold, chance=chance)
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
+    summary.update(method_record(cfg, chance, bos))
     summary.update(n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
                    wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))
     write_json(summary, out_dir / "scores_summary.json")
     return summary
+
+
+def method_record(cfg, chance: float, bos: bool) -> dict:
+    """The conventions behind this run's numbers, written into ``scores_summary.json`` and the HDF5
+    attributes: ``value_bias``, ``norms``, each mode's norm convention (docs/METHOD.md), the scoring
+    dtype (always float32), the chance level (:func:`successor_heads.scores.chance_level`) and
+    whether the behavioural prompts carry a BOS (then left out of the ablation and the mean)."""
+    rec = {"value_bias": bool(cfg.scores.value_bias), "norms": cfg.scores.norms, "scoring_dtype": "float32",
+           "chance_level": float(chance), "behaviour_prompts_bos": bool(bos)}
+    for mode in cfg.scores.modes:
+        conv = norm_convention(mode, cfg.scores.norms)
+        rec[f"norm_convention_{mode}"] = ", ".join(f"{k}={'n/a' if v is None else v}" for k, v in conv.items())
+    return rec
 
 
 def candidate_heads(results: dict, top_k: int) -> list[tuple[int, int]]:
