@@ -8,7 +8,7 @@ from successor_heads.paper_comparison import NOT_RUN, run, table
 
 SCORES = {"model": "m", "default_mode": "resid", "top_head_resid": "L3H1", "top_score_resid": 0.4,
           "top_head_mlp0": "L2H0", "top_score_mlp0": 0.25, "top_over_runner_up_resid": 2.5,
-          "n_above_threshold_resid": 0, "agrees_resid": True, "top_behaviour_head": "L3H1"}
+          "n_above_threshold_resid": 0, "agrees_resid": True, "top_behaviour_head": "L3H1", "chance_level": 0.0943}
 WILD = {"corpus": "pydoc", "n_contexts": 16, "context_len": 128, "successor_head": "L3H1",
         "category_shares_loss": {"acronym": 0.0, "greater-than": 0.125}, "listing_wins_loss": 33,
         "n_listing_prompts": 64}
@@ -27,6 +27,7 @@ def test_cells_come_from_the_summaries(tmp_path):
     assert df.loc["top successor head (resid, default mode)", "m"] == "L3H1 (0.40)"
     assert df.loc["top successor head (mlp0, the paper's effective embedding)", "m"] == "L2H0 (0.25)"
     assert df.loc["top score / runner-up (resid)", "m"] == "2.5"
+    assert df.loc["chance level (a head that always picks one task token; ours)", "m"] == "0.094"
     assert df.loc["numbered listings won by the successor head", "m"] == "33/64"
     assert df.loc["numbered listings won by the successor head", "paper"] == "64/64"
     assert df.loc["greater-than share of its winning tokens", "m"] == "0.12"

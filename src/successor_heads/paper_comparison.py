@@ -47,6 +47,9 @@ def _scores_rows(s: dict) -> list[tuple[str, str, str, str]]:
     rows = [("scores", f"top successor head ({m}{', ' + notes[m] if m in notes else ''})",
              "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)", f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})")
             for m in modes]
+    chance = s.get("chance_level")
+    rows.append(("scores", "chance level (a head that always picks one task token; ours)", "not reported",
+                 _fmt(chance, 3) if chance is not None else "n/a (summary predates this field)"))
     key = f"top_over_runner_up_{d}"
     ratio = s.get(key)
     rows.append(("scores", f"top score / runner-up ({d})", "about 8 (Pythia-1.4B L12H0)",
