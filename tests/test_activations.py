@@ -27,7 +27,7 @@ from successor_heads.effective_embedding import effective_embeddings
 from successor_heads.h5io import IncompleteOutputError, read_h5, write_h5
 from successor_heads.schema import RootConfig
 from successor_heads.tasks import build_tasks
-from successor_heads.tiny import make_model, save_tiny_model
+from successor_heads.tiny import make_model, randomize_biases, save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +189,7 @@ def test_head_score_value_bias(tokenizer):
     from successor_heads.stages.features import head_score_fn
 
     model, tok = make_model("gpt2", tokenizer)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "c_attn.bias" in name:
-                p.normal_(0.0, 1.0)
+    randomize_biases(model, 1.0, ("c_attn.bias",))
     a = get_adapter(model)
     rows = activation_rows(tok, build_tasks(tok, {"numbers_max": 12}), numbers_max=12)
     x = mlp0_embeddings(a, rows.token_ids)

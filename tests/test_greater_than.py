@@ -8,7 +8,7 @@ import torch
 from successor_heads import greater_than as gt
 from successor_heads.adapters import get_adapter
 from successor_heads.tasks import build_tasks
-from successor_heads.tiny import make_model, plant_head
+from successor_heads.tiny import make_model, plant_head, randomize_biases
 from successor_heads.vector_arithmetic import mlp0_embeddings
 
 LAYER, HEAD = 1, 0
@@ -81,10 +81,7 @@ def test_value_bias_moves_only_the_head_path(tokenizer):
     """With a nonzero value bias, ``value_bias=True`` changes the head path's shares (one logit
     vector added to every row); the MLP0 path, which has no head, is unchanged."""
     model, tok = make_model("gpt2", tokenizer)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "c_attn.bias" in name:
-                p.normal_(0.0, 3.0)
+    randomize_biases(model, 3.0, ("c_attn.bias",))
     a = get_adapter(model)
     tasks = build_tasks(tok, {"numbers_max": 30, "include_roman": False})
     off, on = gt.greater_than(a, 1, 1, tasks), gt.greater_than(a, 1, 1, tasks, value_bias=True)

@@ -21,7 +21,7 @@ from successor_heads.schema import TasksConfig
 from successor_heads.scores import successor_scores
 from successor_heads.stages.scores import task_indices
 from successor_heads.tasks import build_tasks
-from successor_heads.tiny import FAMILIES, make_model
+from successor_heads.tiny import FAMILIES, make_model, randomize_biases
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -31,10 +31,7 @@ def peers(request, tmp_path_factory, tokenizer):
     """``(adapter, tokenizer, bridge)`` for one family: our adapter on the transformers model and
     TransformerLens' bridge booted from the same saved folder."""
     model, tok = make_model(request.param, tokenizer, seed=7)
-    with torch.no_grad():  # transformers initialises biases to zero: make the value bias visible
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.5 * torch.randn_like(p))
+    randomize_biases(model, 0.5)  # zero biases would hide a value bias put back into the circuit
     path = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(path)
     tok.save_pretrained(path)

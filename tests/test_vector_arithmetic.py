@@ -11,7 +11,7 @@ from successor_heads import vector_arithmetic as va
 from successor_heads.adapters import get_adapter
 from successor_heads.h5io import write_h5
 from successor_heads.tasks import build_tasks
-from successor_heads.tiny import make_model, plant_head
+from successor_heads.tiny import make_model, plant_head, randomize_biases
 
 LAYER, HEAD = 1, 0
 
@@ -175,10 +175,7 @@ def test_value_bias_option_changes_head_logits(tokenizer):
     """Tiny GPT-2 with a nonzero value bias: ``value_bias=True`` adds unembed(b_V W_O), the same
     logit vector for every input row; the default (False) is the paper's circuit without it."""
     model, tok = make_model("gpt2", tokenizer)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "c_attn.bias" in name:
-                p.normal_(0.0, 1.0)
+    randomize_biases(model, 1.0, ("c_attn.bias",))
     a = get_adapter(model)
     assert a.W_V_layer(1)[1][2].abs().sum() > 0
     ids = torch.arange(5, 25)

@@ -111,6 +111,16 @@ def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0) -> Path
 
 
 @torch.no_grad()
+def randomize_biases(model, std: float = 1.0, names: tuple[str, ...] = ("bias",)) -> None:
+    """Fill, in place, every parameter whose name contains one of ``names`` with N(0, std^2)
+    values. transformers initialises biases to zero, which would hide whether a value bias
+    (``b_V W_O``) is read or left out. Uses torch's global generator (seed it first)."""
+    for name, p in model.named_parameters():
+        if any(n in name for n in names):
+            p.normal_(0.0, std)
+
+
+@torch.no_grad()
 def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tensor) -> None:
     """Overwrite one head's value and output weights (and zero its value bias) in place.
 
