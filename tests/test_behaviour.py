@@ -132,3 +132,49 @@ def test_bos_is_neither_ablated_nor_in_the_mean(tokenizer):
     with patch_each_head(a, 0, value, heads=[0], start=0):
         everywhere = model(input_ids=ids, output_hidden_states=True).hidden_states
     assert not torch.allclose(everywhere[-1][:, 0], clean[-1][:, 0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bos", [False, True])
+def test_cached_prefix_equals_full_forward(family, bos, tokenizer):
+    """Starting each layer's ablated batch from the cached clean residual gives the drops of the
+    whole-model path (every family's layer arguments: rotary embeddings, masks, Gemma3's
+    sliding/full layers and soft-cap, GPT-2's learned positions), with and without BOS, for
+    every head, a subset, and zero ablation."""
+    model, tok = make_model(family, _with_bos(tokenizer) if bos else tokenizer, n_layers=3)
+    a = get_adapter(model)
+    prompts = _prompts(tok)
+    sizes = sorted(len(ids) for ids, _ in _group_by_length(tok, prompts).values())
+    assert sizes[0] == 1 and sizes[-1] > 1  # batch-of-one groups (all repeated) and shared tensors (broadcast)
+    for kw in ({}, {"heads": [(0, 1), (2, 0), (2, a.dims.n_heads - 1)]}, {"ablation": "zero"}):
+        ablation = kw.pop("ablation", "mean")
+        new, base_new = behavioural_drops(a, tok, prompts, ablation, cached_prefix=True, **kw)
+        old, base_old = behavioural_drops(a, tok, prompts, ablation, cached_prefix=False, **kw)
+        assert base_new == pytest.approx(base_old, abs=1e-6)
+        np.testing.assert_array_equal(np.isnan(new), np.isnan(old))
+        np.testing.assert_allclose(new, old, rtol=0, atol=1e-5, equal_nan=True)
+        assert np.nanmax(np.abs(new)) > 1e-3  # the ablations did something
+
+
+def test_cached_prefix_leaves_no_hooks_and_a_single_prompt_works(tokenizer):
+    model, tok = make_model("gemma3", tokenizer)
+    a = get_adapter(model)
+    prompts = _prompts(tok)[:1]  # batch of one: every tensor of batch size 1 is repeated
+    new, _ = behavioural_drops(a, tok, prompts, cached_prefix=True)
+    old, _ = behavioural_drops(a, tok, prompts, cached_prefix=False)
+    np.testing.assert_allclose(new, old, rtol=0, atol=1e-5)
+    for layer in a.layers():
+        assert not layer._forward_pre_hooks
+    for i in range(a.dims.n_layers):
+        assert not a.o_proj(i)._forward_pre_hooks
+
+
+def test_cached_prefix_refuses_a_replay_that_differs(tokenizer, monkeypatch):
+    """The replay is checked against the model's own clean pass: a head it does not reproduce
+    (here a soft-cap the Llama head does not apply) raises instead of giving wrong drops."""
+    model, tok = make_model("llama", tokenizer)
+    a = get_adapter(model)
+    monkeypatch.setattr(model.config, "final_logit_softcapping", 0.5, raising=False)
+    with pytest.raises(RuntimeError, match="cached_prefix=False"):
+        behavioural_drops(a, tok, _prompts(tok), cached_prefix=True)
+    behavioural_drops(a, tok, _prompts(tok), cached_prefix=False)  # the full-forward path still works

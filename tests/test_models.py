@@ -537,3 +537,190 @@ def test_quantization_label_reads_the_manifest():
                                           "summary": {"F32": 61, "Q4_1": 210}}}}
     assert quantization_label(manifest) == "Q4_1 (MOSTLY_Q4_1; F32:61 Q4_1:210)"
     assert quantization_label({"hf": {"commit": "abc"}}) == "none"
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF header: tensor types without gguf.GGUFReader, one shared parse during conversion
+
+
+def _quantization_via_reader(path) -> dict:
+    """The tensor-type summary as :func:`models.gguf_quantization` computed it before it read
+    the header alone: a full ``gguf.GGUFReader`` pass."""
+    from collections import Counter
+
+    from gguf import GGUFReader, LlamaFileType
+
+    reader = GGUFReader(str(path))
+    n_tensors, n_elements, in_blocks, emb = Counter(), Counter(), Counter(), None
+    for t in reader.tensors:
+        n_tensors[t.tensor_type.name] += 1
+        n_elements[t.tensor_type.name] += int(t.n_elements)
+        if t.name.startswith("blk."):
+            in_blocks[t.tensor_type.name] += int(t.n_elements)
+        if t.name == "token_embd.weight":
+            emb = t.tensor_type.name
+    field = reader.fields.get("general.file_type")
+    file_type = None if field is None else LlamaFileType(int(field.parts[field.data[0]][0])).name
+    main = (in_blocks or n_elements).most_common(1)
+    return {"summary": dict(sorted(n_tensors.items())), "n_elements": dict(sorted(n_elements.items())),
+            "main_type": main[0][0] if main else None, "embedding_type": emb, "file_type": file_type}
+
+
+def _mixed_gguf(path: Path, endian=None) -> Path:
+    """A GGUF with several tensor types (F32, F16, Q8_0, Q4_0), every metadata value type
+    (strings, string and int arrays, a nested array) and no ``blk.*`` tensors."""
+    import gguf
+
+    kw = {} if endian is None else {"endianess": endian}
+    w = gguf.GGUFWriter(str(path), arch="llama", **kw)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    w.add_token_list(["<s>", "a", "bc", "ünï"])
+    w.add_array("test.ints", [1, 2, 3])
+    w.add_array("test.nested", [[1, 2], [3]])
+    w.add_float64("test.f64", 1.5)
+    w.add_bool("test.flag", True)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 64)).astype(np.float32)
+    if endian is None:
+        w.add_tensor("token_embd.weight", gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0),
+                     raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        w.add_tensor("output.weight", gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q4_0),
+                     raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    w.add_tensor("output_norm.weight", a[0].astype(np.float16))
+    w.add_tensor("rope_freqs.weight", a[1])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_header_scan_gives_the_types_of_a_full_reader_pass(tiny, tmp_path):
+    """The header-only scan records what the full GGUFReader pass recorded, on the tiny Llama
+    GGUF (Q8_0 blocks, F32 norms, vocabulary and merges) and on files with other types,
+    metadata of every kind and big-endian byte order."""
+    import gguf
+
+    _, gguf_path, _ = tiny
+    got = models.gguf_quantization(gguf_path)
+    assert got == _quantization_via_reader(gguf_path)
+    assert got["summary"] == {"F32": 2 * N_LAYERS + 1, "Q8_0": 7 * N_LAYERS + 1}
+    mixed = _mixed_gguf(tmp_path / "mixed.gguf")
+    got = models.gguf_quantization(mixed)
+    assert got == _quantization_via_reader(mixed)
+    assert got["summary"] == {"F16": 1, "F32": 1, "Q4_0": 1, "Q8_0": 1} and got["file_type"] == "MOSTLY_Q4_0"
+    big = _mixed_gguf(tmp_path / "big.gguf", gguf.GGUFEndian.BIG)
+    assert models.gguf_quantization(big) == _quantization_via_reader(big)
+    assert models.gguf_quantization(big)["summary"] == {"F16": 1, "F32": 1}
+
+
+def test_header_scan_errors(tiny, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + bytes(64))
+    with pytest.raises(ValueError, match="no GGUF magic"):
+        models.gguf_quantization(bad)
+    _, gguf_path, _ = tiny
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gguf_path.read_bytes()[:2000])  # inside the vocabulary
+    with pytest.raises(ValueError, match="GGUF header (cut short|unreadable)"):
+        models.gguf_quantization(cut)
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="no GGUF magic"):
+        models.gguf_quantization(empty)
+    v1 = tmp_path / "v1.gguf"
+    v1.write_bytes(b"GGUF" + (1).to_bytes(4, "little") + bytes(64))
+    with pytest.raises(ValueError, match="version 1"):
+        models.gguf_quantization(v1)
+    with pytest.raises(ModelFetchError, match="not a readable GGUF"):
+        fetch_model(_local_cfg(bad, "bad"), tmp_path / "bad" / "model")
+
+
+def test_fast_reader_reads_what_gguf_reader_reads(tiny, tmp_path):
+    """Every field (parts, their dtypes and byte order, data indices, types) and every tensor
+    of the shared reader equal gguf.GGUFReader's."""
+    import gguf
+
+    _, gguf_path, _ = tiny
+    fast_cls = models._fast_gguf_reader_class(gguf.GGUFReader)
+    for path in (gguf_path, _mixed_gguf(tmp_path / "m.gguf"), _mixed_gguf(tmp_path / "b.gguf", gguf.GGUFEndian.BIG)):
+        ref, fast = gguf.GGUFReader(str(path)), fast_cls(str(path))
+        assert list(fast.fields) == list(ref.fields)
+        for key, a in ref.fields.items():
+            b = fast.fields[key]
+            assert (b.offset, b.data, b.types) == (a.offset, a.data, a.types), key
+            assert len(b.parts) == len(a.parts), key
+            for x, y in zip(a.parts, b.parts):
+                assert x.dtype == y.dtype and np.array_equal(x, y), key
+        assert [t.name for t in fast.tensors] == [t.name for t in ref.tensors]
+        for a, b in zip(ref.tensors, fast.tensors):
+            assert (b.tensor_type, b.n_elements, b.n_bytes, b.data_offset) == (a.tensor_type, a.n_elements, a.n_bytes,
+                                                                               a.data_offset)
+            assert b.data.dtype == a.data.dtype and np.array_equal(b.data, a.data)
+
+
+def test_conversion_parses_the_gguf_once(tiny, tmp_path, monkeypatch):
+    """transformers asks for a GGUFReader of the file three times (tokenizer config, model
+    config, weights); during the conversion they share one, and the patch is undone after."""
+    import gguf
+
+    _, gguf_path, _ = tiny
+    opened = []
+
+    class Counting(gguf.GGUFReader):
+        def __init__(self, path, mode="r"):
+            opened.append(os.path.realpath(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    with models._gguf_parsed_once(gguf_path):
+        first = gguf.GGUFReader(str(gguf_path))
+        assert gguf.GGUFReader(gguf_path) is first  # same file: shared
+        other = _mixed_gguf(tmp_path / "other.gguf")
+        assert gguf.GGUFReader(str(other)) is not gguf.GGUFReader(str(other))  # another file: fresh each time
+    assert gguf.GGUFReader is Counting
+    opened.clear()
+    out = tmp_path / "once" / "model"
+    fetch_model(_local_cfg(gguf_path, "once"), out)
+    assert opened == [os.path.realpath(gguf_path)]
+    assert gguf.GGUFReader is Counting
+    man = read_manifest(out)
+    assert man["gguf"]["quantization"] == _quantization_via_reader(gguf_path)
+    model, _ = load_model(out)
+    ref, _ = _gguf_direct(gguf_path)  # transformers' own loading, no shared reader
+    want = ref.state_dict()
+    got = model.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:  # the same dequantized weights, bit for bit
+        assert torch.equal(got[key], want[key]), key
+
+
+# --------------------------------------------------------------------------------------------
+# workflow jobs use the cores they are given
+
+
+def test_workflow_jobs_set_torch_threads_from_snakemake_threads():
+    """Every per-model rule takes its threads from the model's resources.cpus, every job script
+    passes snakemake.threads to setup_logging, and that sets torch's thread count."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for smk in sorted((root / "workflow" / "rules").glob("*.smk")):
+        for rule in re.split(r"\n(?=rule )", smk.read_text())[1:]:
+            name = rule.split(":")[0].split()[1]
+            if "stage_config(" in rule:  # a per-model rule (zoo-level ones have no model wildcard)
+                assert 'threads: res("cpus")' in rule, f"{smk.name}: rule {name}"
+            assert "threads: 2" not in rule, f"{smk.name}: rule {name} hard-codes its threads"
+    scripts = sorted(p for p in (root / "workflow" / "scripts").glob("*.py") if p.name != "_common.py")
+    assert len(scripts) >= 8
+    for script in scripts:
+        assert "setup_logging(snakemake.log[0], snakemake.threads)" in script.read_text(), script.name
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from _common import setup_logging; "
+            "setup_logging(sys.argv[2], 3); assert torch.get_num_threads() == 3, torch.get_num_threads(); "
+            "import os; assert os.environ['OMP_NUM_THREADS'] == '3'")
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        log = Path(tmp) / "job.log"
+        subprocess.run([sys.executable, "-c", code, str(root / "workflow" / "scripts"), str(log)], check=True)
+        assert "torch threads: 3" in log.read_text()

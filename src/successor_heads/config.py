@@ -153,7 +153,9 @@ def _check_values(cfg: DictConfig) -> None:
     if cfg.scores.norms not in ("raw", "applied"):
         raise ConfigError(f"scores.norms={cfg.scores.norms!r}: must be raw or applied")
     if cfg.wild.final_norm not in ("frozen", "recomputed"):
-        raise ConfigError(f"wild.final_norm={cfg.wild.final_norm!r}: must be frozen or recomputed")
+        raise ConfigError(f"wild.final_norm={cfg.wild.final_norm!r}: must be one of frozen, recomputed")
+    if cfg.wild.compute_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"wild.compute_dtype={cfg.wild.compute_dtype!r}: must be one of float32, bfloat16")
     if cfg.model.dtype not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"model.dtype={cfg.model.dtype!r}: must be float32, float16 or bfloat16")
     if cfg.behaviour.top_k < 0:

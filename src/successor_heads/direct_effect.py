@@ -36,28 +36,28 @@ weight, Gemma's ``1 + weight``; ``b``: LayerNorm's bias), is treated in one of t
 ``softcap`` is the model's final logit soft-cap (Gemma3) when its config has one. Both are
 exact for their definition.
 
-All heads come from one forward pass per batch: hooks capture each head's ``z`` (input of the
-attention output projection), Gemma3's attention output and ``resid``; the per-head logits are
-then recomputed for every head. Fast path (no post-attention norm, LayerNorm or RMSNorm final
-norm, verified on the batch): with ``U0 = (P(resid) * w) @ W_U``, ``c = b @ W_U + b_U`` and
-``K_h = (P(W_O^h) * w) @ W_U [d_head, d_vocab]``,
-
-    frozen:      logits_h = U0 * inv_sigma(resid) + c + ((mean_z_h - z_h) @ K_h) * inv_sigma(resid)
-    recomputed:  logits_h = (U0 + (mean_z_h - z_h) @ K_h) * inv_sigma(resid + delta_h) + c,
-
-so each head costs a rank-``d_head`` product instead of a full unembedding (frozen needs no
-per-head scale). Otherwise (Gemma3, unrecognised norms) the exact path unembeds
-``resid + delta_h`` in full: through the final norm module (recomputed) or through
-``P(resid + delta_h) * inv_sigma(resid) * w + b`` from :func:`norm_spec` (frozen; a final norm
-that :func:`norm_spec` does not recognise cannot be frozen and raises ValueError).
-Memory is bounded by ``max_chunk_mb`` (tokens and heads are chunked). Losses are in nats.
+All heads come from one forward pass per batch of contexts: hooks capture each head's ``z``
+(input of the attention output projection), Gemma3's attention output and ``resid``;
+consecutive batches are pooled (up to ``max_chunk_mb`` of captured activations) and every head
+is then ablated at once. Fast path (:mod:`successor_heads.direct_effect_fast`; every family,
+Gemma3 included, both ``final_norm`` options; used when the final norm and any post-attention
+norm are recognised LayerNorm/RMSNorm forms, verified on the batch): each head's logit change
+is a rank-``d_head`` product plus per-position scalars, contracted block by block with a
+streamed log-sum-exp over the vocabulary. Exact path (``fast=False``, unrecognised norms):
+``resid + delta_h`` is unembedded in full, through the final norm module (recomputed) or
+through ``P(resid + delta_h) * inv_sigma(resid) * w + b`` from :func:`norm_spec` (frozen; a
+final norm that :func:`norm_spec` does not recognise cannot be frozen and raises ValueError).
+Both agree within float32 rounding (tests/test_direct_effect.py). ``compute_dtype="bfloat16"``
+(config ``wild.compute_dtype``, fast path only) computes the head-dependent product in
+bfloat16. Memory is bounded by ``max_chunk_mb``. Losses are in nats.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapters import Adapter
+from .direct_effect_fast import FastContraction, NormSpec, _norm, check_compute_dtype, norm_spec  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,10 @@ class DirectEffects:
     [n_tokens]`` clean; ``target_ids [n_tokens]``; ``context_index`` and ``position
     [n_tokens]`` (position of the token that predicts the target); ``method``: the path used
     (both are exact; "fast" is the rank-``d_head`` form); ``final_norm``: "frozen" or
-    "recomputed" (module docstring).
+    "recomputed" (module docstring); ``compute_dtype``: "float32", or "bfloat16" when the fast
+    path computed the per-head logit change in bfloat16; ``profile``: wall seconds of the
+    forward passes (``forward``) and, on the fast path, seconds and flops per phase
+    (:class:`~successor_heads.direct_effect_fast.FastContraction`; for benchmarks).
     """
 
     loss: np.ndarray
@@ -124,6 +128,8 @@ class DirectEffects:
     position: np.ndarray
     method: str = "fast"
     final_norm: str = "frozen"
+    compute_dtype: str = "float32"
+    profile: dict = field(default_factory=dict)
 
 
 def _compute_device(adapter: Adapter) -> torch.device:
@@ -145,14 +151,6 @@ def _hooks(pairs):
 
 def _first_input(args, kwargs):
     return args[0] if args else next(iter(kwargs.values()))
-
-
-def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` as float32 on ``x``'s device, with ``x`` cast to the module's own dtype and
-    device first (half-precision or multi-GPU models)."""
-    p = next(module.parameters(), None)
-    y = module(x.to(p.device, p.dtype)) if p is not None else module(x)
-    return y.to(x.device, torch.float32)
 
 
 @torch.no_grad()
@@ -222,66 +220,33 @@ def _z_only(adapter: Adapter, ids: torch.Tensor, sel: torch.Tensor) -> torch.Ten
     return torch.stack([z.to(zs[0].device) for z in zs], 1).reshape(-1, d.n_layers, d.n_heads, d.d_head)
 
 
-@dataclass
-class NormSpec:
-    """A final norm written as ``P(x) / sigma(x) * w + b`` (``P``: centring for LayerNorm)."""
-
-    center: bool
-    w: torch.Tensor
-    b: torch.Tensor | None
-    eps: float
-
-    def P(self, x: torch.Tensor) -> torch.Tensor:
-        return x - x.mean(-1, keepdim=True) if self.center else x
-
-    def inv_sigma(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.rsqrt(self.P(x).pow(2).mean(-1, keepdim=True) + self.eps)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.P(x) * self.inv_sigma(x) * self.w
-        return out + self.b if self.b is not None else out
-
-
-def norm_spec(module: nn.Module, dev: torch.device) -> NormSpec | None:
-    """Recognise ``nn.LayerNorm`` and ``*RMSNorm`` modules (Gemma's ``1 + weight`` included) as a
-    float32 :class:`NormSpec` on ``dev``; None for anything else (then the recomputed final norm
-    takes the exact path through the module, and the frozen one is not available)."""
-    name = type(module).__name__
-    w = getattr(module, "weight", None)
-    if isinstance(module, nn.LayerNorm):
-        d = module.normalized_shape[-1]
-        w = torch.ones(d) if w is None else w
-        b = None if module.bias is None else module.bias.detach().to(dev, torch.float32)
-        return NormSpec(True, w.detach().to(dev, torch.float32), b, float(module.eps))
-    if "RMSNorm" in name and w is not None:
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-        if eps is None:
-            return None
-        w = w.detach().to(dev, torch.float32)
-        return NormSpec(False, 1.0 + w if "Gemma" in name else w, None, float(eps))
-    return None
-
-
 class DirectEffectAblator:
     """Computes every head's direct-effect mean ablation for captured batches (module docstring).
 
     Args:
         adapter: the model's :class:`~successor_heads.adapters.Adapter`.
         mean_z: ``[n_layers, n_heads, d_head]`` mean ``z`` over the corpus (:func:`mean_z`).
-        max_chunk_mb: memory cap of the float32 ``[tokens, d_vocab]`` blocks (and of the head
-            batches of the exact path).
+        max_chunk_mb: memory cap of the float32 logit blocks (exact path: ``[tokens, d_vocab]``
+            pairs and the head batches; fast path: the ``[tokens, width]`` clean logits of a
+            vocabulary chunk and the ``[heads, rows, width]`` blocks).
         fast: None = the fast path when the model allows it; False forces the exact path.
         final_norm: "frozen" (final norm scale of the clean run, paper Section 4.3) or
             "recomputed" (final norm applied to the ablated residual); both paths obey it.
+        compute_dtype: "float32" (default) or "bfloat16" (the fast path's per-head logit
+            change; the exact path is always float32).
+        rows, width, workers: fast-path block shape (positions, vocabulary columns) and
+            threads (:class:`~successor_heads.direct_effect_fast.FastContraction`); None = defaults.
 
-    Raises: ValueError for an unknown ``final_norm``, or "frozen" with a final norm that
-    :func:`norm_spec` does not recognise.
+    Raises: ValueError for an unknown ``final_norm`` or ``compute_dtype``, or "frozen" with a
+    final norm that :func:`norm_spec` does not recognise.
     """
 
-    def __init__(self, adapter: Adapter, mean_z: torch.Tensor, max_chunk_mb: int = 1024, fast: bool | None = None,
-                 final_norm: str = "frozen"):
+    def __init__(self, adapter: Adapter, mean_z: torch.Tensor, max_chunk_mb: float = 1024, fast: bool | None = None,
+                 final_norm: str = "frozen", compute_dtype: str = "float32", rows: int | None = None,
+                 width: int | None = None, workers: int | None = None):
         self.a, self.d = adapter, adapter.dims
         self.dev = _compute_device(adapter)
+        dtype = check_compute_dtype(compute_dtype)
         self.W_U = adapter.W_U.detach().to(self.dev, torch.float32)
         b = adapter.b_U
         self.b_U = None if b is None else b.detach().to(self.dev, torch.float32)
@@ -293,12 +258,25 @@ class DirectEffectAblator:
         self.spec = norm_spec(adapter.final_norm(), self.dev)
         if self.frozen and self.spec is None:
             raise ValueError(_unsupported(adapter.final_norm()))
-        self.use_fast = fast is not False and not self.post and self.spec is not None
+        self.max_chunk_mb = max_chunk_mb
         self.block_rows = max(1, int(max_chunk_mb * 2**20 // (2 * 4 * self.d.d_vocab)))
+        posts = [norm_spec(adapter.attn_out_norm(i), self.dev) for i in range(self.d.n_layers)] if self.post else None
+        ok = fast is not False and self.spec is not None and (posts is None or all(p is not None for p in posts))
+        self.fastc = FastContraction(self, posts, dtype, rows, width, workers) if ok else None
+        self.compute_dtype = compute_dtype if ok else "float32"
+        if compute_dtype != "float32" and not ok:
+            log.warning("wild.compute_dtype=%s applies to the fast path only; the exact path runs in float32",
+                        compute_dtype)
 
     @property
     def fast(self) -> bool:
-        return self.use_fast
+        return self.fastc is not None
+
+    def n_steps(self, n: int) -> int:
+        """Progress steps of :meth:`run` for ``n`` positions (layers x vocabulary chunks, or
+        layers x token chunks on the exact path)."""
+        chunks = self.fastc.n_chunks(n) if self.fast else -(-n // self.block_rows)
+        return chunks * self.d.n_layers
 
     def _W_O(self, layer: int) -> torch.Tensor:
         return self.a.W_O_layer(layer)[0].detach().to(self.dev, torch.float32)
@@ -326,11 +304,27 @@ class DirectEffectAblator:
         L = y @ self.W_U
         return L + self.b_U if self.b_U is not None else L
 
+    def _check(self, cap: Capture) -> None:
+        """Verify the recognised norm forms on the batch; drop to the exact path (recomputed) or
+        raise (frozen, final norm) when one does not hold."""
+        tol = 1e-4 if self.W_U.dtype == self.a.W_U.dtype else 1e-2  # looser for half-precision models
+        if self.spec is not None and not torch.allclose(
+                self.spec(cap.resid), _norm(self.a.final_norm(), cap.resid), rtol=tol, atol=tol):
+            if self.frozen:
+                raise ValueError(_unsupported(self.a.final_norm(), "does not match its LayerNorm/RMSNorm form"))
+            log.warning("final norm %s does not match its recognised form; using the exact path",
+                        type(self.a.final_norm()).__name__)
+            self.spec, self.fastc, self.compute_dtype = None, None, "float32"
+        why = self.fastc.applicable(cap, tol) if self.fast else None
+        if why:
+            log.warning("%s; using the exact path", why)
+            self.fastc, self.compute_dtype = None, "float32"
+
     @torch.no_grad()
     def run(self, cap: Capture, targets: torch.Tensor, bar=None) -> tuple[torch.Tensor, ...]:
         """Ablate every head's direct effect for captured positions with next tokens ``targets [N]``.
 
-        ``bar``: an optional tqdm bar, advanced by one per layer and token chunk.
+        ``bar``: an optional tqdm bar, advanced :meth:`n_steps` times in all.
 
         Returns: ``(loss, target_logit)`` each ``[n_layers, n_heads, N]`` and ``(base_loss,
         base_logit)`` each ``[N]``, float32 on the CPU; losses in nats.
@@ -340,64 +334,18 @@ class DirectEffectAblator:
         N = cap.resid.shape[0]
         if targets.shape != (N,):
             raise ValueError(f"targets has shape {tuple(targets.shape)}; the capture has {N} positions")
-        tol = 1e-4 if self.W_U.dtype == self.a.W_U.dtype else 1e-2  # looser for half-precision models
-        if self.spec is not None and not torch.allclose(
-                self.spec(cap.resid), _norm(self.a.final_norm(), cap.resid), rtol=tol, atol=tol):
-            if self.frozen:
-                raise ValueError(_unsupported(self.a.final_norm(), "does not match its LayerNorm/RMSNorm form"))
-            log.warning("final norm %s does not match its recognised form; using the exact path",
-                        type(self.a.final_norm()).__name__)
-            self.spec, self.use_fast = None, False
+        self._check(cap)
         tg = targets.to(self.dev)
+        if self.fast:
+            return self.fastc.run(cap, tg, bar)
         out = [torch.empty(self.d.n_layers, self.d.n_heads, N) for _ in range(2)]
         base = [torch.empty(N) for _ in range(2)]
         rows = self.block_rows
         for s in range(0, N, rows):
             sl = slice(s, min(N, s + rows))
-            fn = self._fast_chunk if self.use_fast else self._exact_chunk
-            lo, lg, bl, bg = fn(cap, sl, tg[sl], bar)
+            lo, lg, bl, bg = self._exact_chunk(cap, sl, tg[sl], bar)
             out[0][:, :, sl], out[1][:, :, sl], base[0][sl], base[1][sl] = lo, lg, bl, bg
         return out[0], out[1], base[0], base[1]
-
-    def _fast_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor, bar):
-        spec, d = self.spec, self.d
-        x_NM = cap.resid[sl]
-        n = x_NM.shape[0]
-        inv_N1 = spec.inv_sigma(x_NM)
-        c_V = None if spec.b is None else spec.b @ self.W_U
-        if self.b_U is not None:
-            c_V = self.b_U if c_V is None else c_V + self.b_U
-        U0_NV = (spec.P(x_NM) * spec.w) @ self.W_U
-        L = U0_NV * inv_N1
-        if c_V is not None:
-            L += c_V
-        if self.frozen:
-            U0_NV = L.clone()  # frozen: clean logits before the soft-cap, U0 * inv_sigma + c
-        base_loss, base_logit = self._finish(L, tg)
-        del L
-        loss = torch.empty(d.n_layers, d.n_heads, n)
-        logit = torch.empty_like(loss)
-        use_K = n * (d.d_model - d.d_head) > d.d_head * d.d_model
-        for layer in range(d.n_layers):
-            W_O_HDM = self._W_O(layer)
-            dz_NHD = self.mean_z[layer][None] - cap.z[sl, layer]
-            for h in range(d.n_heads):
-                delta_NM = None if (use_K and self.frozen) else dz_NHD[:, h] @ W_O_HDM[h]
-                if use_K:
-                    L = dz_NHD[:, h] @ ((spec.P(W_O_HDM[h]) * spec.w) @ self.W_U)
-                else:
-                    L = (spec.P(delta_NM) * spec.w) @ self.W_U
-                if self.frozen:
-                    L.mul_(inv_N1).add_(U0_NV)
-                else:
-                    L.add_(U0_NV).mul_(spec.inv_sigma(x_NM + delta_NM))
-                    if c_V is not None:
-                        L += c_V
-                lo, lg = self._finish(L, tg)
-                loss[layer, h], logit[layer, h] = lo.cpu(), lg.cpu()
-            if bar is not None:
-                bar.update()
-        return loss, logit, base_loss.cpu(), base_logit.cpu()
 
     def _exact_chunk(self, cap: Capture, sl: slice, tg: torch.Tensor, bar):
         d = self.d
@@ -426,100 +374,80 @@ class DirectEffectAblator:
 
 
 def corpus_direct_effects(adapter: Adapter, tokens: torch.Tensor, mean_z_LHD: torch.Tensor, batch_size: int = 16,
-                          max_chunk_mb: int = 1024, fast: bool | None = None, progress: bool = False,
-                          final_norm: str = "frozen") -> DirectEffects:
+                          max_chunk_mb: float = 1024, fast: bool | None = None, progress: bool = False,
+                          final_norm: str = "frozen", compute_dtype: str = "float32") -> DirectEffects:
     """Every head's direct-effect mean ablation on every next-token prediction of the corpus.
 
     ``tokens [n_contexts, context_len]``: position ``p`` of context ``c`` predicts
     ``tokens[c, p + 1]``; ``n_tokens = n_contexts * (context_len - 1)``, batch-major.
     ``mean_z_LHD [n_layers, n_heads, d_head]`` from :func:`mean_z`. One forward pass per batch
-    of ``batch_size`` contexts (fewer when the captured activations, about ``batch_size *
-    context_len * n_layers * (n_heads * d_head [+ d_model for Gemma3]) * 4`` bytes, would exceed
-    ``2 * max_chunk_mb``). ``final_norm``: "frozen" (default; final norm scale of the clean
-    run, paper Section 4.3) or "recomputed" (module docstring). Returns :class:`DirectEffects`
-    (losses in nats).
-    Raises: ValueError for contexts shorter than 2 tokens, an unknown ``final_norm``, or a
-    frozen final norm that :func:`norm_spec` does not recognise.
+    of ``batch_size`` contexts; consecutive batches are pooled and ablated together while their
+    captured activations (about ``n_contexts * context_len * (n_layers * n_heads * d_head +
+    d_model [+ n_layers * d_model for Gemma3]) * 4`` bytes) stay under ``max_chunk_mb``
+    (twice that while they are joined): the fast path forms each layer's rank-``d_head``
+    unembedding once per pool, so larger pools cost less per token. ``final_norm``: "frozen"
+    (default; final norm scale of the clean run, paper Section 4.3) or "recomputed";
+    ``compute_dtype``: "float32" (default) or "bfloat16" (module docstring). Returns
+    :class:`DirectEffects` (losses in nats).
+    Raises: ValueError for contexts shorter than 2 tokens, an unknown ``final_norm`` or
+    ``compute_dtype``, or a frozen final norm that :func:`norm_spec` does not recognise.
     """
     n_ctx, P = tokens.shape
     if P < 2:
         raise ValueError(f"contexts of {P} token(s): need at least 2 to score a next-token prediction")
-    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, fast, final_norm)
+    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, fast, final_norm, compute_dtype)
     d = adapter.dims
     per_ctx = (P - 1) * 4 * (d.n_layers * d.n_heads * d.d_head + d.d_model + (d.n_layers * d.d_model if ab.post else 0))
-    fit = max(1, int(2 * max_chunk_mb * 2**20 // per_ctx))  # captured activations stay under 2 x max_chunk_mb
+    fit = max(1, int(max_chunk_mb * 2**20 // per_ctx))
     if fit < batch_size:
         log.info("batch of %d contexts would capture %.0f MB; using %d per forward pass", batch_size,
                  batch_size * per_ctx / 2**20, fit)
         batch_size = fit
-    parts: list[tuple] = []
-    starts = range(0, n_ctx, batch_size)
-    n_chunks = sum(-(-min(batch_size, n_ctx - s) * (P - 1) // ab.block_rows) for s in starts)
-    bar = tqdm(total=n_chunks * adapter.dims.n_layers,
+    pool = max(batch_size, fit // batch_size * batch_size)  # contexts ablated together
+    starts = range(0, n_ctx, pool)
+    bar = tqdm(total=sum(ab.n_steps(min(pool, n_ctx - s) * (P - 1)) for s in starts),
                desc=f"direct effects, all heads ({'fast' if ab.fast else 'exact'}, final norm {final_norm})",
-               unit="layer", disable=not progress)
+               unit="step", disable=not progress)
+    parts: list[tuple] = []
+    t_fwd = 0.0
     for s in starts:
-        ids = tokens[s:s + batch_size]
-        sel = torch.ones_like(ids, dtype=torch.bool)
+        ids = tokens[s:s + pool]
+        sel = torch.ones_like(ids[:batch_size], dtype=torch.bool)
         sel[:, -1] = False
-        cap = capture(adapter, ids, sel)
+        t0 = time.perf_counter()
+        cap = concat_captures([capture(adapter, ids[b:b + batch_size], sel[:len(ids[b:b + batch_size])])
+                               for b in range(0, len(ids), batch_size)])
+        t_fwd += time.perf_counter() - t0
         parts.append(ab.run(cap, ids[:, 1:].reshape(-1), bar))
+        del cap
     bar.close()
+    profile = {"forward": t_fwd, "pools": len(starts)}
+    if ab.fast:
+        rows, width = ab.fastc.blocking(min(pool, n_ctx) * (P - 1))
+        profile.update(seconds=dict(ab.fastc.timings), flops=dict(ab.fastc.flops), rows=rows, width=width,
+                       workers=ab.fastc.n_workers())
     loss, logit, bl, bg = (torch.cat([p[i] for p in parts], -1).numpy() for i in range(4))
     ctx = np.repeat(np.arange(n_ctx), P - 1)
     pos = np.tile(np.arange(P - 1), n_ctx)
     return DirectEffects(loss, logit, bl, bg, tokens[:, 1:].reshape(-1).numpy(), ctx, pos,
-                         "fast" if ab.fast else "exact", final_norm)
+                         "fast" if ab.fast else "exact", final_norm, ab.compute_dtype, profile)
 
 
-@torch.no_grad()
-def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: torch.Tensor,
-                       heads: list[tuple[int, int]] | None = None, progress: bool = False,
-                       final_norm: str = "frozen") -> np.ndarray:
-    """Slow reference: one full forward pass per head, the head's direct path patched by a hook.
+def concat_captures(caps: list[Capture], order: torch.Tensor | None = None) -> Capture:
+    """One :class:`Capture` of the positions of ``caps`` in turn, rows permuted by ``order`` [N]
+    (None: as they come)."""
+    def cat(ts):
+        t = torch.cat(ts) if len(ts) > 1 else ts[0]
+        return t if order is None else t[order]
 
-    For each head, its ``delta`` (module docstring; from a clean pass) enters at the final norm
-    and the model's own unembedding and soft-cap give the logits. ``final_norm="recomputed"``:
-    a pre-hook adds ``delta`` to the final norm's input (the model's norm recomputes its scale);
-    ``"frozen"``: a forward hook adds ``P(delta) * inv_sigma(clean input) * w`` to the norm's
-    clean output (scale of the clean run). ``input_ids [batch, pos]``; returns the per-token
-    loss ``[len(heads), batch * (pos - 1)]`` in nats (batch-major, as
-    :func:`corpus_direct_effects`). ``heads`` default: all.
-    Raises: ValueError for an unknown ``final_norm`` or a frozen unrecognised final norm.
-    """
-    check_final_norm(final_norm)
-    fnorm = adapter.final_norm()
-    spec = norm_spec(fnorm, adapter.device) if final_norm == "frozen" else None
-    if final_norm == "frozen" and spec is None:
-        raise ValueError(_unsupported(fnorm))
-    d = adapter.dims
-    heads = heads or [(i, h) for i in range(d.n_layers) for h in range(d.n_heads)]
-    cap = capture(adapter, input_ids)
-    B, P = input_ids.shape
-    z = cap.z.reshape(B, P, d.n_layers, d.n_heads, d.d_head)
-    tgt = input_ids[:, 1:].to(adapter.device)
-    out = np.zeros((len(heads), B * (P - 1)), dtype=np.float32)
-    for i, (layer, h) in enumerate(tqdm(heads, desc="reference: one forward per head", disable=not progress)):
-        W_O = adapter.W_O_layer(layer)[0][h].float()
-        delta = (mean_z_LHD[layer, h].to(W_O.device) - z[:, :, layer, h].to(W_O.device)) @ W_O
-        if cap.attn_out is not None:
-            a = cap.attn_out.reshape(B, P, d.n_layers, -1)[:, :, layer].to(W_O.device)
-            norm = adapter.attn_out_norm(layer)
-            delta = _norm(norm, a + delta) - _norm(norm, a)
+    return Capture(cat([c.z for c in caps]), cat([c.resid for c in caps]),
+                   None if caps[0].attn_out is None else cat([c.attn_out for c in caps]))
 
-        def hook(_m, args, kwargs, delta=delta):
-            if args:
-                return (args[0] + delta.to(args[0].device, args[0].dtype), *args[1:]), kwargs
-            key = next(iter(kwargs))
-            return args, {**kwargs, key: kwargs[key] + delta.to(kwargs[key].device, kwargs[key].dtype)}
 
-        def frozen_hook(_m, args, kwargs, out, delta=delta):
-            x = _first_input(args, kwargs).to(spec.w.device, torch.float32)
-            add = spec.P(delta.to(x.device)) * spec.inv_sigma(x) * spec.w
-            return out + add.to(out.device, out.dtype)
+def __getattr__(name: str):
+    # the slow reference lives in its own module (kept importable from here)
+    if name == "reference_per_head":
+        from .direct_effect_reference import reference_per_head
 
-        with _hooks([(fnorm, "fwd", frozen_hook) if spec is not None else (fnorm, "pre", hook)]):
-            logits = adapter.model(input_ids=input_ids.to(adapter.device), use_cache=False).logits.float()
-        lp = logits[:, :-1].log_softmax(-1).gather(-1, tgt[..., None])[..., 0]
-        out[i] = (-lp).reshape(-1).cpu().numpy()
-    return out
+        return reference_per_head
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import Adapter
-from .direct_effect import Capture, DirectEffectAblator, capture
+from .direct_effect import DirectEffectAblator, capture, concat_captures
 
 _ITEMS = [
     ["apples", "pears", "plums", "grapes", "lemons", "cherries"],
@@ -100,16 +100,18 @@ def encode_listing(tokenizer, lp: ListingPrompt, prepend_bos: bool = True) -> tu
 
 @torch.no_grad()
 def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPrompt], mean_z_LHD: torch.Tensor,
-                           max_chunk_mb: int = 1024, prepend_bos: bool = True, progress: bool = False,
-                           final_norm: str = "frozen") -> dict:
+                           max_chunk_mb: float = 1024, prepend_bos: bool = True, progress: bool = False,
+                           final_norm: str = "frozen", compute_dtype: str = "float32") -> dict:
     """Direct-effect mean ablation of every head on the last position of each listing prompt.
 
     One forward pass per group of prompts of equal token length captures the activations at
     each prompt's last position; then every head is ablated at once. ``final_norm``: "frozen"
-    (default) or "recomputed", as in :func:`~successor_heads.direct_effect.corpus_direct_effects`.
+    (default) or "recomputed"; ``compute_dtype``: "float32" (default) or "bfloat16", as in
+    :func:`~successor_heads.direct_effect.corpus_direct_effects`.
     Returns a dict of ``loss``, ``target_logit`` ``[n_layers, n_heads, n_prompts]``, ``base_loss``,
     ``base_logit``, ``target_ids`` ``[n_prompts]`` (numpy, in prompt order; losses in nats).
-    Raises: ValueError for an unknown ``final_norm`` (or a frozen unrecognised final norm).
+    Raises: ValueError for an unknown ``final_norm`` or ``compute_dtype`` (or a frozen
+    unrecognised final norm).
     """
     enc = [encode_listing(tokenizer, lp, prepend_bos) for lp in prompts]
     groups: dict[int, list[int]] = {}
@@ -122,11 +124,9 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
         sel[:, -1] = True
         caps.append(capture(adapter, t, sel))
         order += idx
-    inv = torch.argsort(torch.tensor(order))
-    cap = Capture(torch.cat([c.z for c in caps])[inv], torch.cat([c.resid for c in caps])[inv],
-                  None if caps[0].attn_out is None else torch.cat([c.attn_out for c in caps])[inv])
+    cap = concat_captures(caps, torch.argsort(torch.tensor(order)))  # back in prompt order
     targets = [t for _, t in enc]
-    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, final_norm=final_norm)
+    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, final_norm=final_norm, compute_dtype=compute_dtype)
     loss, logit, bl, bg = ab.run(cap, torch.tensor(targets))
     return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
             "target_ids": np.array(targets)}

@@ -161,6 +161,7 @@ class WildConfig:
     score_mode: Optional[str] = None  # successor-score mode that picks them (None: the scores file's default)
     context_chars: int = 80  # characters of context shown before each winning token in winners.csv
     final_norm: str = "frozen"  # frozen: final norm scale of the clean run (paper) | recomputed
+    compute_dtype: str = "float32"  # float32 | bfloat16: per-head logit change of the fast direct-effect path
 
 
 @dataclass

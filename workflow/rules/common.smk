@@ -51,7 +51,13 @@ def model_cfg(wildcards):
 
 
 def res(key):
-    """Snakemake resource taken from the model's config (config/model/<name>.yaml: resources)."""
+    """Snakemake resource taken from the model's config (config/model/<name>.yaml: resources).
+
+    Also used as `threads: res("cpus")`: a rule's cores are the model's cpus (Snakemake caps
+    them at --cores; on SLURM they become --cpus-per-task), and every job script sets torch's
+    thread count to snakemake.threads (workflow/scripts/_common.py), so torch neither
+    oversubscribes a shared node nor leaves requested cores idle.
+    """
 
     def get(wildcards, attempt=1):
         value = MODEL_CFG[wildcards.model].model.resources[key]

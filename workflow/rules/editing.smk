@@ -52,7 +52,7 @@ rule editing:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
-    threads: 2
+    threads: res("cpus")
     script:
         "../scripts/editing.py"
 

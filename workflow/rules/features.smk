@@ -18,7 +18,7 @@ rule cache_activations:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
-    threads: 2
+    threads: res("cpus")
     script:
         "../scripts/cache_activations.py"
 
@@ -65,7 +65,7 @@ rule features:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
-    threads: 2
+    threads: res("cpus")
     script:
         "../scripts/features.py"
 

@@ -18,5 +18,6 @@ rule fetch_model:
         f"{RESULTS}/logs/{{model}}/fetch_model.log",
     conda:
         CONDA_ENV
+    threads: res("cpus")  # the GGUF is dequantized with torch; the script sets its thread count
     script:
         "../scripts/fetch_model.py"

@@ -36,7 +36,7 @@ rule successor_scores:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
-    threads: 2
+    threads: res("cpus")
     script:
         "../scripts/successor_scores.py"
 

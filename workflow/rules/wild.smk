@@ -50,7 +50,7 @@ rule wild:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
-    threads: 2
+    threads: res("cpus")
     script:
         "../scripts/wild.py"
 

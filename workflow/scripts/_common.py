@@ -1,11 +1,32 @@
-"""Shared by the workflow scripts: send logging, warnings and any traceback to the rule's log."""
+"""Shared by the workflow scripts: send logging, warnings and any traceback to the rule's log,
+and size torch's thread pool to the cores the rule was given."""
 
 import logging
+import os
 import sys
 import warnings
 
 
-def setup_logging(log_path):
+def set_threads(threads):
+    """Use ``threads`` cores for torch (intra-op pool) and for BLAS/OpenMP libraries loaded later.
+
+    ``threads`` is ``snakemake.threads``: the rule's ``threads: res("cpus")`` (the model's
+    ``resources.cpus``), capped by Snakemake at ``--cores``; on SLURM it is the job's
+    ``--cpus-per-task``. torch's default (every core of the node) oversubscribes a node shared
+    with other jobs. Returns the count set (at least 1).
+    """
+    n = max(1, int(threads or 1))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)  # for libraries that read it on import (numpy's BLAS, ...)
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def setup_logging(log_path, threads=None):
+    """Log to ``log_path`` (and stderr); with ``threads`` (``snakemake.threads``) also call
+    :func:`set_threads`. Returns the ``successor_heads`` logger."""
     handler = logging.FileHandler(log_path, mode="w")
     logging.basicConfig(level=logging.INFO, handlers=[handler, logging.StreamHandler(sys.stderr)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -17,4 +38,6 @@ def setup_logging(log_path):
         log.error("stage failed", exc_info=(etype, value, tb))
 
     sys.excepthook = excepthook
+    if threads is not None:
+        log.info("torch threads: %d (snakemake.threads)", set_threads(threads))
     return log

@@ -8,7 +8,7 @@ from _common import setup_logging  # noqa: E402
 from successor_heads.config import load_resolved  # noqa: E402
 from successor_heads.stages import features  # noqa: E402
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
+log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
 rows, x, _ = features.build_cache(cfg, Path(snakemake.input.manifest).parent, snakemake.output.h5)  # noqa: F821
 log.info("cached %d rows x %d dims: %s", x.shape[0], x.shape[1], rows.counts())

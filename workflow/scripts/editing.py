@@ -8,7 +8,7 @@ from _common import setup_logging
 from successor_heads.config import load_resolved
 from successor_heads.stages import editing
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
+log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
 out_dir = Path(snakemake.input.scores).parent  # noqa: F821  results/{model}
 summary = editing.run(cfg, Path(snakemake.input.manifest).parent, out_dir)  # noqa: F821

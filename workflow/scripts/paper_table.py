@@ -7,7 +7,7 @@ from _common import setup_logging  # noqa: E402
 
 from successor_heads import paper_comparison  # noqa: E402
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
+log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 p = snakemake.params  # noqa: F821
 results = Path(snakemake.output.csv).parent.parent  # noqa: F821  (results/{zoo_name}/..)
 df = paper_comparison.run(results, p.models, p.stages, snakemake.output.csv, snakemake.output.html)  # noqa: F821

@@ -8,7 +8,7 @@ from _common import setup_logging  # noqa: E402
 from successor_heads.config import load_resolved  # noqa: E402
 from successor_heads.stages import wild  # noqa: E402
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
+log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
 summary = wild.run(cfg, Path(snakemake.input.manifest).parent, Path(snakemake.input.scores).parent)  # noqa: F821
 log.info("summary: %s", summary)

@@ -13,7 +13,9 @@ and category), ``categories.csv`` (shares per category, the paper's beside them)
 ``head_wins.csv`` (tokens won per head), ``listings.csv``, ``loss_increase_heatmap.png``,
 ``category_shares.png``, ``wild_summary.json``. ``wild.final_norm`` (default ``frozen``: the
 final norm's scale of the clean run, as in the paper's direct effect; ``recomputed``: the
-norm recomputed on the ablated residual) is recorded in the h5 attributes and the summary.
+norm recomputed on the ablated residual) and ``wild.compute_dtype`` (default ``float32``;
+``bfloat16``: the per-head logit change in bfloat16 on the fast path) are recorded in the h5
+attributes and the summary.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .. import plots
 from ..adapters import get_adapter
 from ..atomic import atomic_path
 from ..corpus import load_corpus
-from ..direct_effect import check_final_norm, corpus_direct_effects, mean_z
+from ..direct_effect import check_compute_dtype, check_final_norm, corpus_direct_effects, mean_z
 from ..h5io import IncompleteOutputError, provenance, write_h5
 from ..listings import listing_direct_effects, listing_prompts
 from ..models import load_model, read_manifest
@@ -175,10 +177,13 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
     Returns: the summary dict also written to ``wild/wild_summary.json``.
     Raises: WildInputError (no successor scores), successor_heads.corpus.CorpusError (corpus),
-    ValueError (unknown ``wild.final_norm``, or ``frozen`` with an unrecognised final norm).
+    ValueError (unknown ``wild.final_norm`` or ``wild.compute_dtype``, or ``frozen`` with an
+    unrecognised final norm).
     """
     t0 = time.time()
     final_norm = check_final_norm(cfg.wild.get("final_norm", "frozen"))
+    compute_dtype = cfg.wild.get("compute_dtype", "float32")
+    check_compute_dtype(compute_dtype)
     out_dir = Path(out_dir)
     wdir = out_dir / "wild"
     heads = successor_heads_of(out_dir, cfg)
@@ -190,13 +195,13 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
     corpus = load_corpus(cfg.corpus, tok, progress)
     mz = mean_z(adapter, corpus.tokens, int(w.batch_size), skip_first=corpus.has_bos, progress=progress)
     de = corpus_direct_effects(adapter, corpus.tokens, mz, int(w.batch_size), int(w.max_chunk_mb), progress=progress,
-                               final_norm=final_norm)
+                               final_norm=final_norm, compute_dtype=compute_dtype)
     method = de.method
     scale_note = (f"{corpus.n_contexts} contexts x {corpus.context_len} tokens of {corpus.name} "
                   f"(paper: {PAPER['n_contexts']} x {PAPER['context_len']} of The Pile)")
     attrs = provenance(cfg, manifest, corpus=corpus.name, corpus_source=corpus.description, n_contexts=corpus.n_contexts,
                        context_len=corpus.context_len, has_bos=corpus.has_bos, scale_note=scale_note, method=method,
-                       final_norm=final_norm,
+                       final_norm=final_norm, compute_dtype=de.compute_dtype,
                        ablation="direct-effect mean ablation (mean z over all corpus positions"
                        + (" but the BOS token)" if corpus.has_bos else ")"), units="nats",
                        successor_heads=[f"L{i}H{h}" for i, h in heads],
@@ -223,7 +228,7 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
 
     prompts = listing_prompts(int(w.n_listing_prompts))
     ls = listing_direct_effects(adapter, tok, prompts, mz, int(w.max_chunk_mb), bool(cfg.corpus.get("prepend_bos", True)),
-                                progress, final_norm)
+                                progress, final_norm, compute_dtype)
     listings = _listing_table(prompts, ls, heads[0], d.n_heads, float(w.min_increase))
     _write_csv(listings, wdir / "listings.csv")
 
@@ -241,7 +246,8 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         "model": cfg.model.name, "successor_head": succ, "successor_heads": [f"L{i}H{h}" for i, h in heads],
         "corpus": corpus.name, "corpus_source": corpus.description, "n_contexts": corpus.n_contexts,
         "context_len": corpus.context_len, "n_tokens": int(de.base_loss.size), "scale_note": scale_note,
-        "method": method, "final_norm": final_norm, "baseline_loss": float(de.base_loss.mean()),
+        "method": method, "final_norm": final_norm, "compute_dtype": de.compute_dtype,
+        "baseline_loss": float(de.base_loss.mean()),
         "n_listing_prompts": len(prompts), "paper": PAPER,
     }
     for c in ("loss", "logit"):
