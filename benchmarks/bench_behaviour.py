@@ -2,7 +2,7 @@
 
 For the real ordinal-list prompts of a fetched model (``ordinal_list_prompts`` with the
 model's composed config: ``behaviour.n_items``, ``behaviour.max_per_family``), prints the wall
-time of :func:`successor_heads.behaviour.behavioural_drops` with ``cached_prefix=True`` (layers
+time of :func:`successor_heads.scores.behaviour.behavioural_drops` with ``cached_prefix=True`` (layers
 below L run once per prompt-length group) and with ``cached_prefix=False`` (the whole model on
 every ablated batch), their ratio, and the largest absolute difference of the drops (nats).
 Best of ``--repeat`` runs each (default 2), alternating which path goes first, so load from
@@ -19,15 +19,16 @@ Timings are printed only; no test asserts them.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from successor_heads.adapters import get_adapter
-from successor_heads.behaviour import behavioural_drops
-from successor_heads.tasks import build_tasks, ordinal_list_prompts
+from successor_heads.core.adapters import get_adapter
+from successor_heads.scores.behaviour import behavioural_drops
+from successor_heads.core.tasks import build_tasks, ordinal_list_prompts
 
 
 def main() -> None:
@@ -43,16 +44,17 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from successor_heads.config import compose
+    from successor_heads.core.config import compose
 
     if args.model_dir:
-        from successor_heads.models import load_model
+        from successor_heads.core.loading import load_model
 
         name = args.model or Path(args.model_dir).resolve().parent.name
         cfg = compose(name)
         model, tok = load_model(args.model_dir)
     else:
-        from successor_heads.tiny import make_model
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tiny models live in the tests' support package
+        from tests.support.tiny import make_model
 
         cfg = compose()
         model, tok = make_model(args.tiny)

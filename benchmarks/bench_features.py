@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from successor_heads.config import compose
-from successor_heads.sae import train_sae
+from successor_heads.core.config import compose
+from successor_heads.features.sae import train_sae
 
 
 def sae_throughput(d_model: int, d_sae: int, batch_size: int, steps: int, threads: int | None) -> float:
@@ -59,7 +59,7 @@ def main() -> None:
     if not (model_dir / "manifest.json").is_file() or not scores.is_file():
         print(f"stage: skipped ({model_dir}/manifest.json or {scores} missing; run the fetch and scores stages)")
         return
-    from successor_heads.stages import features
+    from successor_heads.features import stage as features
 
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         t0 = time.time()

@@ -11,6 +11,8 @@ the model's fp32 weight size (best of ``--repeat`` runs each). Targets (issue 2)
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+import sys
 import threading
 import time
 
@@ -18,11 +20,11 @@ import numpy as np
 import psutil
 import torch
 
-from successor_heads.adapters import get_adapter
-from successor_heads.effective_embedding import effective_embeddings, neutral_prefix
-from successor_heads.scores import successor_scores, successor_scores_loop
-from successor_heads.stages.scores import task_indices
-from successor_heads.tasks import build_tasks
+from successor_heads.core.adapters import get_adapter
+from successor_heads.core.effective_embedding import effective_embeddings, neutral_prefix
+from successor_heads.scores.successor_score import successor_scores, successor_scores_loop
+from successor_heads.scores.stage import task_indices
+from successor_heads.core.tasks import build_tasks
 
 
 class PeakRSS:
@@ -57,11 +59,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     if args.model_dir:
-        from successor_heads.models import load_model
+        from successor_heads.core.loading import load_model
 
         model, tok = load_model(args.model_dir)
     else:
-        from successor_heads.tiny import make_model
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tiny models live in the tests' support package
+        from tests.support.tiny import make_model
 
         model, tok = make_model(args.tiny)
     a = get_adapter(model)

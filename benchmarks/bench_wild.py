@@ -1,4 +1,4 @@
-"""Benchmark: direct-effect mean ablation of every head (successor_heads.direct_effect, paper
+"""Benchmark: direct-effect mean ablation of every head (successor_heads.wild.direct_effect, paper
 Section 4.3), all ratios measured in one run on this machine.
 
 (a) fast path (one forward pass per batch, then every head from rank-d_head products) against
@@ -28,16 +28,18 @@ d_vocab]`` unembedding once per pool of contexts (its cost shrinks per token as 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+import sys
 import contextlib
 import time
 
 import numpy as np
 import torch
 
-from successor_heads.adapters import get_adapter
-from successor_heads.corpus import load_corpus
-from successor_heads.direct_effect import corpus_direct_effects, mean_z, reference_per_head
-from successor_heads.winners import effects, winning_heads
+from successor_heads.core.adapters import get_adapter
+from successor_heads.core.corpus import load_corpus
+from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z, reference_per_head
+from successor_heads.wild.winners import effects, winning_heads
 
 PYTHIA = dict(n_tokens=128 * 511, n_layers=24, n_heads=16, d_head=128, d_model=2048, d_vocab=50304,
               n_params_nonembedding=1.21e9)  # Pythia paper, Table 1
@@ -109,12 +111,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     if args.tiny:
-        from successor_heads.tiny import make_model
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tiny models live in the tests' support package
+        from tests.support.tiny import make_model
 
         model, tok = make_model(args.tiny)
         name = f"tiny-{args.tiny}"
     else:
-        from successor_heads.models import load_model
+        from successor_heads.core.loading import load_model
 
         model, tok = load_model(args.model_dir)
         name = args.model_dir

@@ -1,6 +1,6 @@
 import pytest
 
-from successor_heads.tiny import make_tokenizer
+from tests.support.tiny import make_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    from .config import ConfigError, compose, write_if_changed
+    from successor_heads.core.config import ConfigError, compose, write_if_changed
 
     try:
         cfg = compose(None, args.overrides, args.config_dir)
@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(cfg.results_dir) / cfg.model.name
     write_if_changed(cfg, out_dir / "config.yaml")
     model_dir = out_dir / "model"
-    from .models import ModelFetchError, fetch_model
+    from successor_heads.models.fetch import ModelFetchError, fetch_model
 
     try:
         if args.stage == "fetch" or not (model_dir / "manifest.json").is_file():
             fetch_model(cfg, model_dir)
         if args.stage != "fetch":
-            stage = importlib.import_module(f"successor_heads.stages.{STAGES[args.stage]}")
+            stage = importlib.import_module(f"successor_heads.{STAGES[args.stage]}.stage")
             result = stage.run(cfg, model_dir, out_dir)
             if isinstance(result, dict):
                 for k, v in result.items():

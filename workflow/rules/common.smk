@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from omegaconf import OmegaConf
 from snakemake.logging import logger
-from successor_heads.config import compose, resolve_for_workflow
-from successor_heads.h5io import set_aside_incomplete
+from successor_heads.core.config import compose, resolve_for_workflow
+from successor_heads.core.h5io import set_aside_incomplete
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
 CONFIG_DIR = Path(config["config_dir"])
@@ -27,7 +27,7 @@ ZOO_DIR = f"{RESULTS}/{ZOO_NAME}"
 
 # Snakemake trusts any output that exists and is newer than its inputs; an HDF5 output damaged
 # after it was written (truncated copy, full disk) would be kept and break its consumers. Every
-# HDF5 output carries a completion marker (successor_heads.h5io), so this run's models' files
+# HDF5 output carries a completion marker (successor_heads.core.h5io), so this run's models' files
 # that are unreadable or unmarked are renamed to .<name>.damaged, and every file with such a twin
 # that is still missing (also when a dry run set it aside) is requested by `rule all` (Snakemake
 # reruns a job only for outputs that something requests): it is regenerated with everything
@@ -93,6 +93,6 @@ def all_outputs(wildcards):
 
 # every stage summary of the zoo that rule paper_table reads
 def paper_table_inputs(wildcards):
-    from successor_heads.paper_comparison import STAGE_FILES
+    from successor_heads.zoo.paper_comparison import STAGE_FILES
 
     return [f"{RESULTS}/{model}/{STAGE_FILES[s]}" for s in PAPER_STAGES for model in ZOO]

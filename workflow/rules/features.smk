@@ -1,6 +1,6 @@
 # Stages `activations` + `features`: MLP0 outputs of number and succession tokens cached to
 # HDF5, then SAEs and linear probes for index mod 10 (and mod 7, mod 12) read through the
-# successor head (paper, Section 3; successor_heads.activations, .sae, .probes,
+# successor head (paper, Section 3; successor_heads.features.activations, .sae, .probes,
 # .stages.features). directions.h5 is the contract the editing stage reads.
 
 

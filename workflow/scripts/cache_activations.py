@@ -1,12 +1,12 @@
-"""Thin wrapper: rule cache_activations -> successor_heads.stages.features.build_cache."""
+"""Thin wrapper: rule cache_activations -> successor_heads.features.stage.build_cache."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 from _common import setup_logging  # noqa: E402
 
-from successor_heads.config import load_resolved  # noqa: E402
-from successor_heads.stages import features  # noqa: E402
+from successor_heads.core.config import load_resolved  # noqa: E402
+from successor_heads.features import stage as features  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821

@@ -9,8 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 from _common import setup_logging  # noqa: E402
 
-from successor_heads.config import load_resolved  # noqa: E402
-from successor_heads.models import fetch_model  # noqa: E402
+from successor_heads.core.config import load_resolved  # noqa: E402
+from successor_heads.models.fetch import fetch_model  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 manifest = Path(snakemake.output.manifest)  # noqa: F821

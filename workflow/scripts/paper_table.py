@@ -1,4 +1,4 @@
-"""Thin wrapper: rule paper_table -> successor_heads.paper_comparison."""
+"""Thin wrapper: rule paper_table -> successor_heads.zoo.paper_comparison."""
 import sys
 from pathlib import Path
 

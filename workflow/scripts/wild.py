@@ -1,12 +1,12 @@
-"""Thin wrapper: rule wild -> successor_heads.stages.wild.run."""
+"""Thin wrapper: rule wild -> successor_heads.wild.stage.run."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 from _common import setup_logging  # noqa: E402
 
-from successor_heads.config import load_resolved  # noqa: E402
-from successor_heads.stages import wild  # noqa: E402
+from successor_heads.core.config import load_resolved  # noqa: E402
+from successor_heads.wild import stage as wild  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821

@@ -1,4 +1,4 @@
-"""Thin wrapper: rule zoo_table -> successor_heads.zoo."""
+"""Thin wrapper: rule zoo_table -> successor_heads.zoo.table."""
 import sys
 from pathlib import Path
 

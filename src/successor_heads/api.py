@@ -1,0 +1,1 @@
+"""Public Python API (placeholder while the package is reorganised)."""

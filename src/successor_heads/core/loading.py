@@ -1,0 +1,103 @@
+"""Load a model folder written by the models stage (``results/{model}/model/``): the one reader of
+that stage's output for every later stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Written last by the models stage: a folder without it is not complete.
+MANIFEST = "manifest.json"
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class ModelFetchError(RuntimeError):
+    """Weights could not be fetched, verified, converted or found; the message says what to do."""
+
+
+def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    """Load a folder written by :func:`fetch_model` for analysis.
+
+    The model uses eager attention (so ``output_attentions=True`` works), is in eval mode and
+    has ``requires_grad`` off on every parameter.
+
+    Args:
+        model_dir: the folder (``results/{model}/model``), which must hold ``manifest.json``.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (cuda if available, else cpu).
+            On cuda, a model whose weights would take more than 90% of the GPU's memory is
+            spread with ``device_map="auto"``.
+
+    Returns:
+        ``(model, tokenizer)``: a ``PreTrainedModel`` (causal LM) and its tokenizer.
+
+    Raises:
+        ModelFetchError: folder or manifest missing (says which command fetches it).
+        ValueError: unknown dtype.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+    torch_dtype = getattr(torch, dtype)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "eager"}
+    if str(device).startswith("cuda"):
+        dev = torch.device(device)
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(idx).total_memory
+        n_params = int(manifest.get("n_params") or 0)
+        need = n_params * torch.finfo(torch_dtype).bits // 8
+        if need > 0.9 * total:
+            log.info("model needs %.1f GiB > 90%% of GPU %d; using device_map='auto'", need / 2**30, idx)
+            kwargs["device_map"] = "auto"
+        else:
+            kwargs["device_map"] = {"": idx}
+    elif device != "cpu":
+        kwargs["device_map"] = {"": device}
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    log.info("loaded %s (%s, %s) in %.2f s", manifest.get("model"), dtype, device, time.time() - t0)
+    return model, tokenizer
+
+
+def read_manifest(model_dir: str | os.PathLike) -> dict:
+    """Return the parsed ``manifest.json`` of a folder written by :func:`fetch_model`.
+
+    Raises:
+        ModelFetchError: the folder or its manifest is missing or unreadable (says how to
+            fetch the model).
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir() or not path.is_file():
+        what = "folder" if not model_dir.is_dir() else f"{MANIFEST} in the folder"
+        raise ModelFetchError(
+            f"model {what} {model_dir} is missing (not fetched, or the fetch did not finish). "
+            f"{fetch_hint(model_dir)}"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelFetchError(f"cannot read {path}: {e}. {fetch_hint(model_dir)}") from e
+
+
+def fetch_hint(model_dir: Path) -> str:
+    name = model_dir.parent.name if model_dir.name == "model" else "<name>"
+    return (
+        f"Fetch it with `snakemake results/{name}/model/{MANIFEST}` or "
+        f"`successor-heads fetch model={name}`."
+    )

@@ -1,0 +1,365 @@
+"""Behavioural check (ours, not the paper's; DESIGN.md): how much each head matters for
+continuing ordinal lists.
+
+For prompts such as ``"Monday, Tuesday, Wednesday,"`` -> ``" Thursday"``, the drop in the
+log-probability of the correct next item when one head is ablated (its ``z``, the input slice
+of the attention output projection, replaced by its mean over the prompt positions, or by
+zero). Positive drop = the head helps. This is a total effect (the ablation propagates).
+
+Cost: the ablations at layer L leave layers 0..L-1 untouched, so by default one clean pass per
+prompt-length group caches what every decoder layer receives and each layer's batch of K
+ablated copies runs layers L..end only (``cached_prefix=True``; about half the work of running
+the whole model per layer, the same drops up to float rounding).
+
+When the tokenizer puts a BOS token first (:func:`prompts_carry_bos`), that position is neither
+ablated nor part of the mean: it is the attention sink that later layers read, and ablating a
+head there would move it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from successor_heads.core.adapters import Adapter
+
+
+@contextlib.contextmanager
+def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor, start: int = 0):
+    """Within the block, head ``head`` of ``layer`` outputs ``value [d_head]`` in place of its ``z``
+    at positions ``start`` onwards (``start=1`` leaves a BOS position clean).
+
+    Implemented as a forward pre-hook on the layer's output projection; the hook is removed
+    on exit even when the forward pass raises.
+    """
+    dh = adapter.dims.d_head
+    sl = slice(head * dh, (head + 1) * dh)
+
+    def hook(_mod, args):
+        z = args[0].clone()
+        z[:, start:, sl] = value.to(z.dtype)
+        return (z, *args[1:])
+
+    handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def prompts_carry_bos(tokenizer, prompts: list[dict]) -> bool:
+    """True when the tokenizer puts its BOS token first in every prompt (then position 0 is
+    left out of the ablation and the mean); False when it adds none (e.g. GPT-2's tokenizer).
+    ``prompts`` as for :func:`behavioural_drops`."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and all(tokenizer(p["prompt"])["input_ids"][:1] == [bos] for p in prompts)
+
+
+def _group_by_length(tokenizer, prompts: list[dict]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    groups: dict[int, list] = defaultdict(list)
+    for p in prompts:
+        ids = tokenizer(p["prompt"])["input_ids"]
+        groups[len(ids)].append((ids, p["target_id"]))
+    return {n: (torch.tensor([g[0] for g in gs]), torch.tensor([g[1] for g in gs])) for n, gs in groups.items()}
+
+
+@torch.no_grad()
+def _target_logprobs(adapter: Adapter, groups, repeat: int = 1) -> torch.Tensor:
+    """Log-prob of each prompt's target, ``[repeat, n_prompts]``; every group is run ``repeat``
+    times in one batch (copy k is what a hook patches for head k)."""
+    out = []
+    for ids, tgt in groups.values():
+        ids_rep = ids.repeat(repeat, 1).to(adapter.device)
+        logits = adapter.model(input_ids=ids_rep, logits_to_keep=1).logits[:, -1].float()
+        lp = logits.log_softmax(-1).gather(1, tgt.repeat(repeat).to(logits.device)[:, None])[:, 0]
+        out.append(lp.reshape(repeat, -1).cpu())
+    return torch.cat(out, 1)
+
+
+@contextlib.contextmanager
+def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=None, start: int = 0):
+    """For a batch made of ``K`` stacked copies of the same prompts, copy k has head
+    ``heads[k]`` of ``layer`` replaced by ``values[k] [d_head]`` (``values [K, d_head]``;
+    ``heads`` default: every head, ``K = n_heads``) at positions ``start`` onwards
+    (``start=1`` leaves a BOS position clean).
+
+    One forward pass then ablates all those heads of the layer; the hook is removed on exit
+    even when the forward pass raises. The batch must be ``K x n_prompts`` rows and ``values``
+    must have ``K`` rows, or the forward pass raises RuntimeError (shape mismatch in the hook).
+    Ours, not the paper's (DESIGN.md, Behavioural check).
+    """
+    n_heads, dh = adapter.dims.n_heads, adapter.dims.d_head
+    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+    k = len(heads)
+
+    def hook(_mod, args):
+        z = args[0].clone()
+        z_KBPHD = z.view(k, -1, z.shape[-2], n_heads, dh)
+        z_KBPHD[torch.arange(k, device=z.device), :, start:, torch.tensor(heads, device=z.device)] = \
+            values.to(z.dtype)[:, None, None, :]
+        return (z, *args[1:])
+
+    handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def mean_z(adapter: Adapter, groups, start: int = 0) -> torch.Tensor:
+    """Mean ``z`` of every head over the prompt positions from ``start`` on (1: BOS left out):
+    ``[n_layers, n_heads, d_head]`` float32. ``groups``: prompts grouped by length, as
+    ``{length: (input_ids [n, length], target_ids [n])}``."""
+    d = adapter.dims
+    sums = torch.zeros(d.n_layers, d.n_heads * d.d_head)
+    count = 0
+    handles = []
+
+    def make(layer):
+        def hook(_mod, args):
+            sums[layer] += args[0].detach()[:, start:].float().reshape(-1, args[0].shape[-1]).sum(0).cpu()
+        return hook
+
+    try:
+        for layer in range(d.n_layers):
+            handles.append(adapter.o_proj(layer).register_forward_pre_hook(make(layer)))
+        for ids, _ in groups.values():
+            adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1)
+            count += ids[:, start:].numel()
+    finally:
+        for h in handles:
+            h.remove()
+    return (sums / count).reshape(d.n_layers, d.n_heads, d.d_head)
+
+
+@torch.no_grad()
+def behavioural_drops(
+    adapter: Adapter, tokenizer, prompts: list[dict], ablation: str = "mean", progress: bool = False,
+    heads=None, cached_prefix: bool = True,
+) -> tuple[np.ndarray, float]:
+    """Mean log-prob drop of the correct successor when each head is ablated.
+
+    Args:
+        prompts: dicts with ``prompt`` (str) and ``target_id`` (int), e.g. from
+            :func:`successor_heads.core.tasks.ordinal_list_prompts`.
+        ablation: ``"mean"`` (mean ``z`` over prompt positions, BOS left out) or ``"zero"``.
+        heads: ``(layer, head)`` pairs to ablate; ``None`` ablates every head.
+        cached_prefix: ``True`` (default): one clean pass per prompt-length group caches what
+            every decoder layer receives, and the ablated batch of layer L (``K x n_prompts``
+            rows for the K heads of L being checked) runs layers L..end only, from the cached
+            residual (:func:`_capture_layer_inputs`, :func:`_run_layers_from`), then the final
+            norm and unembedding of the last position. ``False``: the whole model is run on the
+            ablated batch (the original method; kept for comparison and benchmarks). Both give
+            the same drops up to float rounding (tests: within 1e-5 nats).
+
+    Returns:
+        ``(drops [n_layers, n_heads]`` in nats (NaN for heads not in ``heads``), ``baseline``
+        mean log-prob of the target in nats).
+
+    Raises:
+        ValueError: no prompts, an unknown ablation, an empty ``heads`` or one out of range.
+        RuntimeError: ``cached_prefix=True`` and the cached path does not reproduce the model's
+            own clean log-probs on this architecture (checked once, on the smallest group); pass
+            ``cached_prefix=False`` to use the full-forward path.
+    """
+    if not prompts:
+        raise ValueError("no ordinal-list prompts: the tokenizer kept no list task with consecutive single tokens")
+    if ablation not in ("mean", "zero"):
+        raise ValueError(f"ablation={ablation!r}: must be mean or zero")
+    groups = _group_by_length(tokenizer, prompts)
+    start = int(prompts_carry_bos(tokenizer, prompts))
+    d = adapter.dims
+    by_layer = _heads_by_layer(heads, d.n_layers, d.n_heads)
+    means = mean_z(adapter, groups, start) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
+    run = _drops_cached_prefix if cached_prefix else _drops_full_forward
+    base, lp = run(adapter, groups, by_layer, means, start, progress)
+    drops = np.full((d.n_layers, d.n_heads), np.nan)
+    for layer, hs in by_layer.items():
+        drops[layer, hs] = (base[None] - lp[layer]).mean(1).numpy()
+    return drops, float(base.mean())
+
+
+def _drops_full_forward(adapter: Adapter, groups, by_layer, means, start: int, progress: bool):
+    """The original check: per layer, the whole model on ``K x n_prompts`` rows (copy k with
+    head ``by_layer[layer][k]`` replaced by its mean). Returns ``(base [n_prompts], {layer:
+    logprobs [K, n_prompts]})`` in nats, prompts in group order."""
+    base = _target_logprobs(adapter, groups)[0]
+    lp = {}
+    for layer, hs in tqdm(by_layer.items(), desc="behavioural check (ablating each head)", disable=not progress):
+        with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs, start):
+            lp[layer] = _target_logprobs(adapter, groups, repeat=len(hs))
+    return base, lp
+
+
+def _drops_cached_prefix(adapter: Adapter, groups, by_layer, means, start: int, progress: bool):
+    """As :func:`_drops_full_forward`, but per prompt-length group one clean pass caches every
+    decoder layer's inputs and each layer's ablated batch runs layers L..end only: about
+    ``(n_layers + 1) / 2`` of the layers on average instead of all. Groups are done one at a
+    time, so only one group's residuals (``n_layers x n x pos x d_model``) are held."""
+    base_parts: list[torch.Tensor] = []
+    lp_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in by_layer}
+    smallest = min(len(ids) for ids, _ in groups.values())
+    checked = False
+    bar = tqdm(total=len(groups) * len(by_layer), desc="behavioural check (ablating each head, cached prefix)",
+               disable=not progress)
+    for ids, tgt in groups.values():
+        base_g, inputs = _capture_layer_inputs(adapter, ids, tgt)
+        if not checked and len(ids) == smallest:  # the cheapest group proves the replay once
+            _check_replay(adapter, inputs, len(ids), base_g, tgt)
+            checked = True
+        base_parts.append(base_g)
+        for layer, hs in by_layer.items():
+            with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs, start):
+                h = _run_layers_from(adapter, inputs, layer, len(hs), len(ids))
+            lp_parts[layer].append(_logprobs_last(adapter, h, tgt.repeat(len(hs))).reshape(len(hs), -1))
+            bar.update()
+        del inputs
+    bar.close()
+    # concatenated in group order, as _target_logprobs does, so the reduction is the same
+    return torch.cat(base_parts), {layer: torch.cat(parts, 1) for layer, parts in lp_parts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# cached prefix: capture what each decoder layer receives, replay layers L..end
+
+
+def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The residual stream a decoder layer received (first positional argument or ``hidden_states=``)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@torch.no_grad()
+def _capture_layer_inputs(adapter: Adapter, ids: torch.Tensor, tgt: torch.Tensor):
+    """One clean forward pass of ``ids [n, pos]``; returns ``(logprobs [n]`` of the targets
+    ``tgt [n]``, ``[(args, kwargs)]`` per decoder layer, exactly as each layer was called).
+
+    Forward pre-hooks (``with_kwargs=True``) record every argument: the residual entering the
+    layer ``[n, pos, d_model]`` (GPT-2's learned positions already added) and whatever the
+    model computed once for all layers (rotary ``position_embeddings``, the causal or
+    sliding-window mask of that layer's type, ``position_ids``). The pass runs with
+    ``use_cache=False`` so that no KV cache is recorded (a replay would append to it).
+
+    Raises:
+        RuntimeError: a decoder layer was not called exactly once.
+    """
+    layers = adapter.layers()
+    calls: dict[int, list] = defaultdict(list)
+
+    def make(i):
+        def hook(_mod, args, kwargs):
+            args = tuple(args)
+            if args:
+                args = (args[0].detach().clone(), *args[1:])  # never aliased by the next layer's in-place ops
+            calls[i].append((args, dict(kwargs)))
+        return hook
+
+    handles = [layer.register_forward_pre_hook(make(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        out = adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    bad = [i for i in range(len(layers)) if len(calls[i]) != 1]
+    if bad:
+        raise RuntimeError(f"decoder layers {bad} were not called exactly once in a forward pass; "
+                           "use behavioural_drops(cached_prefix=False)")
+    logits = out.logits[:, -1].float()
+    lp = logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu()
+    return lp, [calls[i][0] for i in range(len(layers))]
+
+
+def _repeat_batch(x, k: int, n: int, memo: dict):
+    """``x`` with every tensor of batch size ``n`` (first dim ``n``, at least 2-D) stacked ``k``
+    times along dim 0 (copy j = rows ``j*n .. (j+1)*n - 1``, as ``ids.repeat(k, 1)``), recursing
+    into tuples, lists and dicts. Tensors shared by the batch (first dim 1 when ``n > 1``, e.g.
+    rotary ``cos``/``sin [1, pos, d_head]``) broadcast and are left alone; so are non-tensors
+    (None caches, flags). ``memo`` (by ``id``) repeats a mask shared by all layers only once."""
+    if torch.is_tensor(x):
+        if x.dim() >= 2 and x.shape[0] == n and k > 1:
+            if id(x) not in memo:
+                memo[id(x)] = (x, x.repeat(k, *([1] * (x.dim() - 1))))  # keep x alive: ids stay unique
+            return memo[id(x)][1]
+        return x
+    if isinstance(x, tuple):
+        return tuple(_repeat_batch(v, k, n, memo) for v in x)
+    if isinstance(x, list):
+        return [_repeat_batch(v, k, n, memo) for v in x]
+    if isinstance(x, dict):
+        return {key: _repeat_batch(v, k, n, memo) for key, v in x.items()}
+    return x
+
+
+@torch.no_grad()
+def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> torch.Tensor:
+    """Run decoder layers ``first..end`` on ``k`` stacked copies of the cached residual entering
+    layer ``first`` (``inputs`` from :func:`_capture_layer_inputs` for ``n`` prompts); every other
+    argument is the one the clean pass gave that layer, repeated along the batch when it has one.
+    Returns the last position's residual after the last layer, ``[k * n, 1, d_model]``.
+
+    Valid because the layers below ``first`` see nothing of an ablation at ``first`` (causal
+    order of the residual stream); hooks on layers ``first..end`` (e.g. :func:`patch_each_head`)
+    act as in a full forward pass.
+    """
+    layers = adapter.layers()
+    memo: dict = {}
+    args, kwargs = inputs[first]
+    h = _hidden_of(args, kwargs)
+    h = h.repeat(k, 1, 1) if k > 1 else h
+    for i in range(first, len(layers)):
+        args, kwargs = inputs[i]
+        kwargs = _repeat_batch(kwargs, k, n, memo)
+        if args:
+            out = layers[i](h, *_repeat_batch(args[1:], k, n, memo), **kwargs)
+        else:
+            out = layers[i](**{**kwargs, "hidden_states": h})
+        h = out[0] if isinstance(out, (tuple, list)) else out
+    return h[:, -1:]
+
+
+def _logprobs_last(adapter: Adapter, h_last: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Log-prob of ``tgt [B]`` from the last-position residual ``h_last [B, 1, d_model]`` after the
+    last layer: final norm, the model's output embedding, then Gemma's final logit soft-cap
+    (``config.final_logit_softcapping``) when set, as the causal-LM heads do. ``[B]`` float32 on CPU."""
+    logits = adapter.model.get_output_embeddings()(adapter.final_norm()(h_last))
+    cap = getattr(adapter.model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    logits = logits[:, -1].float()
+    return logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu()
+
+
+def _check_replay(adapter: Adapter, inputs, n: int, base: torch.Tensor, tgt: torch.Tensor) -> None:
+    """Replaying every layer from the cached inputs on 2 copies must give the model's own clean
+    log-probs ``base [n]``; else the architecture passes something to its layers (or after
+    them) that the cached path does not reproduce. Costs one 2-copy pass of one group.
+
+    Raises:
+        RuntimeError: the replay differs by more than float rounding.
+    """
+    lp = _logprobs_last(adapter, _run_layers_from(adapter, inputs, 0, 2, n), tgt.repeat(2))
+    dtype = next(adapter.model.parameters()).dtype
+    tol = 1e-3 if dtype == torch.float32 else 5e-2
+    err = float((lp.reshape(2, -1) - base[None]).abs().max())
+    if not err <= tol:
+        raise RuntimeError(
+            f"the cached-prefix behavioural check does not reproduce the clean log-probs of this "
+            f"{adapter.family} model (max difference {err:.3g} nats > {tol}); "
+            "use behavioural_drops(cached_prefix=False)")
+
+
+def _heads_by_layer(heads, n_layers: int, n_heads: int) -> dict[int, list[int]]:
+    if heads is None:
+        return {layer: list(range(n_heads)) for layer in range(n_layers)}
+    out: dict[int, set] = defaultdict(set)
+    for layer, head in heads:
+        if not (0 <= int(layer) < n_layers and 0 <= int(head) < n_heads):
+            raise ValueError(f"head L{layer}H{head} is outside this model ({n_layers} layers x {n_heads} heads)")
+        out[int(layer)].add(int(head))
+    if not out:
+        raise ValueError("heads=[]: give at least one (layer, head) or None for every head")
+    return {layer: sorted(out[layer]) for layer in sorted(out)}

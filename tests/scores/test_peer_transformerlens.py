@@ -1,0 +1,111 @@
+"""Parity with an implementation this project did not write: TransformerLens 4.x
+(``TransformerBridge.boot_transformers`` on a local transformers folder, offline).
+
+On a tiny random model of every family (random value biases, random norm weights), our per-head
+``W_OV``, our raw ``mlp0`` effective embedding, every head's OV read-out and the successor
+scores on our tasks equal what TransformerLens' own matrices and modules give. The references
+are the paper's circuit: no value bias, and in ``resid`` mode the head's input norm (TL's
+``ln1``) applied; both tests fail when either is changed in our default.
+"""
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import AutoModelForCausalLM
+
+from successor_heads.core.adapters import get_adapter
+from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
+from successor_heads.core.schema import TasksConfig
+from successor_heads.scores.successor_score import successor_scores
+from successor_heads.scores.stage import task_indices
+from successor_heads.core.tasks import build_tasks
+from tests.support.tiny import FAMILIES, make_model, randomize_biases
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def peers(request, tmp_path_factory, tokenizer):
+    """``(adapter, tokenizer, bridge)`` for one family: our adapter on the transformers model and
+    TransformerLens' bridge booted from the same saved folder."""
+    model, tok = make_model(request.param, tokenizer, seed=7)
+    randomize_biases(model, 0.5)  # zero biases would hide a value bias put back into the circuit
+    path = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    ours = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    bridge = TransformerBridge.boot_transformers(str(path), device="cpu", dtype=torch.float32)
+    return get_adapter(ours), tok, bridge
+
+
+def _tl_x(bridge, ids: torch.Tensor, mode: str, prefix: list[int]) -> torch.Tensor:
+    """TransformerLens' input to each layer's OV circuit ``[n_layers, n_tokens, d_model]``:
+    ``blocks[0].mlp(embed(t))`` (mlp0, raw) or ``ln1`` of the residual stream at the token after
+    ``prefix`` (resid: what the head reads)."""
+    n_layers = bridge.cfg.n_layers
+    with torch.no_grad():
+        if mode == "mlp0":
+            x = bridge.blocks[0].mlp(bridge.embed(ids[None]))[0]
+            return x.expand(n_layers, *x.shape)
+        seq = torch.cat([torch.tensor(prefix).expand(len(ids), len(prefix)), ids[:, None]], 1)
+        _, cache = bridge.run_with_cache(seq)
+        return torch.stack([cache[f"blocks.{layer}.ln1.hook_out"][:, -1] for layer in range(n_layers)])
+
+
+def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
+    """Successor scores ``[n_layers, n_heads, n_tasks]`` from TL's ``OV`` and ``W_U`` alone."""
+    pos = {int(t): i for i, t in enumerate(token_ids.tolist())}
+    OV = bridge.OV.AB.detach()  # [n_layers, n_heads, d_model, d_model], GQA expanded
+    W_U = bridge.W_U.detach()
+    out = np.full((*OV.shape[:2], len(tasks)), np.nan)
+    for k, task in enumerate(tasks):
+        succ = torch.tensor(task.successor)
+        has = succ >= 0
+        if not has.any():
+            continue
+        rows = torch.tensor([pos[t] for t in task.token_ids])[has]
+        logits = torch.einsum("ltm,lhmn,nv->lhtv", x_LTM[:, rows], OV, W_U[:, task.token_ids])
+        out[..., k] = (logits.argmax(-1) == succ[has]).float().mean(-1).numpy()
+    return out
+
+
+def test_W_OV_equals_transformerlens(peers):
+    a, _, bridge = peers
+    ours = torch.stack([a.W_V_layer(layer)[0] @ a.W_O_layer(layer)[0] for layer in range(a.dims.n_layers)])
+    torch.testing.assert_close(ours, bridge.OV.AB.detach(), **TOL)
+
+
+def test_ov_read_out_is_the_bias_free_circuit(peers):
+    """``Adapter.ov`` by default is ``x W_OV`` with TL's ``OV``: no ``b_V W_O`` term."""
+    a, _, bridge = peers
+    x = torch.randn(6, a.dims.d_model)
+    OV = bridge.OV.AB.detach()
+    for layer in range(a.dims.n_layers):
+        torch.testing.assert_close(a.ov(layer, x), torch.einsum("tm,hmn->htn", x, OV[layer]), **TOL)
+
+
+def test_mlp0_effective_embedding_equals_transformerlens(peers):
+    a, tok, bridge = peers
+    ids = torch.arange(5, 40)
+    ours = effective_embeddings(a, ids, "mlp0", "raw")
+    torch.testing.assert_close(ours, _tl_x(bridge, ids, "mlp0", []), **TOL)
+    if a.family != "gemma3":  # Gemma3's embedding module scales W_E by sqrt(d_model)
+        torch.testing.assert_close(bridge.embed(ids[None])[0], bridge.W_E[ids], **TOL)
+
+
+@pytest.mark.parametrize("mode", ["mlp0", "resid"])
+def test_successor_scores_equal_transformerlens(peers, mode):
+    a, tok, bridge = peers
+    tasks, ids = task_indices(build_tasks(tok, OmegaConf.structured(TasksConfig)))
+    prefix = neutral_prefix(tok)
+    x = effective_embeddings(a, ids, mode, "raw", prefix_ids=prefix)
+    ours = successor_scores(a, x, ids, tasks, "raw", input_norm=head_input_norm(mode, "raw"))
+    x_tl = _tl_x(bridge, ids, mode, prefix)
+    # the read-out itself, before any argmax: what the head writes for each token, unembedded
+    for layer in range(a.dims.n_layers):
+        got = a.unembed(a.ov(layer, x[layer], "raw", input_norm=head_input_norm(mode, "raw")))
+        want = torch.einsum("tm,hmn,nv->htv", x_tl[layer], bridge.OV.AB[layer].detach(), bridge.W_U.detach())
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(ours.per_task, _tl_scores(bridge, x_tl, ids, tasks))
