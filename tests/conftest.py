@@ -1,6 +1,6 @@
 import pytest
 
-from tests.support.tiny import make_tokenizer
+from tests.support.tiny import FAMILIES, make_model, make_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,15 @@ def _grad_mode_is_left_as_found():
     after = torch.is_grad_enabled()
     torch.set_grad_enabled(before)
     assert after == before, "this test changed torch's global grad mode; use a torch.no_grad() block instead"
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_model(request, tokenizer):
+    """A fresh tiny random-weight model of each family (parametrised over
+    :data:`tests.support.tiny.FAMILIES`): ``.family``, ``.model``, ``.tok``, ``.adapter``."""
+    from types import SimpleNamespace
+
+    from successor_heads.core.adapters import get_adapter
+
+    model, tok = make_model(request.param, tokenizer)
+    return SimpleNamespace(family=request.param, model=model, tok=tok, adapter=get_adapter(model))

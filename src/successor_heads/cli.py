@@ -4,8 +4,10 @@
     successor-heads scores model=gemma3-270m scores.norms=applied
     successor-heads features|editing|wild model=...
 
-Outputs go where the workflow puts them (``results/{model}/``), so a later ``snakemake``
-run reuses what is already there only if its config matches.
+Outputs go where the workflow puts them (:mod:`successor_heads.core.layout`: ``results/{model}/``),
+so a later ``snakemake`` run reuses what is already there only if its config matches. Each stage
+reads and writes the same named files as its Snakemake rule; ``features`` also (re)builds the
+activation cache when it is missing or was built with another config.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-STAGES = {"fetch": None, "scores": "scores", "features": "features", "editing": "editing", "wild": "wild"}
+#: command -> stage (the layout's name and the package holding its ``stage.run``)
+STAGES = {"fetch": "models", "scores": "scores", "features": "features", "editing": "editing", "wild": "wild"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
+    from successor_heads.core import layout
     from successor_heads.core.config import ConfigError, compose, write_if_changed
 
     try:
@@ -35,17 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir = Path(cfg.results_dir) / cfg.model.name
-    write_if_changed(cfg, out_dir / "config.yaml")
-    model_dir = out_dir / "model"
+    results, name, stage_name = cfg.results_dir, cfg.model.name, STAGES[args.stage]
+    write_if_changed(cfg, layout.config_file(results, name))
+    manifest = layout.outputs("models", results, name)["manifest"]
     from successor_heads.models.fetch import ModelFetchError, fetch_model
 
     try:
-        if args.stage == "fetch" or not (model_dir / "manifest.json").is_file():
-            fetch_model(cfg, model_dir)
-        if args.stage != "fetch":
-            stage = importlib.import_module(f"successor_heads.{STAGES[args.stage]}.stage")
-            result = stage.run(cfg, model_dir, out_dir)
+        if stage_name == "models" or not Path(manifest).is_file():
+            fetch_model(cfg, layout.model_dir(manifest))
+        if stage_name != "models":
+            stage = importlib.import_module(f"successor_heads.{stage_name}.stage")
+            extra = {"rebuild_cache": True} if stage_name == "features" else {}
+            result = stage.run(cfg, layout.inputs(stage_name, results, name), layout.outputs(stage_name, results, name),
+                               **extra)
             if isinstance(result, dict):
                 for k, v in result.items():
                     print(f"{k}: {v}")

@@ -1,10 +1,16 @@
 """Adapters: per-head outputs, summed with the attention pattern, equal transformers' own
-attention output (parity), on tiny random models of every family."""
+attention output (parity), on tiny random models of every family; each family's declared facts
+(:class:`FamilySpec`) hold for its model."""
+
+import math
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from successor_heads.core.adapters import get_adapter
+from successor_heads.core.adapters import FAMILIES as SPECS
+from successor_heads.core.adapters import MODEL_TYPES, get_adapter
 from tests.support.tiny import FAMILIES, make_model
 
 
@@ -23,11 +29,9 @@ def _capture_attention(adapter, layer, ids):
     return got["x"], got["out"], res.attentions[layer]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("layer", [0, 1])
-def test_head_outputs_sum_to_attention_output(family, layer, tokenizer):
-    model, tok = make_model(family, tokenizer)
-    a = get_adapter(model)
+def test_head_outputs_sum_to_attention_output(layer, tiny_model):
+    family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     ids = torch.tensor([tok("Monday, Tuesday, Wednesday, 1 2 3 the lazy dog")["input_ids"]])
     x_BPM, out_BPM, pattern_BHQK = _capture_attention(a, layer, ids)
     W_V, b_V = a.W_V_layer(layer)
@@ -39,10 +43,8 @@ def test_head_outputs_sum_to_attention_output(family, layer, tokenizer):
     torch.testing.assert_close(recon, out_BPM, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_shapes_and_tied_unembedding(family, tokenizer):
-    model, tok = make_model(family, tokenizer)
-    a = get_adapter(model)
+def test_shapes_and_tied_unembedding(tiny_model):
+    family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     d = a.dims
     assert a.W_E.shape == (d.d_vocab, d.d_model)
     assert a.W_U.shape == (d.d_model, d.d_vocab)
@@ -86,3 +88,57 @@ def test_unknown_family_is_refused(tokenizer):
     model.config.model_type = "mamba"
     with pytest.raises(ValueError, match="no adapter for model_type='mamba'"):
         get_adapter(model)
+
+
+def test_registry_names_every_family_and_model_type(tokenizer):
+    assert set(SPECS) == set(FAMILIES)
+    assert all(MODEL_TYPES[mt] is spec for spec in SPECS.values() for mt in spec.model_types)
+    for family in FAMILIES:
+        a = get_adapter(make_model(family, tokenizer)[0])
+        assert a.family == family and a.spec is SPECS[family]
+
+
+def _declared_norm(kind, module, x):
+    eps = getattr(module, "eps", getattr(module, "variance_epsilon", None))
+    if kind == "layernorm":
+        return F.layer_norm(x, module.weight.shape, module.weight, getattr(module, "bias", None), eps)
+    scale = 1 + module.weight if kind == "rmsnorm_1p" else module.weight
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * scale
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_declared_facts_hold(family, tokenizer):
+    """Norm convention, embedding scale, biases, soft-cap, MLP kind and attention/MLP order as
+    the family's spec declares them (the adapter runs the model's own modules for these)."""
+    model, _ = make_model(family, tokenizer)
+    a = get_adapter(model)
+    s, d = a.spec, a.dims
+    x = torch.randn(5, d.d_model) + 0.5
+    norms = [a.final_norm()] + [m for i in range(d.n_layers) for m in (
+        a.attn_in_norm(i), a.mlp_in_norm(i), a.attn_out_norm(i), a.mlp_out_norm(i)) if m is not None]
+    with torch.no_grad():
+        for norm in norms:
+            torch.testing.assert_close(norm(x), _declared_norm(s.norm, norm, x), atol=1e-5, rtol=1e-5)
+        ids = torch.arange(3, 9)
+        scale = math.sqrt(d.d_model) if s.embed_scale == "sqrt_d_model" else 1.0
+        torch.testing.assert_close(a.embed(ids), a.W_E[ids] * scale)
+    assert (a.v_proj(0).bias is not None) == s.value_bias
+    assert (a.o_proj(0).bias is not None) == s.output_bias
+    assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)
+    assert s.attn_softcap is None or hasattr(model.config, s.attn_softcap)
+    assert any("gate" in name for name, _ in a.mlp(0).named_children()) == (s.mlp_kind == "gated")
+    assert a.parallel_attn_mlp == (family == "gpt_neox")
+    assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family != "gemma3")
+
+
+def test_parallel_flag_of_the_checkpoint_wins(tokenizer):
+    model, _ = make_model("gpt_neox", tokenizer)
+    model.config.use_parallel_residual = False
+    assert get_adapter(model).parallel_attn_mlp is False
+
+
+def test_spec_refuses_unknown_choices():
+    with pytest.raises(ValueError, match="qkv='interleaved' must be one of"):
+        replace(SPECS["llama"], qkv="interleaved")
+    with pytest.raises(ValueError, match="covers no model_type"):
+        replace(SPECS["llama"], model_types=())

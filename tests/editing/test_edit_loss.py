@@ -3,6 +3,7 @@ no-op at scale 0, is removed even when the forward pass raises; the prompt and c
 measurements line up; the editing stage writes its outputs end to end on a tiny model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,10 +34,8 @@ def _capture_mlp0(adapter, ids, norms="raw"):
     return got["out"], logits
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_hook_edits_only_the_chosen_position(family, tokenizer):
-    model, tok = make_model(family, tokenizer)
-    a = get_adapter(model)
+def test_hook_edits_only_the_chosen_position(tiny_model):
+    family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     ids = torch.tensor([tok("Monday, Tuesday, Wednesday, 1 2 3")["input_ids"]] * 2)
     f = _dirs(a.dims.d_model)[("probe", 10)]
     with torch.no_grad():
@@ -145,6 +144,8 @@ def test_corpus_edit_loss(tokenizer):
 
 def test_editing_stage_end_to_end(tmp_path, tokenizer):
     """The stage runner on a tiny local model with a stand-in scores file and directions."""
+    from successor_heads.core import layout
+    from successor_heads.core.handoff import StageInputError
     from successor_heads.models.fetch import fetch_model
     from successor_heads.editing import stage as editing
     from tests.support.tiny import save_tiny_model
@@ -153,29 +154,33 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
     cfg = validate({"model": {"name": "tiny", "family": "llama", "source": {"kind": "local", "path": str(folder)}},
                     "device": "cpu", "corpus": {"n_contexts": 2, "context_len": 32},
                     "tasks": {"numbers_max": 30}, "editing": {"max_prompts_per_family": 2}})
-    out = tmp_path / "results" / "tiny"
-    model_dir = fetch_model(cfg, out / "model")
+    results = tmp_path / "results"
+    ins, outs = layout.inputs("editing", results, "tiny"), layout.outputs("editing", results, "tiny")
+    fetch_model(cfg, layout.model_dir(ins["manifest"]))
     for bad, match in (({"scale_ref": "absolute"}, "scale_ref"), ({"corpus_sources": ["probe"], "sources": ["sae"]},
                                                                    "corpus_sources"),
                        ({"paper_modulus": 1}, "paper_modulus")):
         with pytest.raises(ValueError, match=match):
-            editing.run(validate({**cfg, "editing": {**cfg.editing, **bad}}), model_dir, out, progress=False)
-    with pytest.raises(ValueError, match="scores stage"):
-        editing.run(cfg, model_dir, out, progress=False)
+            editing.run(validate({**cfg, "editing": {**cfg.editing, **bad}}), ins, outs, progress=False)
+    with pytest.raises(StageInputError, match="scores stage"):
+        editing.run(cfg, ins, outs, progress=False)
     overall = np.zeros((2, 4))
     overall[1, 2] = 0.9
-    write_h5(out / "successor_scores.h5", {"overall_resid": overall, "overall_mlp0": overall},
-             {"default_mode": "resid"})
-    with pytest.raises(ValueError, match="features stage"):
-        editing.run(cfg, model_dir, out, progress=False)
+    write_h5(ins["scores"], {"overall_resid": overall, "overall_mlp0": overall}, {"default_mode": "resid"})
+    with pytest.raises(StageInputError, match="features stage"):
+        editing.run(cfg, ins, outs, progress=False)
     dirs = {f"{s}_mod{m}": f.numpy() for (s, m), f in _dirs(32).items()}
     dirs["sae_mod12"][3] = np.nan  # a class without tokens
-    write_h5(out / "features" / "directions.h5", dirs, {"successor_head": "L1H2", "space": "mlp0", "norms": "raw"})
-    summary = editing.run(cfg, model_dir, out, progress=False)
-    for name in editing.OUTPUTS:
-        assert (out / "editing" / name).is_file(), name
+    # the stage reads the directions its caller declares, wherever they are
+    elsewhere = tmp_path / "elsewhere" / "directions.h5"
+    write_h5(elsewhere, dirs, {"successor_head": "L1H2", "space": "mlp0", "norms": "raw"})
+    summary = editing.run(cfg, {**ins, "directions": str(elsewhere)}, outs, progress=False)
+    for name, path in outs.items():
+        assert Path(path).is_file(), name
+    assert not Path(ins["directions"]).exists()
     assert summary["successor_head"] == "L1H2"
-    assert json.loads((out / "editing" / "editing_summary.json").read_text())["model"] == "tiny"
+    assert summary["quantization"] == "none"
+    assert json.loads(Path(outs["summary"]).read_text())["model"] == "tiny"
     # summary keys name the modulus (before editing.paper_modulus: "numbers_20_29", "months")
     va_sum = summary["vector_arithmetic"]["sae"]
     assert "numbers_20_29_mod10" in va_sum
@@ -187,13 +192,13 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
     assert {"months_mod12", "days_mod7"} <= set(summary["ours_past_paper"])
     assert "months_mod10" not in summary["ours_past_paper"]
     assert summary["value_bias"] is False and summary["paper_modulus"] == 10
-    csv = pd.read_csv(out / "editing" / "vector_arithmetic.csv")
+    csv = pd.read_csv(outs["vector_arithmetic"])
     assert set(csv[csv.family == "months"].modulus) == {10, 12}
-    table = pd.read_csv(out / "editing" / "vector_arithmetic_summary.csv")
+    table = pd.read_csv(outs["va_summary"])
     assert "modulus" in table.columns
     assert set(summary["greater_than"]) == {"head", "mlp0"}
-    data, attrs = read_h5(out / "editing" / "editing.h5")
-    assert attrs["successor_head"] == "L1H2" and attrs["model"] == "tiny"
+    data, attrs = read_h5(outs["h5"])
+    assert attrs["successor_head"] == "L1H2" and attrs["model"] == "tiny" and attrs["quantization"] == "none"
     assert bool(attrs["value_bias"]) is False and int(attrs["paper_modulus"]) == 10
     assert len(data["vector_arithmetic.success_rate"]) == len(data["vector_arithmetic.source"]) > 0
 
@@ -201,6 +206,7 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
 def test_editing_stage_passes_value_bias_to_every_head_read(tmp_path, tokenizer, monkeypatch):
     """``scores.value_bias: true`` reaches every Adapter.ov call of the stage (vector arithmetic
     and greater-than) and is recorded; the loss measurements run the model, not ov."""
+    from successor_heads.core import layout
     from successor_heads.core.adapters import Adapter
     from successor_heads.models.fetch import fetch_model
     from successor_heads.editing import stage as editing
@@ -212,13 +218,14 @@ def test_editing_stage_passes_value_bias_to_every_head_read(tmp_path, tokenizer,
                     "tasks": {"numbers_max": 12}, "scores": {"value_bias": True},
                     "editing": {"max_prompts_per_family": 1, "scale_sweep": [1.0], "sources": ["sae"],
                                 "corpus_families": ["days"]}})
-    out = tmp_path / "results" / "tiny"
-    model_dir = fetch_model(cfg, out / "model")
+    results = tmp_path / "results"
+    ins, outs = layout.inputs("editing", results, "tiny"), layout.outputs("editing", results, "tiny")
+    fetch_model(cfg, layout.model_dir(ins["manifest"]))
     overall = np.zeros((2, 4))
     overall[1, 2] = 0.9
-    write_h5(out / "successor_scores.h5", {"overall_resid": overall}, {"default_mode": "resid"})
+    write_h5(ins["scores"], {"overall_resid": overall}, {"default_mode": "resid"})
     dirs = {f"{s}_mod{m}": f.numpy() for (s, m), f in _dirs(32, sources=("sae",)).items()}
-    write_h5(out / "features" / "directions.h5", dirs, {"successor_head": "L1H2", "space": "mlp0", "norms": "raw"})
+    write_h5(ins["directions"], dirs, {"successor_head": "L1H2", "space": "mlp0", "norms": "raw"})
     seen, ov = [], Adapter.ov
 
     def spy(self, *args, **kw):
@@ -226,6 +233,6 @@ def test_editing_stage_passes_value_bias_to_every_head_read(tmp_path, tokenizer,
         return ov(self, *args, **kw)
 
     monkeypatch.setattr(Adapter, "ov", spy)
-    summary = editing.run(cfg, model_dir, out, progress=False)
+    summary = editing.run(cfg, ins, outs, progress=False)
     assert seen and all(v is True for v in seen)
-    assert summary["value_bias"] is True and bool(read_h5(out / "editing" / "editing.h5")[1]["value_bias"])
+    assert summary["value_bias"] is True and bool(read_h5(outs["h5"])[1]["value_bias"])

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from successor_heads.editing import greater_than as gt
 from successor_heads.core.adapters import get_adapter
+from successor_heads.core.effective_embedding import mlp0_embeddings
 from successor_heads.core.tasks import build_tasks
+from successor_heads.editing import greater_than as gt
 from tests.support.tiny import make_model, plant_head, randomize_biases
-from successor_heads.editing.vector_arithmetic import mlp0_embeddings
 
 LAYER, HEAD = 1, 0
 

@@ -11,7 +11,7 @@ from successor_heads.editing import vector_arithmetic as va
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.h5io import write_h5
 from successor_heads.core.tasks import build_tasks
-from tests.support.tiny import make_model, plant_head, randomize_biases
+from tests.support.tiny import make_model, plant_head
 
 LAYER, HEAD = 1, 0
 
@@ -169,36 +169,6 @@ def test_task_moduli_and_paper_modulus_off(tokenizer):
     # without mod-10 directions the mod-10 runs are simply absent
     only = va.vector_arithmetic(a, 1, 2, tasks, {k: v for k, v in dirs.items() if k[1] != 10}, [1.0])
     assert set(only.modulus) == {7, 12}
-
-
-def test_value_bias_option_changes_head_logits(tokenizer):
-    """Tiny GPT-2 with a nonzero value bias: ``value_bias=True`` adds unembed(b_V W_O), the same
-    logit vector for every input row; the default (False) is the paper's circuit without it."""
-    model, tok = make_model("gpt2", tokenizer)
-    randomize_biases(model, 1.0, ("c_attn.bias",))
-    a = get_adapter(model)
-    assert a.W_V_layer(1)[1][2].abs().sum() > 0
-    ids = torch.arange(5, 25)
-    x = va.mlp0_embeddings(a, ids)
-    plain = va.head_task_logits(a, 1, 2, x, ids)
-    off = va.head_task_logits(a, 1, 2, x, ids, value_bias=False)
-    on = va.head_task_logits(a, 1, 2, x, ids, value_bias=True)
-    torch.testing.assert_close(plain, off)
-    assert not torch.allclose(on, off)
-    shift = on - off
-    torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-4, rtol=1e-4)
-    _, b_V = a.W_V_layer(1)
-    W_O, _ = a.W_O_layer(1)
-    expected = a.unembed(b_V[2].float() @ W_O[2].float(), token_ids=ids).float()
-    torch.testing.assert_close(shift[0], expected, atol=1e-4, rtol=1e-4)
-
-
-def test_value_bias_of_config():
-    from omegaconf import OmegaConf
-
-    assert va.value_bias_of(OmegaConf.create({"scores": {"norms": "raw"}})) is False  # older configs
-    assert va.value_bias_of(OmegaConf.create({"editing": {}})) is False
-    assert va.value_bias_of(OmegaConf.create({"scores": {"value_bias": True}})) is True
 
 
 def test_load_directions(tmp_path):

@@ -5,6 +5,7 @@ options, and the directions.h5 contract the editing stage reads."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,12 +19,12 @@ from successor_heads.features.activations import (
     CACHE_DATASETS,
     TokenRows,
     activation_rows,
-    mlp0_embeddings,
     read_cache,
     write_cache,
 )
+from successor_heads.core import layout
 from successor_heads.core.adapters import get_adapter
-from successor_heads.core.effective_embedding import effective_embeddings
+from successor_heads.core.effective_embedding import effective_embeddings, mlp0_embeddings
 from successor_heads.core.h5io import IncompleteOutputError, read_h5, write_h5
 from successor_heads.core.schema import RootConfig
 from successor_heads.core.tasks import build_tasks
@@ -62,9 +63,11 @@ def test_rows_cover_numbers_and_tasks(rows_and_x):
 
 
 def test_mlp0_matches_effective_embeddings(rows_and_x):
+    """The activation cache's batched MLP0 outputs equal the scores stage's mlp0 effective embeddings."""
     model, _, rows, x = rows_and_x
     ref = effective_embeddings(get_adapter(model), torch.tensor(rows.token_ids), "mlp0", "raw")[0]
     torch.testing.assert_close(x, ref)
+    torch.testing.assert_close(mlp0_embeddings(get_adapter(model), rows.token_ids, batch_size=16), x)  # chunked
     x_applied = mlp0_embeddings(get_adapter(model), rows.token_ids, "applied")
     assert not torch.allclose(x, x_applied)  # tiny models have random norm weights
 
@@ -147,14 +150,21 @@ def stage_dir(tmp_path_factory):
     return d
 
 
+def _paths(stage_dir):
+    """The features stage's inputs and outputs for the model folder ``stage_dir``."""
+    return (layout.inputs("features", stage_dir.parent, stage_dir.name),
+            layout.outputs("features", stage_dir.parent, stage_dir.name))
+
+
 def test_stage_writes_the_directions_contract(stage_dir):
     from successor_heads.features import stage as features
 
     cfg = _cfg()
-    summary = features.run(cfg, stage_dir / "model", stage_dir, progress=False)
-    for out in features.OUTPUTS:
-        assert (stage_dir / out).is_file(), out
-    data, attrs = read_h5(stage_dir / "features" / "directions.h5")
+    ins, outs = _paths(stage_dir)
+    summary = features.run(cfg, ins, outs, progress=False, rebuild_cache=True)
+    for name, path in outs.items():
+        assert Path(path).is_file(), name
+    data, attrs = read_h5(outs["directions"])
     assert attrs["successor_head"] == "L1H2" == summary["successor_head"]
     assert attrs["space"] == "mlp0" and attrs["norms"] == "raw"
     for m in (10, 7, 12):
@@ -173,12 +183,11 @@ def test_stage_writes_the_directions_contract(stage_dir):
     assert summary["probe_n_fits"] == sum(v["probe_n_fits"] for v in summary["moduli"].values()) > 0
     assert summary["probes_converged"] == (summary["probe_n_not_converged"] == 0)
     assert summary["value_bias"] is False and bool(attrs["value_bias"]) is False
-    assert json.loads((stage_dir / "features" / "features_summary.json").read_text())["model"] == "tiny-gpt2"
-    # a cache built with another config is rebuilt by the CLI path and refused when passed explicitly
-    cache = stage_dir / features.CACHE
+    assert json.loads(Path(outs["summary"]).read_text())["model"] == "tiny-gpt2"
+    # a cache built with another config is rebuilt by the CLI path and refused without rebuild_cache
     with pytest.raises(ValueError, match="another config"):
-        features.run(_cfg(numbers_max=12), stage_dir / "model", stage_dir, progress=False, activations=cache)
-    rows, _, _ = read_cache(cache)
+        features.run(_cfg(numbers_max=12), ins, outs, progress=False)
+    rows, _, _ = read_cache(ins["activations"])
     assert max(rows.index[i] for i in range(len(rows)) if rows.family[i] == "numbers") == 30
 
 
@@ -186,7 +195,7 @@ def test_head_score_value_bias(tokenizer):
     """With a nonzero value bias, ``value_bias=True`` shifts each row's score by a per-row
     constant (the bias's logit margin) and leaves ``ov_norm`` (a difference of OV outputs)
     unchanged; the default is the paper's circuit without it."""
-    from successor_heads.features.stage import head_score_fn
+    from successor_heads.features.selection import head_score_fn
 
     model, tok = make_model("gpt2", tokenizer)
     randomize_biases(model, 1.0, ("c_attn.bias",))
@@ -216,11 +225,15 @@ def test_stage_rejects_bad_options(stage_dir, key, value, match):
     from successor_heads.features import stage as features
 
     with pytest.raises(ValueError, match=match):
-        features.run(_cfg(**{key: value}), stage_dir / "model", stage_dir, progress=False)
+        features.run(_cfg(**{key: value}), *_paths(stage_dir), progress=False)
 
 
 def test_stage_needs_the_scores(tmp_path, stage_dir):
     from successor_heads.features import stage as features
 
-    with pytest.raises(IncompleteOutputError, match="successor_scores.h5"):
-        features.run(_cfg(), stage_dir / "model", tmp_path, progress=False)
+    from successor_heads.core.handoff import StageInputError
+
+    ins, outs = _paths(stage_dir)
+    ins["scores"] = str(tmp_path / "successor_scores.h5")
+    with pytest.raises(StageInputError, match="successor_scores.h5.*scores stage"):
+        features.run(_cfg(), ins, outs, progress=False)

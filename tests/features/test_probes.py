@@ -8,7 +8,7 @@ import pytest
 
 from successor_heads.features.activations import TokenRows
 from successor_heads.features.probes import confusion, cosines, cross_val_predict, fit_probe, input_scale
-from successor_heads.features.stage import probe_results, probe_sets
+from successor_heads.features.selection import probe_results, probe_sets
 
 M, D = 10, 24
 
@@ -63,7 +63,7 @@ def test_standardised_probe_weights_live_in_the_original_space():
 
 
 def test_non_converged_fit_is_recorded_and_logged(caplog):
-    from successor_heads.features.stage import probe_results
+    from successor_heads.features.selection import probe_results
 
     x, y, _ = planted()
     with caplog.at_level("WARNING", logger="successor_heads.features.probes"):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from successor_heads.core.adapters import get_adapter
-from successor_heads.scores.behaviour import (_group_by_length, _target_logprobs, behavioural_drops, mean_z,
-                                       patch_each_head, patch_head_z, prompts_carry_bos)
+from successor_heads.core.hooks import mean_z
+from successor_heads.scores.behaviour import (_group_by_length, _target_logprobs, behavioural_drops, patch_each_head,
+                                              patch_head_z, prompts_carry_bos)
 from tests.support.tiny import FAMILIES, make_model
 
 PROMPTS = [
@@ -34,7 +35,7 @@ def test_batched_drops_equal_one_head_at_a_time(family, bos, tokenizer):
     drops, base = behavioural_drops(a, tok, prompts, "mean")
     groups = _group_by_length(tok, prompts)
     start = int(prompts_carry_bos(tok, prompts))
-    means = mean_z(a, groups, start)
+    means = mean_z(a, (ids for ids, _ in groups.values()), start, torch.float32)
     base_ref = _target_logprobs(a, groups)[0]
     assert base == pytest.approx(float(base_ref.mean()), abs=1e-6)
     for layer in range(a.dims.n_layers):
@@ -120,7 +121,7 @@ def test_bos_is_neither_ablated_nor_in_the_mean(tokenizer):
     finally:
         hook.remove()
     dh = a.dims.d_head
-    means = mean_z(a, {ids.shape[1]: groups[ids.shape[1]]}, start=1)
+    means = mean_z(a, [ids], start=1, accumulate=torch.float32)
     torch.testing.assert_close(means[1, 0], zs[0][:, 1:, :dh].reshape(-1, dh).mean(0))
     value = torch.full((1, dh), 100.0)
     clean = model(input_ids=ids, output_hidden_states=True).hidden_states

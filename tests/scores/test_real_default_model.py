@@ -23,7 +23,8 @@ from successor_heads.scores.successor_score import chance_level, successor_score
 from successor_heads.scores.stage import task_indices
 from successor_heads.core.tasks import build_tasks
 
-pytestmark = pytest.mark.skipif(os.environ.get("SUCCESSOR_HEADS_SKIP_REAL") == "1", reason="SUCCESSOR_HEADS_SKIP_REAL=1")
+pytestmark = [pytest.mark.real_model,
+              pytest.mark.skipif(os.environ.get("SUCCESSOR_HEADS_SKIP_REAL") == "1", reason="SUCCESSOR_HEADS_SKIP_REAL=1")]
 
 # Measured with `python -m pytest tests/scores/test_real_default_model.py` (norms=raw, default tasks,
 # the paper's circuit: no value bias; resid read through the head's input norm). Gemma3's mlp0

@@ -29,10 +29,8 @@ def _plant(adapter, layer, head, x_TM, token_ids, target_TT):
     plant_head(adapter.model, layer, head, Uu[:, :dh] * S[:dh], Vh[:dh])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_planted_successor_scores_one_and_copier_zero(family, tokenizer):
-    model, tok = make_model(family, tokenizer)
-    a = get_adapter(model)
+def test_planted_successor_scores_one_and_copier_zero(tiny_model):
+    family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     task = _days_task(tok)
     ids = torch.tensor(task.token_ids)
     x = effective_embeddings(a, ids, "mlp0", "raw")

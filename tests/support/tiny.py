@@ -1,6 +1,6 @@
 """Tiny random-weight models of every supported family, for tests and the end-to-end DAG test.
 
-Built from transformers configs with no download (DESIGN.md: tests build tiny models of every
+Built from transformers configs with no download (docs/DESIGN.md: tests build tiny models of every
 architecture). The tokenizer is a byte-level BPE trained in memory on the succession tasks'
 items and a little English, so task tokens are single tokens as in GPT-2's tokenizer.
 """

@@ -244,30 +244,21 @@ def test_targets_must_match_capture(setup):
         DirectEffectAblator(a, mz).run(cap, torch.zeros(3, dtype=torch.long))
 
 
-def test_unknown_compute_dtype_is_rejected(tokenizer):
+@pytest.mark.parametrize("key,bad,match", [("compute_dtype", "bf16", r"wild.compute_dtype='bf16'.*float32, bfloat16"),
+                                           ("final_norm", "fixed", r"wild.final_norm='fixed'.*frozen, recomputed")])
+def test_unknown_option_value_is_rejected(key, bad, match, tokenizer):
     model, tok = make_model("llama", tokenizer)
     a = get_adapter(model)
     ids = _ids(tok, 6)
     mz = mean_z(a, ids, skip_first=False)
-    for call in (lambda: DirectEffectAblator(a, mz, compute_dtype="float16"),
-                 lambda: corpus_direct_effects(a, ids, mz, compute_dtype="bf16"),
-                 lambda: direct_effect_fast.check_compute_dtype("half")):
-        with pytest.raises(ValueError, match=r"wild.compute_dtype=.*float32, bfloat16"):
+    calls = [lambda: DirectEffectAblator(a, mz, **{key: bad}), lambda: corpus_direct_effects(a, ids, mz, **{key: bad}),
+             (lambda: direct_effect_fast.check_compute_dtype(bad)) if key == "compute_dtype"
+             else (lambda: reference_per_head(a, ids, mz, heads=[(0, 0)], final_norm=bad))]
+    for call in calls:
+        with pytest.raises(ValueError, match=match):
             call()
-    # the exact path ignores it (float32) and says so in the result
-    assert corpus_direct_effects(a, ids, mz, fast=False, compute_dtype="bfloat16").compute_dtype == "float32"
-
-
-def test_unknown_final_norm_value_is_rejected(tokenizer):
-    model, tok = make_model("llama", tokenizer)
-    a = get_adapter(model)
-    ids = _ids(tok, 6)
-    mz = mean_z(a, ids, skip_first=False)
-    for call in (lambda: DirectEffectAblator(a, mz, final_norm="fixed"),
-                 lambda: corpus_direct_effects(a, ids, mz, final_norm="fixed"),
-                 lambda: reference_per_head(a, ids, mz, heads=[(0, 0)], final_norm="fixed")):
-        with pytest.raises(ValueError, match=r"wild.final_norm='fixed'.*frozen, recomputed"):
-            call()
+    if key == "compute_dtype":  # the exact path ignores it (float32) and says so in the result
+        assert corpus_direct_effects(a, ids, mz, fast=False, compute_dtype="bfloat16").compute_dtype == "float32"
 
 
 @pytest.mark.parametrize("key,default,bad,choices", [("final_norm", "frozen", "fixed", "frozen, recomputed"),

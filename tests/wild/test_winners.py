@@ -138,7 +138,11 @@ def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):
     """The stage runner writes every output, with shapes and provenance, from a tiny model."""
     import json
 
+    from pathlib import Path
+
+    from successor_heads.core import layout
     from successor_heads.core.config import validate
+    from successor_heads.core.handoff import StageInputError
     from successor_heads.core.h5io import read_h5, write_h5
     from successor_heads.models.fetch import fetch_model
     from successor_heads.wild import stage as wild
@@ -147,26 +151,27 @@ def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):
     src = save_tiny_model("llama", tmp_path / "src")
     cfg = validate({"model": {"name": "tiny", "family": "llama", "source": {"kind": "local", "path": str(src)}},
                     "corpus": {"n_contexts": 3, "context_len": 24}, "wild": {"n_listing_prompts": 4, "batch_size": 2}})
-    out = tmp_path / "results" / "tiny"
-    with pytest.raises(wild.WildInputError, match="successor-heads scores model=tiny"):
-        wild.run(cfg, out / "model", out, progress=False)
-    fetch_model(cfg, out / "model")
+    results = tmp_path / "results"
+    ins, outs = layout.inputs("wild", results, "tiny"), layout.outputs("wild", results, "tiny")
+    with pytest.raises(StageInputError, match="successor-heads scores model=tiny"):
+        wild.run(cfg, ins, outs, progress=False)
+    fetch_model(cfg, layout.model_dir(ins["manifest"]))
     overall = np.zeros((2, 4), dtype=np.float32)
     overall[1, 2] = 0.9
-    write_h5(out / "successor_scores.h5", {"overall_resid": overall}, {"default_mode": "resid"})
-    summary = wild.run(cfg, out / "model", out, progress=False)
-    for name in wild.OUTPUTS:
-        assert (out / "wild" / name).is_file(), name
-    data, attrs = read_h5(out / "wild" / "direct_effect.h5")
+    write_h5(ins["scores"], {"overall_resid": overall}, {"default_mode": "resid"})
+    summary = wild.run(cfg, ins, outs, progress=False)
+    for name, path in outs.items():
+        assert Path(path).is_file(), name
+    data, attrs = read_h5(outs["h5"])
     assert data["loss"].shape == (2, 4, 3 * 23) and data["baseline_loss"].shape == (3 * 23,)
     assert data["contexts"].shape == (3, 24) and attrs["model"] == "tiny" and attrs["corpus"] == "pydoc"
     assert summary["successor_head"] == "L1H2" and summary["n_tokens"] == 69
     assert attrs["final_norm"] == summary["final_norm"] == "frozen"  # the paper's direct effect, by default
-    assert json.loads((out / "wild" / "wild_summary.json").read_text())["listing_wins_loss"] <= 4
+    assert json.loads(Path(outs["summary"]).read_text())["listing_wins_loss"] <= 4
     import pandas as pd
 
-    cats = pd.read_csv(out / "wild" / "categories.csv")
+    cats = pd.read_csv(outs["categories"])
     assert len(cats) == 2 * len(CATEGORIES) and set(cats.criterion) == {"loss", "logit"}
-    assert len(pd.read_csv(out / "wild" / "listings.csv")) == 4
-    hw = pd.read_csv(out / "wild" / "head_wins.csv")
+    assert len(pd.read_csv(outs["listings"])) == 4
+    hw = pd.read_csv(outs["head_wins"])
     assert hw.wins_loss.sum() <= 69 and len(hw) == 8

@@ -27,6 +27,8 @@ from successor_heads.core.h5io import (
     set_aside_incomplete,
 )
 
+pytestmark = pytest.mark.dag
+
 STAGES = [f"stages=[{s}]"] if (s := os.environ.get("SUCCESSOR_HEADS_TEST_STAGES")) else []
 TIMEOUT = 1800  # a loaded two-core machine
 SCORES_TMP = ".successor_scores.tmp-*.h5"  # successor_heads.core.atomic's temporary of successor_scores.h5

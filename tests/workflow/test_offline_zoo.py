@@ -15,7 +15,7 @@ from successor_heads.core.config import available_models, compose
 REPO = Path(__file__).resolve().parents[2]
 ZOO_OFFLINE = REPO / "workflow" / "zoo-offline.yaml"
 
-#: Assembled-GGUF sha256 of DESIGN.md, "Models without a network".
+#: Assembled-GGUF sha256 of docs/DESIGN.md, "Models without a network".
 DESIGN_SHA256 = {
     "smollm2-135m": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     "gemma3-270m": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",

@@ -22,7 +22,7 @@ from tests.support.workflow_project import REPO, make_project, snakemake, snakem
 
 from successor_heads.core.h5io import read_h5
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.dag]
 
 CLUSTER = REPO / "tests" / "workflow" / "slurm" / "cluster.sh"
 STAGES = [f"stages=[{s}]"] if (s := os.environ.get("SUCCESSOR_HEADS_TEST_STAGES")) else []

@@ -1,11 +1,15 @@
 """The DAG end to end on a tiny local model, in a temporary folder."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from successor_heads.core import layout
 from tests.support.workflow_project import make_project, snakemake
+
+pytestmark = pytest.mark.dag
 
 
 @pytest.fixture(scope="module")
@@ -15,21 +19,31 @@ def project(tmp_path_factory):
     return tmp
 
 
+def test_every_output_of_the_layout_exists(project):
+    results = project / "results"
+    for stage in layout.OUTPUTS:
+        for name, path in layout.outputs(stage, results, "tiny-llama").items():
+            assert Path(path).is_file(), (stage, name)
+        assert Path(layout.log(stage, results, "tiny-llama")).is_file(), stage
+    for rule in layout.ZOO_OUTPUTS:
+        for name, path in layout.zoo_outputs(rule, results, "zoo").items():
+            assert Path(path).is_file(), (rule, name)
+        assert Path(layout.zoo_log(rule, results, "zoo")).is_file(), rule
+    assert Path(layout.config_file(results, "tiny-llama")).is_file()
+
+
 def test_scores_outputs(project):
-    r = project / "results" / "tiny-llama"
-    for f in ("successor_scores.h5", "successor_scores.csv", "tasks.csv", "successor_heatmap.png",
-              "top_head_tasks.png", "scores_summary.json", "config.yaml", "model/manifest.json"):
-        assert (r / f).is_file(), f
-    df = pd.read_csv(r / "successor_scores.csv")
+    out = layout.outputs("scores", project / "results", "tiny-llama")
+    zoo = layout.zoo_outputs("zoo_table", project / "results", "zoo")
+    df = pd.read_csv(out["csv"])
     assert list(df.columns[:3]) == ["layer", "head", "successor_score"]
     assert "behaviour_logprob_drop" in df.columns and "successor_score_mlp0" in df.columns
     assert df.successor_score.is_monotonic_decreasing
     assert len(df) == 2 * 4
-    s = json.loads((r / "scores_summary.json").read_text())
+    s = json.loads(Path(out["summary"]).read_text())
     assert s["default_mode"] == "resid"
-    zoo = pd.read_csv(project / "results" / "zoo" / "successor_heads.csv")
-    assert list(zoo.model) == ["tiny-llama"]
-    assert (project / "results" / "zoo" / "max_score_vs_params.png").stat().st_size > 1000
+    assert list(pd.read_csv(zoo["csv"]).model) == ["tiny-llama"]
+    assert Path(zoo["fig"]).stat().st_size > 1000
 
 
 def test_rerun_does_nothing(project):
@@ -37,12 +51,7 @@ def test_rerun_does_nothing(project):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_config_change_reruns_only_affected_stage(project):
-    proc = snakemake(project, "-n", overrides=[*__import__("tests.support.workflow_project", fromlist=["x"]).TINY_OVERRIDES, "scores.threshold=0.6"])
-    out = proc.stdout + proc.stderr
-    assert "successor_scores" in out and "fetch_model" not in out
-    # a dry run must leave the stored config as the finished run wrote it
-    snakemake(project, "-n")
+# What a changed config key reruns (exact plans): tests/workflow/test_plan.py.
 
 
 def test_unknown_model_fails_clearly(project):
@@ -52,15 +61,15 @@ def test_unknown_model_fails_clearly(project):
 
 
 def test_paper_table_beside_ours(project):
-    zoo = project / "results" / "zoo"
-    df = pd.read_csv(zoo / "paper_vs_ours.csv")
+    paper = layout.zoo_outputs("paper_table", project / "results", "zoo")
+    df = pd.read_csv(paper["csv"])
     assert list(df.columns) == ["section", "quantity", "paper", "tiny-llama"]
     assert set(df.section) == {"scores", "features", "editing", "wild"}
     cov = df[df.quantity == "mod-10 modal SAE feature coverage"].iloc[0]
     assert cov.paper == "0.585"
-    f = json.loads((project / "results" / "tiny-llama" / "features" / "features_summary.json").read_text())
+    f = json.loads(Path(layout.outputs("features", project / "results", "tiny-llama")["summary"]).read_text())
     assert float(cov["tiny-llama"]) == pytest.approx(f["moduli"]["10"]["coverage_mean"], abs=0.005)
-    html = (zoo / "paper_vs_ours.html").read_text()
+    html = Path(paper["html"]).read_text()
     assert "<table>" in html and "tiny-llama" in html and "94/102" in html
 
 
@@ -79,6 +88,7 @@ def test_report_holds_every_figure(report_html):
         assert name in page, name
 
 
+@pytest.mark.browser
 def test_report_shows_every_figure_in_a_browser(report_html, tmp_path):
     """Headless Chromium opens the report, clicks every item and sees each figure decode and
     the paper table render. Needs playwright (extra ``browser``) and a Chromium binary; with

@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from successor_heads.zoo.paper_comparison import NOT_RUN, run, table
+from pathlib import Path
+
+from successor_heads.core import layout
+from successor_heads.zoo.paper_comparison import NOT_RUN, run, summaries, table
 
 SCORES = {"model": "m", "default_mode": "resid", "top_head_resid": "L3H1", "top_score_resid": 0.4,
           "top_head_mlp0": "L2H0", "top_score_mlp0": 0.25, "top_over_runner_up_resid": 2.5,
@@ -14,16 +17,20 @@ WILD = {"corpus": "pydoc", "n_contexts": 16, "context_len": 128, "successor_head
         "n_listing_prompts": 64}
 
 
-def _write(root, model, rel, obj):
-    p = root / model / rel
+def _write(root, model, stage, obj):
+    p = Path(layout.outputs(stage, root, model)["summary"])
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(obj))
 
 
+def _table(root, models, stages):
+    return table(summaries(root, models, stages), models)
+
+
 def test_cells_come_from_the_summaries(tmp_path):
-    _write(tmp_path, "m", "scores_summary.json", SCORES)
-    _write(tmp_path, "m", "wild/wild_summary.json", WILD)
-    df = table(tmp_path, ["m"], ["scores", "wild"]).set_index("quantity")
+    _write(tmp_path, "m", "scores", SCORES)
+    _write(tmp_path, "m", "wild", WILD)
+    df = _table(tmp_path, ["m"], ["scores", "wild"]).set_index("quantity")
     assert df.loc["top successor head (resid, default mode)", "m"] == "L3H1 (0.40)"
     assert df.loc["top successor head (mlp0, the paper's effective embedding)", "m"] == "L2H0 (0.25)"
     assert df.loc["top score / runner-up (resid)", "m"] == "2.5"
@@ -36,20 +43,22 @@ def test_cells_come_from_the_summaries(tmp_path):
 
 
 def test_missing_summary_is_named(tmp_path):
-    _write(tmp_path, "m", "scores_summary.json", SCORES)
+    _write(tmp_path, "m", "scores", SCORES)
     with pytest.raises(FileNotFoundError, match=r"wild_summary.json: missing; run the wild stage for m"):
-        table(tmp_path, ["m"], ["scores", "wild"])
+        _table(tmp_path, ["m"], ["scores", "wild"])
 
 
 @pytest.mark.parametrize("stages", [["wild"], ["scores", "plots"]])
 def test_bad_stages(tmp_path, stages):
     with pytest.raises(ValueError, match="need 'scores'"):
-        table(tmp_path, ["m"], stages)
+        summaries(tmp_path, ["m"], stages)
+    with pytest.raises(ValueError, match="need 'scores'"):
+        table({s: [tmp_path / "x.json"] for s in stages}, ["m"])
 
 
 def test_run_writes_csv_and_html_atomically(tmp_path):
-    _write(tmp_path, "m", "scores_summary.json", SCORES)
-    df = run(tmp_path, ["m"], ["scores"], tmp_path / "t.csv", tmp_path / "t.html")
+    _write(tmp_path, "m", "scores", SCORES)
+    df = run(summaries(tmp_path, ["m"], ["scores"]), ["m"], tmp_path / "t.csv", tmp_path / "t.html")
     assert (tmp_path / "t.csv").read_text().startswith("section,quantity,paper,m")
     html = (tmp_path / "t.html").read_text()
     assert html.count("<tr>") == len(df) + 1
@@ -61,12 +70,12 @@ def test_rows_stay_in_their_section_and_checked_heads_are_said(tmp_path):
     behavioural check says how many heads it ablated; a runner-up at 0 gives n/a."""
     top_k = dict(SCORES, model="n", behaviour_heads_checked="32 of 336 heads (top-k by score per mode)",
                  top_over_runner_up_resid=None)
-    _write(tmp_path, "m", "scores_summary.json", SCORES)
-    _write(tmp_path, "n", "scores_summary.json", top_k)
-    _write(tmp_path, "m", "features/features_summary.json", {"moduli": {"10": {"coverage_mean": 0.2}}})
-    _write(tmp_path, "n", "features/features_summary.json",
+    _write(tmp_path, "m", "scores", SCORES)
+    _write(tmp_path, "n", "scores", top_k)
+    _write(tmp_path, "m", "features", {"moduli": {"10": {"coverage_mean": 0.2}}})
+    _write(tmp_path, "n", "features",
            {"moduli": {"10": {"coverage_mean": 0.1}, "7": {"probe_sae_cosine_mean": 0.3}}})
-    df = table(tmp_path, ["m", "n"], ["scores", "features"])
+    df = _table(tmp_path, ["m", "n"], ["scores", "features"])
     sections = [s for s in df.section if s in ("scores", "features")]
     assert sections == sorted(sections, key=["scores", "features"].index)
     mod7 = df.set_index("quantity").loc["probe vs SAE cosine, mod 7 (days)"]
@@ -87,10 +96,10 @@ def test_editing_rows_are_like_for_like_and_health_rows_are_ours(tmp_path):
                                    "days_mod7": {"sae": 1.0, "probe": 1.0, "modulus": 7}}}
     features = {"moduli": {"10": {"coverage_mean": 0.2}}, "dead_fraction": [0.25, 0.5],
                 "dead_fraction_mean": 0.375, "probe_n_fits": 12, "probe_n_not_converged": 1}
-    _write(tmp_path, "m", "scores_summary.json", SCORES)
-    _write(tmp_path, "m", "editing/editing_summary.json", editing)
-    _write(tmp_path, "m", "features/features_summary.json", features)
-    df = table(tmp_path, ["m"], ["scores", "features", "editing"]).set_index("quantity")
+    _write(tmp_path, "m", "scores", SCORES)
+    _write(tmp_path, "m", "editing", editing)
+    _write(tmp_path, "m", "features", features)
+    df = _table(tmp_path, ["m"], ["scores", "features", "editing"]).set_index("quantity")
     months = df.loc["vector arithmetic success, months, mod-10 features (scale 1.0)"]
     assert months.paper == "53%" and months.m == "sae 0.50; probe 0.25"
     assert df.loc["vector arithmetic success, days, mod-10 features (scale 1.0)", "paper"] == "fails"
@@ -102,6 +111,6 @@ def test_editing_rows_are_like_for_like_and_health_rows_are_ours(tmp_path):
     assert df.loc["probe fits not converged (our check)", "m"] == "1/12"
     # an older editing summary (no modulus recorded) says so instead of claiming mod 10
     old = {"scale": 1.0, "paper": {"months": 0.53}, "beside_paper": {"months": {"sae": 0.4, "paper": 0.53}}}
-    _write(tmp_path, "m", "editing/editing_summary.json", old)
-    df = table(tmp_path, ["m"], ["scores", "editing"]).set_index("quantity")
+    _write(tmp_path, "m", "editing", old)
+    df = _table(tmp_path, ["m"], ["scores", "editing"]).set_index("quantity")
     assert df.loc["vector arithmetic success, months, modulus not recorded (scale 1.0)", "m"] == "sae 0.40"

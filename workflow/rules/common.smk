@@ -1,6 +1,8 @@
-# Resolve each model's Hydra config once, at parse time, into results/{model}/config*.yaml.
-# Files are rewritten only when their content changes, so a config change reruns exactly the
-# stages whose config section changed.
+# Compose and validate each model's Hydra config once, at parse time (a bad value fails before any
+# job starts), into results/{model}/config.yaml and one view per stage holding exactly the keys
+# its job reads (successor_heads.core.config.VIEW_KEYS; zoo rules: ZOO_VIEW_KEYS). Views are
+# rewritten only when their content changes, so a config change reruns exactly the jobs that
+# read a changed key (and those downstream of their outputs).
 import sys
 from pathlib import Path
 
@@ -8,7 +10,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from omegaconf import OmegaConf
 from snakemake.logging import logger
-from successor_heads.core.config import compose, resolve_for_workflow
+from successor_heads.core import layout
+from successor_heads.core.config import compose, resolve_for_workflow, view_path
 from successor_heads.core.h5io import set_aside_incomplete
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
@@ -18,12 +21,12 @@ if not CONFIG_DIR.is_absolute() and not CONFIG_DIR.is_dir():
 _root = compose(None, config["overrides"], CONFIG_DIR)
 RESULTS = _root.results_dir
 ZOO = list(config["zoo"]) or list(_root.zoo)
-MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR)
+MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR,
+                                 zoo_name=config.get("zoo_name", "zoo"), root=_root)
 STAGES = list(config.get("stages", ["scores"]))
 # stages whose summaries the paper table reads: the zoo table makes the scores run in every case
 PAPER_STAGES = ["scores"] + [s for s in STAGES if s in ("features", "editing", "wild")]
 ZOO_NAME = config.get("zoo_name", "zoo")
-ZOO_DIR = f"{RESULTS}/{ZOO_NAME}"
 
 # Snakemake trusts any output that exists and is newer than its inputs; an HDF5 output damaged
 # after it was written (truncated copy, full disk) would be kept and break its consumers. Every
@@ -68,31 +71,42 @@ def res(key):
     return get
 
 
-def stage_config(stage):
-    return f"{RESULTS}/{{model}}/config/{stage}.yaml"
+def stage_config(view):
+    """The `config` input of a job, results/{model}/config/{stage}.yaml (a zoo-level one:
+    results/{zoo_name}/config/{name}.yaml). It holds only the keys the job reads, so it
+    changes, and the job reruns, only when one of them does."""
+    return view_path(RESULTS, view, zoo_name=ZOO_NAME)
 
 
 # Every rule runs in the project's one environment (snakemake --use-conda builds it).
 CONDA_ENV = "../../environment.yml"
 
-MANIFEST = f"{RESULTS}/{{model}}/model/manifest.json"
+# Every path below comes from successor_heads.core.layout: a rule's input/output names are the
+# layout's names, which its script passes unchanged to the stage's run(cfg, inputs, outputs).
 
-# Per-stage final outputs that `rule all` asks for; each stage's .smk registers its own.
-STAGE_TARGETS = {}
-ZOO_TARGETS = []
+
+def reported(outputs, category, captions, subcategory="{model}"):
+    """A rule's outputs (name -> path, from the layout) with the files named in `captions`
+    (name -> caption file in workflow/report/) flagged for `snakemake --report`."""
+    out = dict(outputs)
+    for name, caption in captions.items():
+        out[name] = report(out[name], caption=f"../report/{caption}", category=category,
+                           subcategory=subcategory)
+    return out
+
+
+# The default target's files: each chosen stage's targets per model, then the zoo-level files.
+ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS for p in layout.zoo_outputs(r, RESULTS, ZOO_NAME).values()]
 
 
 def all_outputs(wildcards):
     out = []
     for stage in STAGES:
-        for pattern in STAGE_TARGETS.get(stage, []):
-            out += expand(pattern, model=ZOO)
+        if stage in layout.TARGETS:
+            out += expand(layout.targets(stage, RESULTS), model=ZOO)
     regenerate = [f for f in REGENERATE if any(r.is_producer(f) for r in workflow.rules)]
     return out + ZOO_TARGETS + regenerate
 
 
-# every stage summary of the zoo that rule paper_table reads
-def paper_table_inputs(wildcards):
-    from successor_heads.zoo.paper_comparison import STAGE_FILES
-
-    return [f"{RESULTS}/{model}/{STAGE_FILES[s]}" for s in PAPER_STAGES for model in ZOO]
+# The paper table's inputs: per stage it reads, that stage's summary of every model (zoo order).
+PAPER_INPUTS = {s: expand(layout.outputs(s, RESULTS)["summary"], model=ZOO) for s in PAPER_STAGES}

@@ -5,47 +5,21 @@
 rule editing:
     input:
         config=stage_config("editing"),
-        manifest=MANIFEST,
-        scores=f"{RESULTS}/{{model}}/successor_scores.h5",
-        directions=f"{RESULTS}/{{model}}/features/directions.h5",
+        **layout.inputs("editing", RESULTS),
     output:
-        h5=f"{RESULTS}/{{model}}/editing/editing.h5",
-        vector_arithmetic=f"{RESULTS}/{{model}}/editing/vector_arithmetic.csv",
-        va_residues=f"{RESULTS}/{{model}}/editing/vector_arithmetic_residues.csv",
-        va_summary=report(
-            f"{RESULTS}/{{model}}/editing/vector_arithmetic_summary.csv",
-            caption="../report/editing_vector_arithmetic.rst",
+        **reported(
+            layout.outputs("editing", RESULTS),
             category="Editing",
-            subcategory="{model}",
+            captions={
+                "va_summary": "editing_vector_arithmetic.rst",
+                "prompts": "editing_loss_prompts.rst",
+                "corpus": "editing_loss_corpus.rst",
+                "sweep": "editing_scale_sweep.rst",
+                "greater_fig": "editing_greater_than.rst",
+            },
         ),
-        greater_than=f"{RESULTS}/{{model}}/editing/greater_than.csv",
-        prompts=report(
-            f"{RESULTS}/{{model}}/editing/edit_loss_prompts.csv",
-            caption="../report/editing_loss_prompts.rst",
-            category="Editing",
-            subcategory="{model}",
-        ),
-        corpus=report(
-            f"{RESULTS}/{{model}}/editing/edit_loss_corpus.csv",
-            caption="../report/editing_loss_corpus.rst",
-            category="Editing",
-            subcategory="{model}",
-        ),
-        sweep=report(
-            f"{RESULTS}/{{model}}/editing/scale_sweep.png",
-            caption="../report/editing_scale_sweep.rst",
-            category="Editing",
-            subcategory="{model}",
-        ),
-        greater_fig=report(
-            f"{RESULTS}/{{model}}/editing/greater_than.png",
-            caption="../report/editing_greater_than.rst",
-            category="Editing",
-            subcategory="{model}",
-        ),
-        summary=f"{RESULTS}/{{model}}/editing/editing_summary.json",
     log:
-        f"{RESULTS}/logs/{{model}}/editing.log",
+        layout.log("editing", RESULTS),
     conda:
         CONDA_ENV
     resources:
@@ -56,10 +30,3 @@ rule editing:
     script:
         "../scripts/editing.py"
 
-
-STAGE_TARGETS["editing"] = [
-    f"{RESULTS}/{{model}}/editing/editing_summary.json",
-    f"{RESULTS}/{{model}}/editing/vector_arithmetic_summary.csv",
-    f"{RESULTS}/{{model}}/editing/scale_sweep.png",
-    f"{RESULTS}/{{model}}/editing/greater_than.png",
-]

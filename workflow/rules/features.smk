@@ -7,11 +7,11 @@
 rule cache_activations:
     input:
         config=stage_config("activations"),
-        manifest=MANIFEST,
+        **layout.inputs("activations", RESULTS),
     output:
-        h5=f"{RESULTS}/{{model}}/activations/effective_embeddings.h5",
+        **layout.outputs("activations", RESULTS),
     log:
-        f"{RESULTS}/logs/{{model}}/cache_activations.log",
+        layout.log("activations", RESULTS),
     conda:
         CONDA_ENV
     resources:
@@ -26,39 +26,20 @@ rule cache_activations:
 rule features:
     input:
         config=stage_config("features"),
-        manifest=MANIFEST,
-        activations=rules.cache_activations.output.h5,
-        scores=f"{RESULTS}/{{model}}/successor_scores.h5",
+        **layout.inputs("features", RESULTS),
     output:
-        directions=f"{RESULTS}/{{model}}/features/directions.h5",
-        saes=f"{RESULTS}/{{model}}/features/saes.h5",
-        table=report(
-            f"{RESULTS}/{{model}}/features/features_table.csv",
-            caption="../report/features_table.rst",
+        **reported(
+            layout.outputs("features", RESULTS),
             category="Features",
-            subcategory="{model}",
-        ),
-        summary=f"{RESULTS}/{{model}}/features/features_summary.json",
-        activations_fig=report(
-            f"{RESULTS}/{{model}}/features/feature_activations.png",
-            caption="../report/features_activations.rst",
-            category="Features",
-            subcategory="{model}",
-        ),
-        confusion=report(
-            f"{RESULTS}/{{model}}/features/probe_confusion.png",
-            caption="../report/features_probe_confusion.rst",
-            category="Features",
-            subcategory="{model}",
-        ),
-        cosine=report(
-            f"{RESULTS}/{{model}}/features/probe_sae_cosine.png",
-            caption="../report/features_probe_sae_cosine.rst",
-            category="Features",
-            subcategory="{model}",
+            captions={
+                "table": "features_table.rst",
+                "activations_fig": "features_activations.rst",
+                "confusion": "features_probe_confusion.rst",
+                "cosine": "features_probe_sae_cosine.rst",
+            },
         ),
     log:
-        f"{RESULTS}/logs/{{model}}/features.log",
+        layout.log("features", RESULTS),
     conda:
         CONDA_ENV
     resources:
@@ -69,12 +50,3 @@ rule features:
     script:
         "../scripts/features.py"
 
-
-STAGE_TARGETS["features"] = [
-    f"{RESULTS}/{{model}}/features/directions.h5",
-    f"{RESULTS}/{{model}}/features/features_summary.json",
-    f"{RESULTS}/{{model}}/features/features_table.csv",
-    f"{RESULTS}/{{model}}/features/feature_activations.png",
-    f"{RESULTS}/{{model}}/features/probe_confusion.png",
-    f"{RESULTS}/{{model}}/features/probe_sae_cosine.png",
-]

@@ -1,8 +1,8 @@
 # Stage `models`: fetch a model's weights once and store them as a transformers folder
-# (DESIGN.md, "Models without a network"; successor_heads.models.fetch_model).
+# (docs/DESIGN.md, "Models without a network"; successor_heads.models.fetch_model).
 # A local rule: compute nodes are often offline, and the job is download-bound. The folder is
 # built under a temporary name and renamed into place with manifest.json written last, so
-# downstream rules depend on MANIFEST (results/{model}/model/manifest.json), never on the folder.
+# downstream rules depend on its manifest (results/{model}/model/manifest.json), never on the folder.
 
 
 localrules:
@@ -13,9 +13,9 @@ rule fetch_model:
     input:
         config=stage_config("models"),
     output:
-        manifest=MANIFEST,
+        **layout.outputs("models", RESULTS),
     log:
-        f"{RESULTS}/logs/{{model}}/fetch_model.log",
+        layout.log("models", RESULTS),
     conda:
         CONDA_ENV
     threads: res("cpus")  # the GGUF is dequantized with torch; the script sets its thread count

@@ -3,24 +3,21 @@
 
 rule paper_table:
     input:
-        paper_table_inputs,
+        **PAPER_INPUTS,
     output:
-        csv=f"{ZOO_DIR}/paper_vs_ours.csv",
-        html=report(
-            f"{ZOO_DIR}/paper_vs_ours.html",
-            caption="../report/paper_table.rst",
+        **reported(
+            layout.zoo_outputs("paper_table", RESULTS, ZOO_NAME),
             category="Zoo",
+            subcategory=None,
+            captions={"html": "paper_table.rst"},
         ),
     params:
         models=ZOO,
-        stages=PAPER_STAGES,
     log:
-        f"{RESULTS}/logs/{ZOO_NAME}/paper_table.log",
+        layout.zoo_log("paper_table", RESULTS, ZOO_NAME),
     conda:
         CONDA_ENV
     localrule: True
     script:
         "../scripts/paper_table.py"
 
-
-ZOO_TARGETS += [f"{ZOO_DIR}/paper_vs_ours.csv", f"{ZOO_DIR}/paper_vs_ours.html"]

@@ -5,31 +5,19 @@
 rule successor_scores:
     input:
         config=stage_config("scores"),
-        manifest=MANIFEST,
+        **layout.inputs("scores", RESULTS),
     output:
-        h5=f"{RESULTS}/{{model}}/successor_scores.h5",
-        csv=report(
-            f"{RESULTS}/{{model}}/successor_scores.csv",
-            caption="../report/successor_scores_csv.rst",
+        **reported(
+            layout.outputs("scores", RESULTS),
             category="Successor scores",
-            subcategory="{model}",
+            captions={
+                "csv": "successor_scores_csv.rst",
+                "heatmap": "successor_heatmap.rst",
+                "top": "top_head_tasks.rst",
+            },
         ),
-        tasks=f"{RESULTS}/{{model}}/tasks.csv",
-        heatmap=report(
-            f"{RESULTS}/{{model}}/successor_heatmap.png",
-            caption="../report/successor_heatmap.rst",
-            category="Successor scores",
-            subcategory="{model}",
-        ),
-        top=report(
-            f"{RESULTS}/{{model}}/top_head_tasks.png",
-            caption="../report/top_head_tasks.rst",
-            category="Successor scores",
-            subcategory="{model}",
-        ),
-        summary=f"{RESULTS}/{{model}}/scores_summary.json",
     log:
-        f"{RESULTS}/logs/{{model}}/successor_scores.log",
+        layout.log("scores", RESULTS),
     conda:
         CONDA_ENV
     resources:
@@ -43,40 +31,22 @@ rule successor_scores:
 
 rule zoo_table:
     input:
-        summaries=expand(f"{RESULTS}/{{model}}/scores_summary.json", model=ZOO),
-        scores=expand(f"{RESULTS}/{{model}}/successor_scores.csv", model=ZOO),
+        config=stage_config("zoo_table"),
+        summaries=expand(layout.outputs("scores", RESULTS)["summary"], model=ZOO),
+        scores=expand(layout.outputs("scores", RESULTS)["csv"], model=ZOO),
+        scores_h5=expand(layout.outputs("scores", RESULTS)["h5"], model=ZOO),
     output:
-        csv=report(
-            f"{ZOO_DIR}/successor_heads.csv",
-            caption="../report/zoo_table.rst",
+        **reported(
+            layout.zoo_outputs("zoo_table", RESULTS, ZOO_NAME),
             category="Zoo",
-        ),
-        fig=report(
-            f"{ZOO_DIR}/max_score_vs_params.png",
-            caption="../report/zoo_figure.rst",
-            category="Zoo",
-        ),
-        per_task=report(
-            f"{ZOO_DIR}/top_heads_per_task.png",
-            caption="../report/zoo_per_task.rst",
-            category="Zoo",
+            subcategory=None,
+            captions={"csv": "zoo_table.rst", "fig": "zoo_figure.rst", "per_task": "zoo_per_task.rst"},
         ),
     log:
-        f"{RESULTS}/logs/{ZOO_NAME}/zoo_table.log",
+        layout.zoo_log("zoo_table", RESULTS, ZOO_NAME),
     conda:
         CONDA_ENV
     localrule: True
     script:
         "../scripts/zoo_table.py"
 
-
-STAGE_TARGETS["scores"] = [
-    f"{RESULTS}/{{model}}/successor_scores.csv",
-    f"{RESULTS}/{{model}}/successor_heatmap.png",
-    f"{RESULTS}/{{model}}/top_head_tasks.png",
-]
-ZOO_TARGETS += [
-    f"{ZOO_DIR}/successor_heads.csv",
-    f"{ZOO_DIR}/max_score_vs_params.png",
-    f"{ZOO_DIR}/top_heads_per_task.png",
-]

@@ -6,44 +6,21 @@
 rule wild:
     input:
         config=stage_config("wild"),
-        manifest=MANIFEST,
-        scores=f"{RESULTS}/{{model}}/successor_scores.h5",
+        **layout.inputs("wild", RESULTS),
     output:
-        h5=f"{RESULTS}/{{model}}/wild/direct_effect.h5",
-        winners=report(
-            f"{RESULTS}/{{model}}/wild/winners.csv",
-            caption="../report/wild_winners.rst",
+        **reported(
+            layout.outputs("wild", RESULTS),
             category="In the wild",
-            subcategory="{model}",
+            captions={
+                "winners": "wild_winners.rst",
+                "categories": "wild_categories_csv.rst",
+                "listings": "wild_listings.rst",
+                "heatmap": "wild_heatmap.rst",
+                "shares": "wild_category_shares.rst",
+            },
         ),
-        categories=report(
-            f"{RESULTS}/{{model}}/wild/categories.csv",
-            caption="../report/wild_categories_csv.rst",
-            category="In the wild",
-            subcategory="{model}",
-        ),
-        head_wins=f"{RESULTS}/{{model}}/wild/head_wins.csv",
-        listings=report(
-            f"{RESULTS}/{{model}}/wild/listings.csv",
-            caption="../report/wild_listings.rst",
-            category="In the wild",
-            subcategory="{model}",
-        ),
-        heatmap=report(
-            f"{RESULTS}/{{model}}/wild/loss_increase_heatmap.png",
-            caption="../report/wild_heatmap.rst",
-            category="In the wild",
-            subcategory="{model}",
-        ),
-        shares=report(
-            f"{RESULTS}/{{model}}/wild/category_shares.png",
-            caption="../report/wild_category_shares.rst",
-            category="In the wild",
-            subcategory="{model}",
-        ),
-        summary=f"{RESULTS}/{{model}}/wild/wild_summary.json",
     log:
-        f"{RESULTS}/logs/{{model}}/wild.log",
+        layout.log("wild", RESULTS),
     conda:
         CONDA_ENV
     resources:
@@ -54,12 +31,3 @@ rule wild:
     script:
         "../scripts/wild.py"
 
-
-STAGE_TARGETS["wild"] = [
-    f"{RESULTS}/{{model}}/wild/winners.csv",
-    f"{RESULTS}/{{model}}/wild/categories.csv",
-    f"{RESULTS}/{{model}}/wild/listings.csv",
-    f"{RESULTS}/{{model}}/wild/loss_increase_heatmap.png",
-    f"{RESULTS}/{{model}}/wild/category_shares.png",
-    f"{RESULTS}/{{model}}/wild/wild_summary.json",
-]

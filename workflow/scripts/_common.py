@@ -1,5 +1,6 @@
 """Shared by the workflow scripts: send logging, warnings and any traceback to the rule's log,
-and size torch's thread pool to the cores the rule was given."""
+size torch's thread pool to the cores the rule was given, and hand a rule's declared files to a
+stage unchanged."""
 
 import logging
 import os
@@ -22,6 +23,12 @@ def set_threads(threads):
 
     torch.set_num_threads(n)
     return n
+
+
+def named(files) -> dict[str, str]:
+    """A rule's ``snakemake.input`` or ``snakemake.output`` as ``{name: path}``: the names are those
+    of successor_heads.core.layout, which the stage's ``run(cfg, inputs, outputs)`` reads."""
+    return {name: str(path) for name, path in files.items()}
 
 
 def setup_logging(log_path, threads=None):

@@ -3,13 +3,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import setup_logging
+from _common import named, setup_logging  # noqa: E402
 
-from successor_heads.core.config import load_resolved
-from successor_heads.editing import stage as editing
+from successor_heads.core.config import load_resolved  # noqa: E402
+from successor_heads.editing import stage as editing  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
-out_dir = Path(snakemake.input.scores).parent  # noqa: F821  results/{model}
-summary = editing.run(cfg, Path(snakemake.input.manifest).parent, out_dir)  # noqa: F821
+summary = editing.run(cfg, named(snakemake.input), named(snakemake.output))  # noqa: F821
 log.info("summary: %s", summary)

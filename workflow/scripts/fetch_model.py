@@ -1,7 +1,8 @@
 """Thin wrapper: rule fetch_model -> successor_heads.models.fetch_model.
 
-Fetches one model into the folder holding ``snakemake.output.manifest``
-(``results/{model}/model/``); logging goes to ``snakemake.log[0]``.
+Fetches one model into the folder that holds ``snakemake.output.manifest``
+(``results/{model}/model/``, :func:`successor_heads.core.layout.model_dir`); logging goes to
+``snakemake.log[0]``.
 """
 import sys
 from pathlib import Path
@@ -10,13 +11,14 @@ sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 from _common import setup_logging  # noqa: E402
 
 from successor_heads.core.config import load_resolved  # noqa: E402
+from successor_heads.core.layout import model_dir  # noqa: E402
 from successor_heads.models.fetch import fetch_model  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 manifest = Path(snakemake.output.manifest)  # noqa: F821
 try:
     cfg = load_resolved(snakemake.input.config)  # noqa: F821
-    fetch_model(cfg, manifest.parent)
+    fetch_model(cfg, model_dir(manifest))
     if not manifest.is_file():
         raise RuntimeError(f"fetch_model finished but {manifest} is missing")
 except Exception:

@@ -3,12 +3,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import setup_logging  # noqa: E402
+from _common import named, setup_logging  # noqa: E402
 
 from successor_heads.core.config import load_resolved  # noqa: E402
 from successor_heads.scores import stage as scores  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = load_resolved(snakemake.input.config)  # noqa: F821
-summary = scores.run(cfg, Path(snakemake.input.manifest).parent, Path(snakemake.output.h5).parent)  # noqa: F821
+summary = scores.run(cfg, named(snakemake.input), named(snakemake.output))  # noqa: F821
 log.info("summary: %s", summary)

@@ -1,42 +1,67 @@
-"""Compose and validate the Hydra config tree in ``config/``.
+"""Compose and validate the Hydra config tree in ``config/``; write and load the config views.
 
-One model's config is resolved once (Hydra compose API), validated against
-:mod:`successor_heads.core.schema`, and written to ``results/{model}/config.yaml``; every stage
-reads that file, so changing a model's config reruns exactly the stages that depend on it.
+One model's config is composed once (Hydra compose API), merged into the schema
+(:mod:`successor_heads.core.schema`: types, closed choice sets, bounds) and checked by
+:func:`check_values`, all at compose time (the Snakefile's parse), so a bad value fails before any
+job starts. The workflow writes ``results/{model}/config.yaml`` for the record and one *view* per
+stage, ``results/{model}/config/{stage}.yaml``, holding exactly the keys that stage reads
+(:data:`VIEW_KEYS`); a zoo-level rule's view lives in ``results/{zoo_name}/config/{rule}.yaml``
+(:data:`ZOO_VIEW_KEYS`). A view is an input of its rule and is rewritten only when its content
+changes, so changing a key reruns exactly the jobs that read it (and those downstream of their
+outputs). Jobs load their view typed with :func:`load_resolved`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from successor_heads.core.atomic import atomic_path
-from successor_heads.core.schema import RootConfig
+# ConfigError, check_values and check_section are defined beside the rules they apply and
+# imported from here as well
+from successor_heads.core.schema import ConfigError, RootConfig, check_section, check_values, field_types  # noqa: F401
 
-#: Sections of the resolved config that each stage depends on (beside ``model``).
-STAGE_SECTIONS = {
-    "models": ["model"],
-    "scores": ["model", "tasks", "scores", "behaviour", "device", "seed"],
-    "activations": ["model", "tasks", "features", "device"],
-    "features": ["model", "tasks", "features", "scores", "device", "seed"],
-    "editing": ["model", "tasks", "features", "scores", "editing", "corpus", "device", "seed"],
-    "wild": ["model", "tasks", "scores", "wild", "corpus", "device", "seed"],
+#: What every provenance record reads (successor_heads.core.h5io.provenance), and model loading.
+_PROVENANCE = ("model.name", "model.family", "model.dtype", "model.source.kind", "model.source.revision",
+               "model.source.sha256", "device")
+
+#: Per stage, the keys of the resolved config its job reads (a section name: every key in it).
+#: ``scores.norms`` in a view also names the outputs' ``norms`` provenance attribute; the
+#: ``activations`` view leaves ``scores`` out, so its cache records ``norms = n/a``.
+VIEW_KEYS: dict[str, tuple[str, ...]] = {
+    # the manifest records name, family, dtype, nominal size and the whole source
+    "models": ("model.name", "model.family", "model.dtype", "model.n_params", "model.source"),
+    "activations": (*_PROVENANCE, "tasks", "features.numbers_max", "features.norms"),
+    # scores.threshold is the zoo table's (the stage counts heads above the paper's 0.5)
+    "scores": (*_PROVENANCE, "tasks", "scores.modes", "scores.default_mode", "scores.norms",
+               "scores.value_bias", "scores.batch_heads", "behaviour"),
+    "features": (*_PROVENANCE, "seed", "tasks", "scores.norms", "scores.value_bias", "features"),
+    # features.norms / residue_of: used when directions.h5 lacks those attributes
+    "editing": (*_PROVENANCE, "tasks", "corpus", "scores.norms", "scores.value_bias", "features.norms",
+                "features.residue_of", "editing"),
+    "wild": (*_PROVENANCE, "tasks", "corpus", "scores.norms", "wild"),
 }
-
-
-class ConfigError(ValueError):
-    """A config that cannot be composed or fails the schema; the message says what to fix."""
+#: Per zoo-level rule, the keys it reads (from the zoo's config, not a model's): the zoo table
+#: counts each model's heads above ``scores.threshold`` from its ``successor_scores.h5``.
+ZOO_VIEW_KEYS: dict[str, tuple[str, ...]] = {"zoo_table": ("scores.threshold",)}
+#: Folder of the views, inside ``results/{model}`` or ``results/{zoo_name}``.
+VIEW_DIR = "config"
 
 
 def find_config_dir(start: str | os.PathLike | None = None) -> Path:
     """Return the project's ``config/`` folder.
 
-    Looks at ``$SUCCESSOR_HEADS_CONFIG``, then ``config/`` in ``start`` (default: the
-    working directory) and its parents.
+    Args:
+        start: where to look first (default: the working directory); then its parents.
+            ``$SUCCESSOR_HEADS_CONFIG``, when set, wins.
+
+    Returns:
+        The folder holding ``config.yaml``.
 
     Raises:
         ConfigError: no ``config/config.yaml`` was found.
@@ -58,7 +83,14 @@ def find_config_dir(start: str | os.PathLike | None = None) -> Path:
 
 
 def available_models(config_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the models that have a ``config/model/<name>.yaml``."""
+    """Names of the models that have a ``config/model/<name>.yaml``.
+
+    Args:
+        config_dir: the config folder (default: :func:`find_config_dir`).
+
+    Returns:
+        The names, sorted.
+    """
     d = Path(config_dir) if config_dir else find_config_dir()
     return sorted(p.stem for p in (d / "model").glob("*.yaml"))
 
@@ -79,11 +111,12 @@ def compose(
         A read-only, fully resolved DictConfig following :class:`~successor_heads.core.schema.RootConfig`.
 
     Raises:
-        ConfigError: unknown model (the message lists the known ones), unknown key or a
-            value of the wrong type (the message names the key).
+        ConfigError: unknown model (the message lists the known ones), unknown key, a value of
+            the wrong type or outside its rule (the message names the key, value and what is allowed).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -95,8 +128,6 @@ def compose(
         if model not in known:
             raise ConfigError(f"unknown model {model!r}; known models: {', '.join(known)}")
         ovr = [o for o in ovr if not o.startswith("model=")] + [f"model={model}"]
-    from hydra.core.config_store import ConfigStore
-
     # The schema is the first entry of config.yaml's defaults list, so overrides of keys that
     # the YAML leaves at their defaults (e.g. wild.batch_size=8) are accepted and typed.
     ConfigStore.instance().store(name="successor_heads_schema", node=RootConfig)
@@ -118,62 +149,101 @@ def compose(
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
-    """Merge ``cfg`` into the schema; reject unknown keys and wrong types.
+    """Merge ``cfg`` into the schema, fill the defaults and apply every value rule.
+
+    Args:
+        cfg: a config (DictConfig or nested dict) following :class:`~successor_heads.core.schema.RootConfig`.
+
+    Returns:
+        A read-only DictConfig typed as :class:`~successor_heads.core.schema.RootConfig`.
 
     Raises:
-        ConfigError: naming the offending key and what to do.
+        ConfigError: unknown key or wrong type (naming the key), missing required keys, or
+            a value outside its rule (:func:`~successor_heads.core.schema.check_values`).
     """
-    schema = OmegaConf.structured(RootConfig)
-    try:
-        merged = OmegaConf.merge(schema, cfg)
-        OmegaConf.resolve(merged)
-        missing = sorted(OmegaConf.missing_keys(merged))
-    except (ConfigKeyError, ValidationError) as e:
-        key = getattr(e, "full_key", None) or ""
-        raise ConfigError(
-            f"bad config key {key!r}: {str(e).splitlines()[0]}. "
-            "Check the spelling against successor_heads/schema.py"
-        ) from e
+    merged = _merge(cfg)
+    OmegaConf.resolve(merged)
+    missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"config is missing required keys: {', '.join(missing)}")
-    _check_values(merged)
+    check_values(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
 
 
-def _check_values(cfg: DictConfig) -> None:
-    kind = cfg.model.source.kind
-    if kind not in ("hf", "pypi_wheel", "local"):
-        raise ConfigError(f"model.source.kind={kind!r}: must be one of hf, pypi_wheel, local")
-    for m in cfg.scores.modes:
-        if m not in ("mlp0", "resid"):
-            raise ConfigError(f"scores.modes contains {m!r}: must be mlp0 or resid")
-    if cfg.scores.default_mode not in cfg.scores.modes:
-        raise ConfigError(f"scores.default_mode={cfg.scores.default_mode!r} is not in scores.modes")
-    if cfg.scores.norms not in ("raw", "applied"):
-        raise ConfigError(f"scores.norms={cfg.scores.norms!r}: must be raw or applied")
-    if cfg.wild.final_norm not in ("frozen", "recomputed"):
-        raise ConfigError(f"wild.final_norm={cfg.wild.final_norm!r}: must be one of frozen, recomputed")
-    if cfg.wild.compute_dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"wild.compute_dtype={cfg.wild.compute_dtype!r}: must be one of float32, bfloat16")
-    if cfg.model.dtype not in ("float32", "float16", "bfloat16"):
-        raise ConfigError(f"model.dtype={cfg.model.dtype!r}: must be float32, float16 or bfloat16")
-    if cfg.behaviour.top_k < 0:
-        raise ConfigError(f"behaviour.top_k={cfg.behaviour.top_k!r} (model.behaviour_top_k in the model file): "
-                          "must be 0 (every head) or a positive number of heads per mode")
+def _merge(cfg: Any, where: str = "") -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+    except (ConfigKeyError, ValidationError) as e:
+        key = getattr(e, "full_key", None) or ""
+        raise ConfigError(
+            f"{where}bad config key {key!r}: {str(e).splitlines()[0]}. "
+            "Check the spelling and type against src/successor_heads/core/schema.py"
+        ) from e
 
 
-def stage_view(cfg: DictConfig, stage: str) -> DictConfig:
-    """The sections of ``cfg`` that ``stage`` depends on (see :data:`STAGE_SECTIONS`)."""
-    keys = STAGE_SECTIONS[stage]
-    return OmegaConf.create({k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keys})
+def stage_view(cfg: DictConfig, view: str) -> DictConfig:
+    """The keys of ``cfg`` that a job reads, as a new DictConfig with the same nesting.
+
+    Args:
+        cfg: a full resolved config.
+        view: a stage of :data:`VIEW_KEYS` or a zoo-level rule of :data:`ZOO_VIEW_KEYS`.
+
+    Returns:
+        A DictConfig holding exactly the view's keys (a section name: the whole section).
+
+    Raises:
+        KeyError: an unknown view.
+    """
+    keys = VIEW_KEYS[view] if view in VIEW_KEYS else ZOO_VIEW_KEYS[view]
+    full = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        src, dst = full, out
+        for p in parents:
+            src, dst = src[p], dst.setdefault(p, {})
+        dst[leaf] = src[leaf]
+    return OmegaConf.create(out)
+
+
+def view_path(results_dir: str | os.PathLike, view: str, model: str = "{model}", zoo_name: str = "zoo") -> str:
+    """Where a view is written (the ``config`` input of its rule).
+
+    Args:
+        results_dir: the ``results/`` folder.
+        view: a stage of :data:`VIEW_KEYS` or a zoo-level rule of :data:`ZOO_VIEW_KEYS`.
+        model: the model (default: the Snakemake wildcard ``{model}``).
+        zoo_name: the zoo's folder under ``results/``, for a zoo-level rule.
+
+    Returns:
+        ``results/{model}/config/{stage}.yaml``, or ``results/{zoo_name}/config/{rule}.yaml``.
+
+    Raises:
+        KeyError: an unknown view.
+    """
+    if view in VIEW_KEYS:
+        return f"{results_dir}/{model}/{VIEW_DIR}/{view}.yaml"
+    if view in ZOO_VIEW_KEYS:
+        return f"{results_dir}/{zoo_name}/{VIEW_DIR}/{view}.yaml"
+    raise KeyError(f"unknown config view {view!r}: one of {sorted(VIEW_KEYS) + sorted(ZOO_VIEW_KEYS)}")
 
 
 def write_if_changed(cfg: DictConfig, path: str | os.PathLike) -> bool:
     """Write ``cfg`` as YAML to ``path`` atomically unless the file already holds the same text.
 
     Keeping the old file (and its mtime) when nothing changed is what lets Snakemake rerun
-    only the stages whose config changed. Returns True when the file was (re)written.
+    only the jobs whose keys changed.
+
+    Args:
+        cfg: the config or view to write (interpolations resolved).
+        path: the YAML file; its folder is created.
+
+    Returns:
+        True when the file was (re)written.
+
+    Raises:
+        OSError: the file cannot be written (nothing half-written is left).
     """
     path = Path(path)
     text = OmegaConf.to_yaml(cfg, resolve=True)
@@ -186,24 +256,72 @@ def write_if_changed(cfg: DictConfig, path: str | os.PathLike) -> bool:
 
 
 def resolve_for_workflow(
-    models: Iterable[str], overrides: Sequence[str], results_dir: str | os.PathLike, config_dir=None
+    models: Iterable[str], overrides: Sequence[str], results_dir: str | os.PathLike, config_dir=None,
+    zoo_name: str | None = None, root: DictConfig | None = None,
 ) -> dict[str, DictConfig]:
-    """Resolve each model's config and write ``results/{model}/config.yaml`` plus one
-    ``results/{model}/config/{stage}.yaml`` per stage (only when changed).
+    """Compose and validate each model's config; write ``results/{model}/config.yaml`` and its
+    views (:data:`VIEW_KEYS`), and the zoo-level views (:data:`ZOO_VIEW_KEYS`); each file
+    only when its content changed.
 
-    Returns: ``{model_name: DictConfig}``.
+    Args:
+        models: the zoo's model names.
+        overrides: Hydra overrides applied to every model.
+        results_dir: the ``results/`` folder.
+        config_dir: the config folder (default: :func:`find_config_dir`).
+        zoo_name: the zoo's folder under ``results/``; None writes no zoo-level view.
+        root: the config the zoo-level views come from (default: composed without a model choice).
+
+    Returns:
+        ``{model_name: DictConfig}``, each validated.
+
+    Raises:
+        ConfigError: any model's config is bad (:func:`compose`); nothing is written then.
     """
-    out = {}
-    for m in models:
-        cfg = compose(m, overrides, config_dir)
-        base = Path(results_dir) / m
-        write_if_changed(cfg, base / "config.yaml")
-        for stage in STAGE_SECTIONS:
-            write_if_changed(stage_view(cfg, stage), base / "config" / f"{stage}.yaml")
-        out[m] = cfg
-    return out
+    cfgs = {m: compose(m, overrides, config_dir) for m in models}
+    if zoo_name is not None and root is None:
+        root = compose(None, overrides, config_dir)
+    for m, cfg in cfgs.items():
+        write_if_changed(cfg, Path(results_dir) / m / "config.yaml")
+        for view in VIEW_KEYS:
+            write_if_changed(stage_view(cfg, view), view_path(results_dir, view, m))
+    if zoo_name is not None:
+        for view in ZOO_VIEW_KEYS:
+            write_if_changed(stage_view(root, view), view_path(results_dir, view, zoo_name=zoo_name))
+    return cfgs
 
 
 def load_resolved(path: str | os.PathLike) -> DictConfig:
-    """Load a resolved config (full or stage view) written by :func:`resolve_for_workflow`."""
-    return OmegaConf.load(path)
+    """Load a config written by :func:`resolve_for_workflow` (full or a view), typed.
+
+    The file is merged into the schema (types checked, numbers as declared), the value rules
+    are applied, and the keys the file does not hold are removed again, so a job reading a
+    key outside its view fails at once instead of getting a default.
+
+    Args:
+        path: ``results/{model}/config.yaml`` or a view.
+
+    Returns:
+        A read-only DictConfig typed as :class:`~successor_heads.core.schema.RootConfig`,
+        holding only the file's keys.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or a value outside its rule.
+    """
+    raw = OmegaConf.load(path)
+    merged = _merge(raw, f"{path}: ")
+    _keep_only(merged, raw, RootConfig)
+    check_values(merged)
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def _keep_only(node: DictConfig, raw: Any, cls: type) -> None:
+    """Remove from ``node`` (typed as dataclass ``cls``) every key that ``raw`` lacks."""
+    flag = node._get_node_flag("struct")
+    OmegaConf.set_struct(node, False)  # a typed node allows deletion only with its own flag off
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            del node[f.name]
+        elif dataclasses.is_dataclass(field_types(cls)[f.name]) and raw[f.name] is not None:
+            _keep_only(node[f.name], raw[f.name], field_types(cls)[f.name])
+    OmegaConf.set_struct(node, flag)

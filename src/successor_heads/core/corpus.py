@@ -1,5 +1,5 @@
 """Natural-text corpora cut into fixed-length token contexts (paper Section 4.3, "Successor
-heads in the wild"; DESIGN.md, Natural text without a network).
+heads in the wild"; docs/DESIGN.md, Natural text without a network).
 
 The paper ablates heads on 128 contexts of 512 tokens from The Pile. Three corpus kinds are
 configured in ``config/corpus/`` (:class:`successor_heads.core.schema.CorpusConfig`):

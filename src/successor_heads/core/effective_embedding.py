@@ -1,14 +1,15 @@
-"""Effective embeddings: what a head's OV circuit reads for token t (DESIGN.md, Effective embedding modes).
+"""Effective embeddings: what a head's OV circuit reads for token t (docs/DESIGN.md, Effective embedding modes).
 
 * ``mlp0`` (the paper's, Section 2): ``MLP0(W_E[t])``, the first MLP's output on the token's
-  embedding alone; the same vector for every layer.
+  embedding alone (:func:`mlp0_embeddings`, also the space of the features and editing stages);
+  the same vector for every layer.
 * ``resid`` (ours): the residual stream entering each layer at the token's position, from a
   real forward pass over a short neutral prefix (BOS, when the tokenizer has one) + the token.
   The head reads it through its layer's attention input norm, so that norm is always applied
   before ``W_V`` in this mode (:func:`head_input_norm`).
 
 Both return ``[n_layers, n_tokens, d_model]`` so scoring code treats them alike. Which norms
-apply where, per mode and ``norms`` option, is the table in docs/METHOD.md ("Norm conventions").
+apply where, per mode and ``norms`` option, is the table in docs/DESIGN.md ("Norm conventions").
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from successor_heads.core.adapters import Adapter
 MODES = ("mlp0", "resid")
 
 
-# Where each norm is applied, per (mode, norms): the table of docs/METHOD.md, "Norm conventions".
+# Where each norm is applied, per (mode, norms): the table of docs/DESIGN.md, "Norm conventions".
 # Keys: MLP0's input norm (and Gemma3's post-MLP norm), the attention input norm before W_V, the
 # post-attention norm after the head (Gemma3 only), the final norm before W_U.
 NORM_CONVENTIONS: dict[tuple[str, str], dict[str, bool | None]] = {
@@ -38,7 +39,7 @@ def norm_convention(mode: str, norms: str) -> dict[str, bool | None]:
     """Which norms the effective OV circuit applies for ``mode`` and ``norms``: a dict with keys
     ``mlp0_in``, ``attn_in``, ``attn_out``, ``final`` (True/False; None where it does not apply).
     Recorded in every scores output. Source: paper Section 2 (effective OV circuit) and
-    docs/METHOD.md, Norm conventions.
+    docs/DESIGN.md, Norm conventions.
 
     Raises: ValueError for an unknown ``mode`` or ``norms``.
     """
@@ -69,6 +70,31 @@ def neutral_prefix(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
+def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw", batch_size: int | None = None) -> torch.Tensor:
+    """The paper's effective embedding ``MLP0(W_E[t])`` (Section 2): the first MLP's output on
+    each token's embedding alone (:meth:`Adapter.mlp0`, float32 whatever the model's dtype).
+
+    Args:
+        adapter: the model's :class:`~successor_heads.core.adapters.Adapter`.
+        token_ids: ``[n_tokens]`` token ids.
+        norms: ``"raw"`` (layer 0's MLP input norm skipped) or ``"applied"``.
+        batch_size: tokens per MLP0 call (None: all at once).
+
+    Returns:
+        ``[n_tokens, d_model]`` float32 on the adapter's device.
+
+    Raises:
+        ValueError: an empty ``token_ids`` or an unknown ``norms``.
+    """
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    if ids.numel() == 0:
+        raise ValueError("token_ids is empty: nothing to embed")
+    chunks = [ids] if batch_size is None else ids.split(batch_size)
+    out = [adapter.mlp0(adapter.embed(c), norms).float() for c in chunks]
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+@torch.no_grad()
 def effective_embeddings(
     adapter: Adapter,
     token_ids: torch.Tensor,
@@ -96,7 +122,7 @@ def effective_embeddings(
         raise ValueError("token_ids is empty: no succession tokens survived the single-token filter")
     n_layers = adapter.dims.n_layers
     if mode == "mlp0":
-        x_TM = adapter.mlp0(adapter.embed(token_ids), norms).float()
+        x_TM = mlp0_embeddings(adapter, token_ids, norms)
         return x_TM.unsqueeze(0).expand(n_layers, *x_TM.shape)
     prefix = list(prefix_ids or [])
     out = []

@@ -1,4 +1,4 @@
-"""HDF5 outputs with provenance and a completion marker (DESIGN.md, Outputs).
+"""HDF5 outputs with provenance and a completion marker (docs/DESIGN.md, Outputs).
 
 Files are written under a temporary name and renamed when complete; the root attribute
 ``complete`` is set last, so a reader can tell a finished file from a truncated one even if

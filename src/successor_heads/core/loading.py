@@ -1,5 +1,9 @@
 """Load a model folder written by the models stage (``results/{model}/model/``): the one reader of
-that stage's output for every later stage."""
+that stage's output for every later stage.
+
+Every stage opens its model with :func:`open_model` (model, tokenizer, adapter and manifest in
+one call); :func:`load_model` and :func:`read_manifest` are its two halves.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from successor_heads.core.adapters import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +28,53 @@ class ModelFetchError(RuntimeError):
     """Weights could not be fetched, verified, converted or found; the message says what to do."""
 
 
+class LoadedModel(NamedTuple):
+    """A model folder opened for analysis (:func:`open_model`); unpacks as
+    ``model, tokenizer, adapter, manifest = open_model(...)``."""
+
+    #: transformers causal LM, eval mode, eager attention, ``requires_grad`` off.
+    model: Any
+    #: its tokenizer.
+    tokenizer: Any
+    #: the family adapter (:func:`successor_heads.core.adapters.get_adapter`): W_E, W_U, W_V, W_O, dims.
+    adapter: Adapter
+    #: the parsed ``manifest.json`` (source, sha256, quantization, n_params, ...).
+    manifest: dict
+
+
+def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Open a folder written by :func:`successor_heads.models.fetch.fetch_model` for a stage.
+
+    The one entry point of every analysis stage (scores, features, editing, wild) to the models
+    stage's output (docs/DESIGN.md, "Models without a network"): reads ``manifest.json``
+    (:func:`read_manifest`), loads the weights (:func:`load_model`) and wraps the model in its
+    family's adapter, which gives the paper's matrices (W_E ``[d_vocab, d_model]``, W_U
+    ``[d_model, d_vocab]``, W_V ``[n_layers, n_heads, d_model, d_head]``, W_O
+    ``[n_layers, n_heads, d_head, d_model]``), the OV circuit and the dims (d_model, d_head,
+    n_heads, n_layers, d_vocab).
+
+    Args:
+        model_dir: the folder (``results/{model}/model``), which must hold ``manifest.json``.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (the stored weights are converted).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`load_model`).
+
+    Returns:
+        :class:`LoadedModel` ``(model, tokenizer, adapter, manifest)``.
+
+    Raises:
+        ModelFetchError: folder or manifest missing or unreadable (says which command fetches it).
+        ValueError: unknown dtype, or no adapter for the model's ``model_type`` (the message
+            lists the supported families).
+    """
+    from successor_heads.core.adapters import get_adapter
+
+    manifest = read_manifest(model_dir)
+    model, tokenizer = load_model(model_dir, dtype, device)
+    return LoadedModel(model, tokenizer, get_adapter(model), manifest)
+
+
 def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
-    """Load a folder written by :func:`fetch_model` for analysis.
+    """Load a folder written by :func:`successor_heads.models.fetch.fetch_model` for analysis.
 
     The model uses eager attention (so ``output_attentions=True`` works), is in eval mode and
     has ``requires_grad`` off on every parameter.
@@ -75,7 +127,8 @@ def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
 
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """Return the parsed ``manifest.json`` of a folder written by :func:`fetch_model`.
+    """Return the parsed ``manifest.json`` of a folder written by the models stage
+    (:func:`successor_heads.models.fetch.fetch_model`).
 
     Raises:
         ModelFetchError: the folder or its manifest is missing or unreadable (says how to
@@ -96,6 +149,7 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
 
 
 def fetch_hint(model_dir: Path) -> str:
+    """The commands that fetch the model of ``model_dir`` (``results/{name}/model``), for error messages."""
     name = model_dir.parent.name if model_dir.name == "model" else "<name>"
     return (
         f"Fetch it with `snakemake results/{name}/model/{MANIFEST}` or "

@@ -5,7 +5,7 @@ The Wild" (ICLR 2024), Section 2 (succession datasets behind the successor score
 appendix listing the tasks: numbers 1-200, number words one-twenty, cardinal/ordinal words
 first-tenth, days Monday-Sunday, day prefixes Mon-Sun, months January-December, month
 prefixes Jan-Dec and letters A-Z, each with and without a leading space and, for word tasks,
-in capitalised variants. Roman numerals are kept as a held-out task (DESIGN.md, "Succession
+in capitalised variants. Roman numerals are kept as a held-out task (docs/DESIGN.md, "Succession
 datasets"). A (token, successor) pair enters a task only when both strings are single tokens
 of the model's tokenizer; everything dropped is reported (``tasks_report``).
 
@@ -165,7 +165,7 @@ def single_token_id(tokenizer: Any, text: str) -> Optional[int]:
     token, its vocabulary string must spell ``text`` (leading space included), and decoding it
     must give ``text`` back (or ``text`` without its leading space, for decoders that strip it).
 
-    The single-token filter of the succession datasets (paper, Section 2; DESIGN.md). Raises
+    The single-token filter of the succession datasets (paper, Section 2; docs/DESIGN.md). Raises
     nothing: an unencodable ``text`` gives None.
     """
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -297,7 +297,7 @@ def tasks_report(tasks: list[Task], max_examples: int = 8) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-# family -> case variant used for the ordinal-list prompts (DESIGN.md, "Behavioural check")
+# family -> case variant used for the ordinal-list prompts (docs/DESIGN.md, "Behavioural check")
 PROMPT_FAMILIES = {
     "days": "title",
     "months": "title",

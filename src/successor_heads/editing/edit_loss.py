@@ -1,5 +1,5 @@
 """What a feature edit does inside the real forward pass, and to the loss (paper, Section 3.2
-"vector arithmetic" carried into the model, and DESIGN.md "Editing and loss").
+"vector arithmetic" carried into the model, and docs/DESIGN.md "Editing and loss").
 
 The weight-level edit of :mod:`successor_heads.editing.vector_arithmetic` is applied to the model's own
 activations: a forward hook on layer 0's MLP adds ``-a f_i + a f_j`` to its output at chosen
@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.hooks import hooks
 from successor_heads.core.tasks import ordinal_list_prompts
 from successor_heads.editing.vector_arithmetic import DEFAULT_MODULI, edit_pairs, edit_vectors, task_values
 
@@ -73,11 +74,8 @@ def edit_mlp0(adapter: Adapter, batch_idx, pos_idx, f_from: torch.Tensor, f_to: 
         t[b, p] = edit_vectors(v, f_from.to(v), f_to.to(v), scale, ref).to(t.dtype)
         return (t, *out[1:]) if isinstance(out, tuple) else t
 
-    handle = edit_site(adapter, norms).register_forward_hook(hook)
-    try:
+    with hooks((edit_site(adapter, norms), "forward", hook)):
         yield
-    finally:
-        handle.remove()
 
 
 def _spread(df: pd.DataFrame, k: int) -> pd.DataFrame:

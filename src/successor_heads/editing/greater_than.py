@@ -1,5 +1,5 @@
 """Greater-than bias of the successor head, from weights (paper, Section 3 / Appendix on the
-greater-than bias; DESIGN.md "Greater-than bias").
+greater-than bias; docs/DESIGN.md "Greater-than bias").
 
 The paper observes that the successor head's OV circuit, fed a number token ``n``, favours
 tokens *larger* than ``n``, while the MLP0 representation read directly through the
@@ -33,8 +33,8 @@ import torch
 
 from successor_heads.core import plots
 from successor_heads.core.adapters import Adapter
-from successor_heads.core.ov import head_task_logits
-from successor_heads.editing.vector_arithmetic import mlp0_embeddings
+from successor_heads.core.effective_embedding import mlp0_embeddings
+from successor_heads.core.ov import head_task_logits, task_logits
 
 NUMERIC_FAMILIES = ("numbers", "number_words")
 PATHS = ("head", "mlp0")
@@ -85,8 +85,8 @@ def greater_than(adapter: Adapter, layer: int, head: int, tasks, norms: str = "r
         for path in PATHS:
             if path == "head":
                 logits = head_task_logits(adapter, layer, head, x, ids, norms, value_bias)
-            else:  # float32 in: unembed computes in float32 whatever the model dtype
-                logits = adapter.unembed(x.to(adapter.device, torch.float32), norms, token_ids=ids).float().cpu()
+            else:
+                logits = task_logits(adapter, x, ids, norms)
             sh = shares(logits, task.index)
             ng, ns = sh.pop("n_greater"), sh.pop("n_smaller")
             frames.append(pd.DataFrame({"path": path, "task": task.name, "family": task.family,

@@ -61,15 +61,18 @@ import pandas as pd
 import torch
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.core.ov import head_task_logits, value_bias_of
+from successor_heads.core.effective_embedding import mlp0_embeddings
 from successor_heads.core.h5io import IncompleteOutputError, read_h5
+from successor_heads.core.ov import head_task_logits
+from successor_heads.core.paper import paper_number
 
 SOURCES = ("sae", "probe")
 SCALE_REFS = ("projection", "norm")
+_FIGURE5 = paper_number("editing", "vector_arithmetic")
 #: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.
-PAPER = {"numbers_20_29": 0.89, "months": 0.53, "days": "fails", "letters": "fails"}
+PAPER = _FIGURE5.value
 #: The modulus of the features behind :data:`PAPER` (Section 3.2 uses the mod-10 features only).
-PAPER_MODULUS = 10
+PAPER_MODULUS = int(_FIGURE5.setting["modulus"])
 #: ``paper`` cell of summary rows edited with another modulus than the paper's.
 PAST_PAPER = "ours, past the paper (the paper edits with mod-10 features only)"
 RESIDUE_OF = ("position", "index")
@@ -156,13 +159,6 @@ def edit_vectors(x: torch.Tensor, f_from: torch.Tensor, f_to: torch.Tensor, scal
     else:
         a = x.norm(dim=-1, keepdim=True)
     return x + scale * a * (f_to - f_from)
-
-
-@torch.no_grad()
-def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw") -> torch.Tensor:
-    """The paper's effective embedding ``MLP0(W_E[t])``: ``token_ids [n]`` -> ``[n, d_model]`` float32."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long)
-    return adapter.mlp0(adapter.embed(ids), norms).float().cpu()
 
 
 @torch.no_grad()
@@ -259,7 +255,7 @@ def vector_arithmetic(adapter: Adapter, layer: int, head: int, tasks, directions
         ms = task_moduli(task.family, moduli, paper_modulus)
         if not ms or not task.usable or task.held_out:
             continue
-        x = mlp0_embeddings(adapter, task.token_ids, mlp0_norms or norms)
+        x = mlp0_embeddings(adapter, task.token_ids, mlp0_norms or norms).cpu()  # edited on the CPU with the directions
         values = task_values(task, residue_of)
         for m in ms:
             for (source, dm), feats in directions.items():

@@ -2,9 +2,9 @@
 
 Paper, Section 3 ("mod-10 features"): SAEs and linear probes are trained on the MLP0 outputs
 ``MLP0(W_E[t])`` of the number tokens 0-500, with and without a leading space, plus the other
-succession tasks' tokens. This module chooses those rows for one tokenizer, computes their
-effective embeddings (:func:`successor_heads.core.effective_embedding.effective_embeddings`, mode
-``mlp0``) and caches them in ``results/{model}/activations/effective_embeddings.h5``.
+succession tasks' tokens. This module chooses those rows for one tokenizer and caches their
+effective embeddings (:func:`successor_heads.core.effective_embedding.mlp0_embeddings`) in
+``results/{model}/activations/effective_embeddings.h5``.
 
 Rows
     one per (group, token): every number ``0..numbers_max`` that is a single token, spaced
@@ -152,22 +152,6 @@ def activation_rows(tokenizer, tasks, numbers_max: int = 500) -> TokenRows:
         raise ValueError("empty token set: no number or succession-task token is a single token "
                          "of this tokenizer, so there is nothing to cache")
     return rows
-
-
-@torch.no_grad()
-def mlp0_embeddings(adapter, token_ids, norms: str = "raw", batch_size: int = 1024) -> torch.Tensor:
-    """``MLP0(embed(t))`` for ``token_ids [n_tokens]`` -> ``[n_tokens, d_model]`` float32 on CPU.
-
-    The paper's effective embedding (Section 2), as in ``effective_embeddings(mode="mlp0")``
-    (:meth:`successor_heads.core.adapters.Adapter.mlp0`; ``norms`` raw or applied).
-
-    Raises: ValueError for an empty ``token_ids`` or unknown ``norms``.
-    """
-    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
-    if ids.numel() == 0:
-        raise ValueError("token_ids is empty: nothing to embed")
-    out = [adapter.mlp0(adapter.embed(c), norms).float().cpu() for c in ids.split(batch_size)]
-    return torch.cat(out)
 
 
 def write_cache(path: str | os.PathLike, rows: TokenRows, x_TM, attrs: dict | None = None,

@@ -16,7 +16,7 @@ Feature choice (ours, one reading of Section 3): for each row r and each feature
 the effect of f on the successor head is ``score(x_r) - score(x_r - a_f(r) d_f / s)`` where
 ``score`` is the logit the head's OV circuit gives r's successor minus the mean logit over r's
 group (its task's tokens), i.e. the margin the successor score rewards (see
-:func:`successor_heads.features.stage.head_score_fn`). Rows without a single-token successor fall back to
+:func:`successor_heads.features.selection.head_score_fn`). Rows without a single-token successor fall back to
 ``a_f(r) * |OV(d_f / s)|``, the feature's activation times the norm of its decoder direction pushed
 through the head's OV. A row's *top feature* is the one with the largest effect; the class's
 feature (:func:`modal_features`) is the most common top feature over the class's rows, and its

@@ -1,4 +1,4 @@
-"""Behavioural check (ours, not the paper's; DESIGN.md): how much each head matters for
+"""Behavioural check (ours, not the paper's; docs/DESIGN.md): how much each head matters for
 continuing ordinal lists.
 
 For prompts such as ``"Monday, Tuesday, Wednesday,"`` -> ``" Thursday"``, the drop in the
@@ -26,6 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.heads import head_label
+from successor_heads.core.hooks import hooks, mean_z
 
 
 @contextlib.contextmanager
@@ -44,11 +46,8 @@ def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor, s
         z[:, start:, sl] = value.to(z.dtype)
         return (z, *args[1:])
 
-    handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
-    try:
+    with hooks((adapter.o_proj(layer), "pre", hook)):
         yield
-    finally:
-        handle.remove()
 
 
 def prompts_carry_bos(tokenizer, prompts: list[dict]) -> bool:
@@ -90,7 +89,7 @@ def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=No
     One forward pass then ablates all those heads of the layer; the hook is removed on exit
     even when the forward pass raises. The batch must be ``K x n_prompts`` rows and ``values``
     must have ``K`` rows, or the forward pass raises RuntimeError (shape mismatch in the hook).
-    Ours, not the paper's (DESIGN.md, Behavioural check).
+    Ours, not the paper's (docs/DESIGN.md, Behavioural check).
     """
     n_heads, dh = adapter.dims.n_heads, adapter.dims.d_head
     heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
@@ -103,38 +102,8 @@ def patch_each_head(adapter: Adapter, layer: int, values: torch.Tensor, heads=No
             values.to(z.dtype)[:, None, None, :]
         return (z, *args[1:])
 
-    handle = adapter.o_proj(layer).register_forward_pre_hook(hook)
-    try:
+    with hooks((adapter.o_proj(layer), "pre", hook)):
         yield
-    finally:
-        handle.remove()
-
-
-@torch.no_grad()
-def mean_z(adapter: Adapter, groups, start: int = 0) -> torch.Tensor:
-    """Mean ``z`` of every head over the prompt positions from ``start`` on (1: BOS left out):
-    ``[n_layers, n_heads, d_head]`` float32. ``groups``: prompts grouped by length, as
-    ``{length: (input_ids [n, length], target_ids [n])}``."""
-    d = adapter.dims
-    sums = torch.zeros(d.n_layers, d.n_heads * d.d_head)
-    count = 0
-    handles = []
-
-    def make(layer):
-        def hook(_mod, args):
-            sums[layer] += args[0].detach()[:, start:].float().reshape(-1, args[0].shape[-1]).sum(0).cpu()
-        return hook
-
-    try:
-        for layer in range(d.n_layers):
-            handles.append(adapter.o_proj(layer).register_forward_pre_hook(make(layer)))
-        for ids, _ in groups.values():
-            adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1)
-            count += ids[:, start:].numel()
-    finally:
-        for h in handles:
-            h.remove()
-    return (sums / count).reshape(d.n_layers, d.n_heads, d.d_head)
 
 
 @torch.no_grad()
@@ -175,7 +144,9 @@ def behavioural_drops(
     start = int(prompts_carry_bos(tokenizer, prompts))
     d = adapter.dims
     by_layer = _heads_by_layer(heads, d.n_layers, d.n_heads)
-    means = mean_z(adapter, groups, start) if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head)
+    # float32 sums over the prompt positions (BOS left out): the scores outputs' convention
+    means = (mean_z(adapter, (ids for ids, _ in groups.values()), start, accumulate=torch.float32)
+             if ablation == "mean" else torch.zeros(d.n_layers, d.n_heads, d.d_head))
     run = _drops_cached_prefix if cached_prefix else _drops_full_forward
     base, lp = run(adapter, groups, by_layer, means, start, progress)
     drops = np.full((d.n_layers, d.n_heads), np.nan)
@@ -258,12 +229,8 @@ def _capture_layer_inputs(adapter: Adapter, ids: torch.Tensor, tgt: torch.Tensor
             calls[i].append((args, dict(kwargs)))
         return hook
 
-    handles = [layer.register_forward_pre_hook(make(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
+    with hooks(*[(layer, "pre", make(i)) for i, layer in enumerate(layers)], with_kwargs=True):
         out = adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     bad = [i for i in range(len(layers)) if len(calls[i]) != 1]
     if bad:
         raise RuntimeError(f"decoder layers {bad} were not called exactly once in a forward pass; "
@@ -358,7 +325,7 @@ def _heads_by_layer(heads, n_layers: int, n_heads: int) -> dict[int, list[int]]:
     out: dict[int, set] = defaultdict(set)
     for layer, head in heads:
         if not (0 <= int(layer) < n_layers and 0 <= int(head) < n_heads):
-            raise ValueError(f"head L{layer}H{head} is outside this model ({n_layers} layers x {n_heads} heads)")
+            raise ValueError(f"head {head_label(layer, head)} is outside this model ({n_layers} layers x {n_heads} heads)")
         out[int(layer)].add(int(head))
     if not out:
         raise ValueError("heads=[]: give at least one (layer, head) or None for every head")

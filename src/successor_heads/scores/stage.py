@@ -1,36 +1,41 @@
 """Stage ``scores``: successor scores of every head in both effective-embedding modes, the
-behavioural check, tables and figures (paper Section 2 and Figure 2; DESIGN.md).
+behavioural check, tables and figures (paper Section 2 and Figure 2; docs/DESIGN.md, "Stage contracts").
 
-Outputs in ``out_dir`` (``results/{model}/``): ``successor_scores.h5``, ``successor_scores.csv``,
-``tasks.csv``, ``successor_heatmap.png``, ``top_head_tasks.png``, ``scores_summary.json``.
+Outputs (:data:`successor_heads.core.layout.OUTPUTS` ``["scores"]``, in ``results/{model}/``):
+``successor_scores.h5`` (``h5``), ``successor_scores.csv`` (``csv``), ``tasks.csv`` (``tasks``),
+``successor_heatmap.png`` (``heatmap``), ``top_head_tasks.png`` (``top``), ``scores_summary.json``
+(``summary``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
 from successor_heads.core import plots
-from successor_heads.core.adapters import get_adapter
-from successor_heads.core.atomic import atomic_path
-from successor_heads.scores.behaviour import behavioural_drops, prompts_carry_bos
+from successor_heads.core.heads import head_label
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix, norm_convention
-from successor_heads.core.handoff import write_json
-from successor_heads.core.h5io import provenance, quantization_label, read_h5, write_h5
-from successor_heads.core.loading import load_model, read_manifest
+from successor_heads.core.layout import model_dir as model_dir_of
+from successor_heads.core.writers import FIXED4, write_csv, write_json
+from successor_heads.core.h5io import provenance, quantization_label, write_h5
+from successor_heads.core.loading import open_model
+from successor_heads.core.paper import paper_number
+from successor_heads.scores.behaviour import behavioural_drops, prompts_carry_bos
 from successor_heads.scores.successor_score import TaskIndex, chance_level, successor_scores
 from successor_heads.core.tasks import build_tasks, ordinal_list_prompts, tasks_report
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("successor_scores.h5", "successor_scores.csv", "tasks.csv", "successor_heatmap.png",
-           "top_head_tasks.png", "scores_summary.json")
+#: The paper's successor-head threshold (Section 2), behind this stage's ``n_above_threshold_*``
+#: and the line on the per-task figure. ``scores.threshold`` is read by the zoo table only, so
+#: changing it reruns that table and nothing else.
+PAPER_THRESHOLD = float(paper_number("scores", "heads_above_threshold").setting["threshold"])
 
 
 def task_indices(tasks) -> tuple[list[TaskIndex], torch.Tensor]:
@@ -43,27 +48,26 @@ def task_indices(tasks) -> tuple[list[TaskIndex], torch.Tensor]:
     return idx, torch.tensor(union, dtype=torch.long)
 
 
-def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
     """Score every head of ``cfg.model`` and write the outputs listed in the module docstring.
 
     Args:
         cfg: resolved config (full, or the ``scores`` stage view).
-        model_dir: folder written by :func:`successor_heads.models.fetch_model`.
-        out_dir: ``results/{model}``.
+        inputs: ``manifest``: the ``manifest.json`` of the folder written by
+            :func:`successor_heads.models.fetch_model` (:func:`successor_heads.core.layout.inputs`).
+        outputs: the paths to write, by the names of the module docstring
+            (:func:`successor_heads.core.layout.outputs`).
 
-    Returns: the summary dict also written to ``scores_summary.json``.
+    Returns: the summary dict also written to ``outputs["summary"]``.
     Raises: ValueError when no task survives the single-token filter.
     """
     t0 = time.time()
-    out_dir = Path(out_dir)
-    model, tok = load_model(model_dir, cfg.model.dtype, cfg.device)
-    manifest = read_manifest(model_dir)
-    adapter = get_adapter(model)
+    model_dir = model_dir_of(inputs["manifest"])
+    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device)
     d = adapter.dims
     tasks = build_tasks(tok, cfg.tasks)
     report = tasks_report(tasks)
-    with atomic_path(out_dir / "tasks.csv") as tmp:
-        report.to_csv(tmp, index=False)
+    write_csv(report, outputs["tasks"])
     idx, token_ids = task_indices(tasks)
     norms, value_bias = cfg.scores.norms, bool(cfg.scores.value_bias)
     results = {}
@@ -87,10 +91,10 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
         datasets[f"scores_{mode}"] = r.per_task.astype(np.float32)
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
     attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
-                       threshold=cfg.scores.threshold, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
+                       threshold=PAPER_THRESHOLD, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
                        behaviour_heads_checked=checked_label, **method_record(cfg, chance, bos),
                        dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
-    write_h5(out_dir / "successor_scores.h5", datasets, attrs)
+    write_h5(outputs["h5"], datasets, attrs)
 
     rows = []
     for layer in range(d.n_layers):
@@ -104,18 +108,17 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
             row["behaviour_logprob_drop"] = drops[layer, head]
             rows.append(row)
     df = pd.DataFrame(rows).sort_values("successor_score", ascending=False, kind="stable")
-    with atomic_path(out_dir / "successor_scores.csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(df, outputs["csv"], FIXED4)
 
     panels = {f"{m} ({'default' if m == default else 'other'})": r.overall for m, r in results.items()}
     panels["behaviour: log-prob drop (nats)"] = drops
     plots.heatmap(panels, f"{cfg.model.name}: successor score per head (norms={norms}, chance {chance:.3f})",
-                  out_dir / "successor_heatmap.png")
+                  outputs["heatmap"])
     top = df.iloc[0]
     tl, th = int(top["layer"]), int(top["head"])
     plots.bars(task_names, results[default].per_task[tl, th],
-               f"{cfg.model.name} L{tl}H{th}: per-task successor score ({default})", out_dir / "top_head_tasks.png",
-               hline=cfg.scores.threshold, chance=chance)
+               f"{cfg.model.name} {head_label(tl, th)}: per-task successor score ({default})", outputs["top"],
+               hline=PAPER_THRESHOLD, chance=chance)
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
     summary.update(method_record(cfg, chance, bos))
@@ -123,13 +126,13 @@ def run(cfg, model_dir: str | Path, out_dir: str | Path, progress: bool = True) 
                    wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))
-    write_json(summary, out_dir / "scores_summary.json")
+    write_json(summary, outputs["summary"])
     return summary
 
 
 def method_record(cfg, chance: float, bos: bool) -> dict:
     """The conventions behind this run's numbers, written into ``scores_summary.json`` and the HDF5
-    attributes: ``value_bias``, ``norms``, each mode's norm convention (docs/METHOD.md), the scoring
+    attributes: ``value_bias``, ``norms``, each mode's norm convention (docs/DESIGN.md, "Norm conventions"), the scoring
     dtype (always float32), the chance level (:func:`successor_heads.scores.successor_score.chance_level`) and
     whether the behavioural prompts carry a BOS (then left out of the ablation and the mean)."""
     rec = {"value_bias": bool(cfg.scores.value_bias), "norms": cfg.scores.norms, "scoring_dtype": "float32",
@@ -144,7 +147,7 @@ def candidate_heads(results: dict, top_k: int) -> list[tuple[int, int]]:
     """The union over modes of each mode's ``top_k`` heads by overall successor score: the heads
     a ``behaviour.top_k`` run ablates (``[(layer, head), ...]``, sorted). ``results`` maps a mode to
     an object with ``overall [n_layers, n_heads]``. ``top_k=0`` gives ``[]`` (callers pass None
-    for "every head" instead). The behavioural check is ours, not the paper's (DESIGN.md)."""
+    for "every head" instead). The behavioural check is ours, not the paper's (docs/DESIGN.md, "Behavioural check")."""
     heads = set()
     for r in results.values():
         flat = np.argsort(-r.overall, axis=None, kind="stable")[:top_k]
@@ -158,7 +161,7 @@ def _checked_label(checked, dims) -> str:
 
 
 def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: dict) -> dict:
-    """Zoo-table row: per mode the top head and score, heads above threshold, the runner-up's
+    """Zoo-table row: per mode the top head and score, heads above the paper's threshold, the runner-up's
     score and the top/runner-up ratio (None when the runner-up scores 0; the paper reports about
     8 for Pythia-1.4B L12H0, Section 2), agreement with the top behavioural head and that head's
     rank. ``drops [n_layers, n_heads]`` may hold NaN for heads the check skipped (``behaviour.top_k``).
@@ -168,13 +171,13 @@ def summarise(cfg, results: dict, drops: np.ndarray, n_params: int, manifest: di
     bl, bh = np.unravel_index(np.nanargmax(drops), drops.shape)
     out = {"model": cfg.model.name, "family": cfg.model.family, "n_params": int(n_params),
            "quantization": quantization_label(manifest), "norms": cfg.scores.norms,
-           "default_mode": default, "top_behaviour_head": f"L{bl}H{bh}",
+           "default_mode": default, "top_behaviour_head": head_label(bl, bh),
            "top_behaviour_drop": float(drops[bl, bh])}
     for mode, r in results.items():
         l, h = np.unravel_index(np.argmax(r.overall), r.overall.shape)
-        out[f"top_head_{mode}"] = f"L{l}H{h}"
+        out[f"top_head_{mode}"] = head_label(l, h)
         out[f"top_score_{mode}"] = float(r.overall[l, h])
-        out[f"n_above_threshold_{mode}"] = int((r.overall > cfg.scores.threshold).sum())
+        out[f"n_above_threshold_{mode}"] = int((r.overall > PAPER_THRESHOLD).sum())
         second = float(np.sort(r.overall, axis=None)[-2]) if r.overall.size > 1 else float("nan")
         out[f"runner_up_score_{mode}"] = second
         # the paper's Pythia-1.4B L12H0 scores about 8x its runner-up; undefined (None) for a

@@ -1,4 +1,4 @@
-"""Successor scores from weights: the effective OV circuit (paper, Section 2; DESIGN.md).
+"""Successor scores from weights: the effective OV circuit (paper, Section 2; docs/DESIGN.md).
 
 For head h of layer L and a task's tokens ``t_1..t_n``,
 ``logits_h(t_i) = W_U · W_OV^h · x_L(t_i)`` restricted to the task's tokens, where ``x`` is an
@@ -9,8 +9,9 @@ score is the fraction of pairs it gets right: per task, and overall as the pair-
 over all non-held-out tasks. Everything is computed in float32 whatever the model's dtype.
 :func:`chance_level` is the score of a head that always picks one task token.
 
-:func:`successor_scores` computes every head's OV output for a layer in one batched product
-over the union of all tasks' tokens, then unembeds each task's block only;
+:func:`successor_scores` computes every head's OV read-out (:func:`successor_heads.core.ov.ov_readout`)
+for a layer in batched products over the union of all tasks' tokens, then unembeds each task's
+block only;
 :func:`successor_scores_loop` is the plain per-head, per-task reference.
 """
 
@@ -23,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.ov import ov_readout
 
 
 @dataclass
@@ -82,12 +84,13 @@ def _correct_fraction(logits_HTT: torch.Tensor, successor: torch.Tensor) -> torc
     return (pred == successor[has]).float().mean(-1).cpu()
 
 
-def _unembed_inputs(adapter: Adapter, x_TM: torch.Tensor, layer: int, norms: str, batch_heads: int,
-                    value_bias: bool, input_norm: bool | None) -> torch.Tensor:
-    """Every head's OV output for ``x_TM``, as the unembedding sees it: float32 ``[n_heads, n_tokens, d_model]``."""
+def _readout_all_heads(adapter: Adapter, x_TM: torch.Tensor, layer: int, norms: str, batch_heads: int,
+                       value_bias: bool, input_norm: bool | None) -> torch.Tensor:
+    """Every head's :func:`~successor_heads.core.ov.ov_readout` of ``x_TM``, ``batch_heads`` heads
+    per product: float32 ``[n_heads, n_tokens, d_model]``."""
     n_heads = adapter.dims.n_heads
-    return torch.cat([adapter.unembed_input(adapter.ov(layer, x_TM, norms, torch.arange(h0, min(h0 + batch_heads, n_heads)),
-                                                       value_bias, input_norm), norms)
+    return torch.cat([ov_readout(adapter, layer, x_TM, norms, torch.arange(h0, min(h0 + batch_heads, n_heads)),
+                                 value_bias, input_norm)
                       for h0 in range(0, n_heads, batch_heads)])
 
 
@@ -141,7 +144,7 @@ def successor_scores(
     per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
     per_task_t = torch.full((d.n_heads, len(tasks)), float("nan"), device=adapter.device)
     for layer in tqdm(range(d.n_layers), desc="successor scores", disable=not progress):
-        h_HTM = _unembed_inputs(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm)
+        h_HTM = _readout_all_heads(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm)
         # only each task's own block of logits is needed: unembedding every token against every
         # other (n_tokens^2) costs far more than the tasks' blocks together
         for k, (rows, target, (W_U, b_U)) in enumerate(zip(pair_rows, pair_target, unembed)):

@@ -54,41 +54,21 @@ bfloat16. Memory is bounded by ``max_chunk_mb``. Losses are in nats.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
+from successor_heads.core import hooks
 from successor_heads.core.adapters import Adapter
-from successor_heads.wild.direct_effect_fast import FastContraction, NormSpec, _norm, check_compute_dtype, norm_spec  # noqa: F401
+from successor_heads.wild.direct_effect_fast import FastContraction, check_compute_dtype
+from successor_heads.wild.direct_effect_norms import (FINAL_NORMS, NormSpec, check_final_norm, norm_spec,  # noqa: F401
+                                                      run_norm, unsupported_final_norm)
 
 log = logging.getLogger(__name__)
-
-#: Values of the ``final_norm`` option (config key ``wild.final_norm``; module docstring).
-FINAL_NORMS = ("frozen", "recomputed")
-
-
-def check_final_norm(final_norm: str) -> str:
-    """Return ``final_norm`` when it is one of :data:`FINAL_NORMS`.
-
-    Raises: ValueError naming the key ``wild.final_norm`` and the allowed values.
-    """
-    if final_norm not in FINAL_NORMS:
-        raise ValueError(f"wild.final_norm={final_norm!r}: must be one of {', '.join(FINAL_NORMS)} "
-                         "(frozen: final norm scale of the clean run, the paper's direct effect; "
-                         "recomputed: final norm recomputed on the ablated residual)")
-    return final_norm
-
-
-def _unsupported(module: nn.Module, why: str = "is not a recognised LayerNorm/RMSNorm") -> str:
-    return (f"final norm {type(module).__name__} {why}: its scale cannot be frozen at the clean run "
-            "(wild.final_norm=frozen); use wild.final_norm=recomputed")
-
 
 @dataclass
 class Capture:
@@ -136,23 +116,6 @@ def _compute_device(adapter: Adapter) -> torch.device:
     return adapter.model.get_output_embeddings().weight.device
 
 
-@contextlib.contextmanager
-def _hooks(pairs):
-    handles = []
-    try:
-        for module, kind, fn in pairs:
-            reg = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
-            handles.append(reg(fn, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _first_input(args, kwargs):
-    return args[0] if args else next(iter(kwargs.values()))
-
-
 @torch.no_grad()
 def capture(adapter: Adapter, input_ids: torch.Tensor, select: torch.Tensor | None = None) -> Capture:
     """One forward pass of ``input_ids [batch, pos]`` (through the base model: no unembedding),
@@ -169,55 +132,31 @@ def capture(adapter: Adapter, input_ids: torch.Tensor, select: torch.Tensor | No
         return x.to(dev, torch.float32)
 
     def z_hook(layer):
-        return lambda _m, args, kwargs: got["z"].__setitem__(layer, pick(_first_input(args, kwargs)))
+        return lambda _m, args, kwargs: got["z"].__setitem__(layer, pick(hooks.first_input(args, kwargs)))
 
     def a_hook(layer):
         return lambda _m, args, kwargs, out: got["a"].__setitem__(layer, pick(out[0] if isinstance(out, tuple) else out))
 
     pairs = [(adapter.o_proj(i), "pre", z_hook(i)) for i in range(d.n_layers)]
     if post:
-        pairs += [(adapter.o_proj(i), "fwd", a_hook(i)) for i in range(d.n_layers)]
-    pairs.append((adapter.final_norm(), "pre", lambda _m, args, kwargs: got["resid"].append(pick(_first_input(args, kwargs)))))
+        pairs += [(adapter.o_proj(i), "forward", a_hook(i)) for i in range(d.n_layers)]
+    pairs.append((adapter.final_norm(), "pre",
+                  lambda _m, args, kwargs: got["resid"].append(pick(hooks.first_input(args, kwargs)))))
     base = adapter.model.base_model
-    with _hooks(pairs):
+    with hooks.hooks(*pairs, with_kwargs=True):
         base(input_ids=input_ids.to(adapter.device), use_cache=False)
     z = torch.stack(got["z"], 1).reshape(-1, d.n_layers, d.n_heads, d.d_head)
     return Capture(z, got["resid"][-1], torch.stack(got["a"], 1) if post else None)
 
 
-@torch.no_grad()
 def mean_z(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, skip_first: bool = True,
            progress: bool = False) -> torch.Tensor:
-    """Mean ``z`` of every head over the corpus ``tokens [n_contexts, context_len]``, leaving out
-    position 0 when ``skip_first`` (the BOS token). Returns ``[n_layers, n_heads, d_head]`` float32.
+    """Mean ``z`` of every head over the corpus ``tokens [n_contexts, context_len]`` (the value
+    the direct effect is mean-ablated to), ``batch_size`` contexts per forward pass, leaving out
+    position 0 when ``skip_first`` (the BOS token): :func:`successor_heads.core.hooks.mean_z`
+    with float64 sums. Returns ``[n_layers, n_heads, d_head]`` float32.
     """
-    d = adapter.dims
-    total = torch.zeros(d.n_layers, d.n_heads, d.d_head, dtype=torch.float64)
-    count = 0
-    for s in tqdm(range(0, len(tokens), batch_size), desc="mean head outputs", disable=not progress):
-        ids = tokens[s:s + batch_size]
-        sel = torch.ones_like(ids, dtype=torch.bool)
-        if skip_first:
-            sel[:, 0] = False
-        z = _z_only(adapter, ids, sel)
-        total += z.double().sum(0).cpu()
-        count += int(sel.sum())
-    return (total / max(count, 1)).float()
-
-
-def _z_only(adapter: Adapter, ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    d = adapter.dims
-    zs = [None] * d.n_layers
-
-    def hook(layer):
-        def f(_m, args, kwargs):
-            x = _first_input(args, kwargs)
-            zs[layer] = x[sel.to(x.device)].float()
-        return f
-
-    with _hooks([(adapter.o_proj(i), "pre", hook(i)) for i in range(d.n_layers)]):
-        adapter.model.base_model(input_ids=ids.to(adapter.device), use_cache=False)
-    return torch.stack([z.to(zs[0].device) for z in zs], 1).reshape(-1, d.n_layers, d.n_heads, d.d_head)
+    return hooks.mean_z(adapter, tokens.split(batch_size), int(skip_first), torch.float64, progress)
 
 
 class DirectEffectAblator:
@@ -257,7 +196,7 @@ class DirectEffectAblator:
         self.frozen = final_norm == "frozen"
         self.spec = norm_spec(adapter.final_norm(), self.dev)
         if self.frozen and self.spec is None:
-            raise ValueError(_unsupported(adapter.final_norm()))
+            raise ValueError(unsupported_final_norm(adapter.final_norm()))
         self.max_chunk_mb = max_chunk_mb
         self.block_rows = max(1, int(max_chunk_mb * 2**20 // (2 * 4 * self.d.d_vocab)))
         posts = [norm_spec(adapter.attn_out_norm(i), self.dev) for i in range(self.d.n_layers)] if self.post else None
@@ -295,7 +234,7 @@ class DirectEffectAblator:
         """Logits of ``x [..., d_model]``: the final norm module, or with ``inv_sigma [..., 1]``
         given, the norm's form with that scale (frozen)."""
         if inv_sigma is None:
-            y = _norm(self.a.final_norm(), x)
+            y = run_norm(self.a.final_norm(), x)
         else:
             s = self.spec
             y = s.P(x) * inv_sigma * s.w
@@ -309,9 +248,9 @@ class DirectEffectAblator:
         raise (frozen, final norm) when one does not hold."""
         tol = 1e-4 if self.W_U.dtype == self.a.W_U.dtype else 1e-2  # looser for half-precision models
         if self.spec is not None and not torch.allclose(
-                self.spec(cap.resid), _norm(self.a.final_norm(), cap.resid), rtol=tol, atol=tol):
+                self.spec(cap.resid), run_norm(self.a.final_norm(), cap.resid), rtol=tol, atol=tol):
             if self.frozen:
-                raise ValueError(_unsupported(self.a.final_norm(), "does not match its LayerNorm/RMSNorm form"))
+                raise ValueError(unsupported_final_norm(self.a.final_norm(), "does not match its LayerNorm/RMSNorm form"))
             log.warning("final norm %s does not match its recognised form; using the exact path",
                         type(self.a.final_norm()).__name__)
             self.spec, self.fastc, self.compute_dtype = None, None, "float32"
@@ -365,7 +304,7 @@ class DirectEffectAblator:
                 if self.post:
                     a_NM = cap.attn_out[sl, layer]
                     norm = self.a.attn_out_norm(layer)
-                    dout_KNM = _norm(norm, a_NM[None] + dout_KNM) - _norm(norm, a_NM)[None]
+                    dout_KNM = run_norm(norm, a_NM[None] + dout_KNM) - run_norm(norm, a_NM)[None]
                 lo, lg = self._finish(self._unembed(x_NM[None] + dout_KNM, inv), tg)
                 loss[layer, hs], logit[layer, hs] = lo.cpu(), lg.cpu()
             if bar is not None:

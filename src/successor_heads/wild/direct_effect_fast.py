@@ -55,10 +55,10 @@ import math
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
-from torch import nn
+
+from successor_heads.wild.direct_effect_norms import run_norm
 
 LOG2E = 1.0 / math.log(2.0)
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -80,60 +80,11 @@ def check_compute_dtype(name: str) -> torch.dtype:
     return COMPUTE_DTYPES[name]
 
 
-def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` as float32 on ``x``'s device, with ``x`` cast to the module's own dtype and
-    device first (half-precision or multi-GPU models)."""
-    p = next(module.parameters(), None)
-    y = module(x.to(p.device, p.dtype)) if p is not None else module(x)
-    return y.to(x.device, torch.float32)
-
-
-@dataclass
-class NormSpec:
-    """A norm (the final one, or Gemma3's post-attention one) written as ``P(x) / sigma(x) * w
-    + b`` (``P``: centring for LayerNorm); float32 tensors ``w``, ``b`` ``[d_model]``."""
-
-    center: bool
-    w: torch.Tensor
-    b: torch.Tensor | None
-    eps: float
-
-    def P(self, x: torch.Tensor) -> torch.Tensor:
-        return x - x.mean(-1, keepdim=True) if self.center else x
-
-    def inv_sigma(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.rsqrt(self.P(x).pow(2).mean(-1, keepdim=True) + self.eps)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.P(x) * self.inv_sigma(x) * self.w
-        return out + self.b if self.b is not None else out
-
-
-def norm_spec(module: nn.Module, dev: torch.device) -> NormSpec | None:
-    """Recognise ``nn.LayerNorm`` and ``*RMSNorm`` modules (Gemma's ``1 + weight`` included) as a
-    float32 :class:`NormSpec` on ``dev``; None for anything else (then the recomputed final norm
-    takes the exact path through the module, and the frozen one is not available)."""
-    name = type(module).__name__
-    w = getattr(module, "weight", None)
-    if isinstance(module, nn.LayerNorm):
-        d = module.normalized_shape[-1]
-        w = torch.ones(d) if w is None else w
-        b = None if module.bias is None else module.bias.detach().to(dev, torch.float32)
-        return NormSpec(True, w.detach().to(dev, torch.float32), b, float(module.eps))
-    if "RMSNorm" in name and w is not None:
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-        if eps is None:
-            return None
-        w = w.detach().to(dev, torch.float32)
-        return NormSpec(False, 1.0 + w if "Gemma" in name else w, None, float(eps))
-    return None
-
-
 class FastContraction:
     """Every head's direct-effect loss from rank-``dh`` products (module docstring).
 
     Built by :class:`~successor_heads.wild.direct_effect.DirectEffectAblator` when its final norm
-    (and every post-attention norm) has a recognised :class:`NormSpec`. ``rows``/``width``:
+    (and every post-attention norm) has a recognised :class:`~successor_heads.wild.direct_effect_norms.NormSpec`. ``rows``/``width``:
     block shape (None: :data:`MAX_ROWS`, :data:`MAX_WIDTH`, less under ``max_chunk_mb``);
     ``workers``: threads of the contraction (None: ``torch.get_num_threads()``; 1 off the CPU).
     ``timings`` accumulates wall seconds per phase (``prep``, ``clean``, ``layers``) and thread
@@ -176,7 +127,7 @@ class FastContraction:
             return None
         for layer, p in enumerate(self.posts):
             a = cap.attn_out[:, layer]
-            if not torch.allclose(p(a), _norm(self.ab.a.attn_out_norm(layer), a), rtol=tol, atol=tol):
+            if not torch.allclose(p(a), run_norm(self.ab.a.attn_out_norm(layer), a), rtol=tol, atol=tol):
                 return f"post-attention norm of layer {layer} does not match its RMSNorm/LayerNorm form"
             W, b = self.W_O[layer], self.ab.a.W_O_layer(layer)[1].to(a.device, torch.float32)
             a_hat = torch.einsum("nhd,hdm->nm", cap.z[:, layer], W) + b

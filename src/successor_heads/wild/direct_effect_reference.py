@@ -12,7 +12,9 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.wild.direct_effect import _first_input, _hooks, _norm, _unsupported, capture, check_final_norm, norm_spec
+from successor_heads.core.hooks import first_input, hooks
+from successor_heads.wild.direct_effect import capture
+from successor_heads.wild.direct_effect_norms import check_final_norm, norm_spec, run_norm, unsupported_final_norm
 
 
 @torch.no_grad()
@@ -34,7 +36,7 @@ def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: to
     fnorm = adapter.final_norm()
     spec = norm_spec(fnorm, adapter.device) if final_norm == "frozen" else None
     if final_norm == "frozen" and spec is None:
-        raise ValueError(_unsupported(fnorm))
+        raise ValueError(unsupported_final_norm(fnorm))
     d = adapter.dims
     heads = heads or [(i, h) for i in range(d.n_layers) for h in range(d.n_heads)]
     cap = capture(adapter, input_ids)
@@ -48,7 +50,7 @@ def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: to
         if cap.attn_out is not None:
             a = cap.attn_out.reshape(B, P, d.n_layers, -1)[:, :, layer].to(W_O.device)
             norm = adapter.attn_out_norm(layer)
-            delta = _norm(norm, a + delta) - _norm(norm, a)
+            delta = run_norm(norm, a + delta) - run_norm(norm, a)
 
         def hook(_m, args, kwargs, delta=delta):
             if args:
@@ -57,11 +59,11 @@ def reference_per_head(adapter: Adapter, input_ids: torch.Tensor, mean_z_LHD: to
             return args, {**kwargs, key: kwargs[key] + delta.to(kwargs[key].device, kwargs[key].dtype)}
 
         def frozen_hook(_m, args, kwargs, out, delta=delta):
-            x = _first_input(args, kwargs).to(spec.w.device, torch.float32)
+            x = first_input(args, kwargs).to(spec.w.device, torch.float32)
             add = spec.P(delta.to(x.device)) * spec.inv_sigma(x) * spec.w
             return out + add.to(out.device, out.dtype)
 
-        with _hooks([(fnorm, "fwd", frozen_hook) if spec is not None else (fnorm, "pre", hook)]):
+        with hooks((fnorm, "forward", frozen_hook) if spec is not None else (fnorm, "pre", hook), with_kwargs=True):
             logits = adapter.model(input_ids=input_ids.to(adapter.device), use_cache=False).logits.float()
         lp = logits[:, :-1].log_softmax(-1).gather(-1, tgt[..., None])[..., 0]
         out[i] = (-lp).reshape(-1).cpu().numpy()

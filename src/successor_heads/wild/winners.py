@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from successor_heads.core.paper import paper_number
+
 CATEGORIES = ("successorship", "acronym", "greater-than", "copying", "other")
 #: Shares of the successor head's winning tokens reported by the paper (Pythia-1.4B L12H0).
-PAPER_SHARES = {"acronym": 0.24, "greater-than": 0.19}
+PAPER_SHARES = paper_number("wild", "winning_token_shares").value
 NUMERIC_FAMILIES = ("numbers", "number_words", "ordinal_words")
 ACRONYM_WINDOW_WORDS = 40
 

@@ -1,5 +1,5 @@
 """The paper's numbers beside ours, across the zoo (Gould et al., ICLR 2024: Sections 2-5 and
-Appendix J; DESIGN.md, What the paper did).
+Appendix J; docs/DESIGN.md, "Zoo table and paper comparison").
 
 One row per reported quantity, one column per model. The paper's value and the model it was
 measured on come first; a model whose stage did not run (or could not measure the quantity,
@@ -16,17 +16,14 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 
-from successor_heads.core.atomic import atomic_path
+from successor_heads.core import layout
+from successor_heads.core.paper import paper_number
+from successor_heads.core.writers import write_csv, write_text
 
-STAGE_FILES = {
-    "scores": "scores_summary.json",
-    "features": "features/features_summary.json",
-    "editing": "editing/editing_summary.json",
-    "wild": "wild/wild_summary.json",
-}
 NOT_RUN = "stage not in this run"
 
 
@@ -40,22 +37,33 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
+def _paper(stage: str, key: str, part: str | None = None, model: bool = True) -> str:
+    """The ``paper`` cell of a paper number (:mod:`successor_heads.core.paper`): its value (or
+    ``value[part]``), "about" before an approximate one, and the model it was measured on."""
+    n = paper_number(stage, key)
+    value = n.value if part is None else n.value[part]
+    cell = f"about {value}" if n.setting.get("approximate") else str(value)
+    return f"{cell} ({n.model})" if model and n.model else cell
+
+
 def _scores_rows(s: dict) -> list[tuple[str, str, str, str]]:
     d = s["default_mode"]
     modes = [d] + [m for m in ("mlp0", "resid") if m != d and f"top_head_{m}" in s]
     notes = {"mlp0": "the paper's effective embedding", d: "default mode"}  # the default's note wins
     rows = [("scores", f"top successor head ({m}{', ' + notes[m] if m in notes else ''})",
-             "L12H0 (Pythia-1.4B); L9H1 (GPT-2 small)", f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})")
+             "; ".join(f"{head} ({model})" for model, head in paper_number("scores", "successor_heads").value.items()),
+             f"{s[f'top_head_{m}']} ({_fmt(s[f'top_score_{m}'])})")
             for m in modes]
     chance = s.get("chance_level")
     rows.append(("scores", "chance level (a head that always picks one task token; ours)", "not reported",
                  _fmt(chance, 3) if chance is not None else "n/a (summary predates this field)"))
     key = f"top_over_runner_up_{d}"
     ratio = s.get(key)
-    rows.append(("scores", f"top score / runner-up ({d})", "about 8 (Pythia-1.4B L12H0)",
+    rows.append(("scores", f"top score / runner-up ({d})", _paper("scores", "top_over_runner_up"),
                  _fmt(ratio, 1) if ratio is not None
                  else "n/a (runner-up scores 0)" if key in s else "n/a (summary predates this field)"))
-    rows.append(("scores", f"heads above threshold ({d})", "at least one per model (threshold 0.5)",
+    above = paper_number("scores", "heads_above_threshold")
+    rows.append(("scores", f"heads above threshold ({d})", f"{above.value} (threshold {above.setting['threshold']})",
                  _fmt(s[f"n_above_threshold_{d}"])))
     checked = s.get("behaviour_heads_checked", "")
     rows.append(("scores", "top behavioural head agrees (our check)", "not in the paper",
@@ -68,9 +76,12 @@ def _features_rows(f: dict) -> list[tuple[str, str, str, str]]:
     mods = f.get("moduli", {})
     m10 = mods.get("10", {})
     rows = [
-        ("features", "mod-10 modal SAE feature coverage", "0.585", _fmt(m10.get("coverage_mean"))),
-        ("features", "probe direction vs SAE feature cosine (mod 10)", "0.71", _fmt(m10.get("probe_sae_cosine_mean"))),
-        ("features", "probe: non-numeric succession tokens right (mod 10)", "94/102",
+        ("features", "mod-10 modal SAE feature coverage", _paper("features", "coverage_mod10", model=False),
+         _fmt(m10.get("coverage_mean"))),
+        ("features", "probe direction vs SAE feature cosine (mod 10)",
+         _paper("features", "probe_sae_cosine_mod10", model=False), _fmt(m10.get("probe_sae_cosine_mean"))),
+        ("features", "probe: non-numeric succession tokens right (mod 10)",
+         _paper("features", "nonnumeric_probe_correct", model=False),
          f"{m10.get('probe_test_correct', 'n/a')}/{m10.get('probe_test_total', 'n/a')}"),
     ]
     for m, label in (("7", "mod 7 (days)"), ("12", "mod 12 (months)")):
@@ -119,51 +130,72 @@ def _editing_rows(e: dict) -> list[tuple[str, str, str, str]]:
     if gt:
         cell = "; ".join(f"{path} {_fmt(v.get('greater_share'))}" for path, v in gt.items())
         rows.append(("editing", "greater-than share of logit mass (head vs MLP0 alone)",
-                     "head favours larger tokens; MLP0 alone does not", cell))
+                     _paper("editing", "greater_than"), cell))
     return rows
 
 
 def _wild_rows(w: dict) -> list[tuple[str, str, str, str]]:
     shares = w.get("category_shares_loss", {})
     n = w.get("n_listing_prompts")
+    corpus = paper_number("wild", "corpus")
     return [
-        ("wild", "corpus (contexts x tokens)", "The Pile, 128 x 512",
+        ("wild", "corpus (contexts x tokens)",
+         f"{corpus.value}, {corpus.setting['n_contexts']} x {corpus.setting['context_len']}",
          f"{w.get('corpus', '?')}, {w.get('n_contexts', '?')} x {w.get('context_len', '?')}"),
-        ("wild", "acronym share of the successor head's winning tokens", "0.24 (Pythia-1.4B L12H0)",
+        ("wild", "acronym share of the successor head's winning tokens",
+         _paper("wild", "winning_token_shares", "acronym"),
          f"{_fmt(shares.get('acronym'))} ({w.get('successor_head', '?')})"),
-        ("wild", "greater-than share of its winning tokens", "0.19 (Pythia-1.4B L12H0)",
+        ("wild", "greater-than share of its winning tokens", _paper("wild", "winning_token_shares", "greater-than"),
          _fmt(shares.get("greater-than"))),
-        ("wild", "numbered listings won by the successor head", "64/64",
+        ("wild", "numbered listings won by the successor head", _paper("wild", "listing_wins", model=False),
          f"{w.get('listing_wins_loss', 'n/a')}/{n if n is not None else 'n/a'}"),
     ]
 
 
+#: per stage whose summary the table reads (``layout.outputs(stage, ...)["summary"]``), in table order
 ROWS = {"scores": _scores_rows, "features": _features_rows, "editing": _editing_rows, "wild": _wild_rows}
 
 
-def table(results_dir: str | Path, models: list[str], stages: list[str]) -> pd.DataFrame:
+def _check_stages(stages) -> None:
+    bad = [s for s in stages if s not in ROWS]
+    if bad or "scores" not in stages:
+        raise ValueError(f"stages={list(stages)}: need 'scores' and only {sorted(ROWS)}")
+
+
+def summaries(results_dir: str | Path, models: list[str], stages: list[str]) -> dict[str, list[str]]:
+    """The files the table reads (the paper_table rule's inputs): per stage that ran, its summary
+    of each model, in model order, where :mod:`successor_heads.core.layout` puts it (the stage's
+    ``summary`` output under ``results_dir``).
+
+    Raises: ValueError: ``scores`` not in ``stages`` or an unknown stage.
+    """
+    _check_stages(stages)
+    return {s: [layout.outputs(s, results_dir, m)["summary"] for m in models] for s in stages}
+
+
+def table(summaries: Mapping[str, Sequence[str | Path]], models: list[str]) -> pd.DataFrame:
     """Paper beside ours: columns ``section``, ``quantity``, ``paper``, then one per model.
 
     Args:
-        results_dir: the ``results/`` folder; each model's summaries are read from
-            ``results_dir/{model}/`` (:data:`STAGE_FILES`).
+        summaries: per stage that ran (``scores`` is required), its summary JSON of each model
+            in ``models`` order (:func:`summaries`); the other stages' rows say ``stage not in this run``.
         models: the zoo, in column order.
-        stages: stages that ran (``scores`` is required); the others' rows say ``stage not in this run``.
 
     Raises:
         FileNotFoundError: a ran stage's summary is missing (the message names it and the rule to run).
-        ValueError: ``scores`` not in ``stages`` or an unknown stage.
+        ValueError: ``scores`` not among the stages, an unknown stage, or a stage without one
+            summary per model.
     """
-    bad = [s for s in stages if s not in STAGE_FILES]
-    if bad or "scores" not in stages:
-        raise ValueError(f"stages={list(stages)}: need 'scores' and only {sorted(STAGE_FILES)}")
+    _check_stages(list(summaries))
     cells: dict[tuple[str, str], dict[str, str]] = {}
     papers: dict[tuple[str, str], str] = {}
-    for stage in STAGE_FILES:  # stage-major, so a row only a later model has stays in its section
-        if stage not in stages:
+    for stage in ROWS:  # stage-major, so a row only a later model has stays in its section
+        if stage not in summaries:
             continue
-        for model in models:
-            p = Path(results_dir) / model / STAGE_FILES[stage]
+        if len(summaries[stage]) != len(models):
+            raise ValueError(f"{stage}: {len(summaries[stage])} summaries for {len(models)} models")
+        for model, path in zip(models, summaries[stage]):
+            p = Path(path)
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing; run the {stage} stage for {model} first "
                                         f"(snakemake --cores N {p})")
@@ -175,8 +207,8 @@ def table(results_dir: str | Path, models: list[str], stages: list[str]) -> pd.D
         row = {"section": section, "quantity": quantity, "paper": paper}
         row.update({m: cells[(section, quantity)].get(m, "n/a") for m in models})
         rows.append(row)
-    for stage in STAGE_FILES:
-        if stage not in stages:
+    for stage in ROWS:
+        if stage not in summaries:
             rows.append({"section": stage, "quantity": "(all)", "paper": "see the paper",
                          **{m: NOT_RUN for m in models}})
     return pd.DataFrame(rows)
@@ -198,14 +230,13 @@ def to_html(df: pd.DataFrame, title: str) -> str:
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>")
 
 
-def run(results_dir, models, stages, csv_path, html_path) -> pd.DataFrame:
-    """Write the comparison as CSV and as a self-contained HTML table, atomically; returns it.
+def run(summaries: Mapping[str, Sequence[str | Path]], models, csv_path, html_path) -> pd.DataFrame:
+    """Write the comparison of :func:`table` as CSV and as a self-contained HTML table, atomically;
+    returns it.
 
     Raises: as :func:`table`; OSError when a file cannot be written (nothing half-written is left).
     """
-    df = table(results_dir, list(models), list(stages))
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
-    with atomic_path(html_path) as tmp:
-        Path(tmp).write_text(to_html(df, "Successor Heads (Gould et al., ICLR 2024): the paper beside this run"))
+    df = table(summaries, list(models))
+    write_csv(df, csv_path)
+    write_text(to_html(df, "Successor Heads (Gould et al., ICLR 2024): the paper beside this run"), html_path)
     return df

@@ -9,27 +9,53 @@ from pathlib import Path
 import pandas as pd
 
 from successor_heads.core import plots
-from successor_heads.core.atomic import atomic_path
+from successor_heads.core.h5io import read_h5
+from successor_heads.core.heads import head_label
+from successor_heads.core.paper import paper_number
+from successor_heads.core.writers import FIXED4, write_csv
 
-# The paper's reported heads, printed beside ours where a model is in both.
-PAPER = {"pythia-1.4b": "L12H0", "gpt2-small": "L9H1"}
+# The paper's reported heads (by zoo model name), printed beside ours where a model is in both.
+_HEADS = paper_number("scores", "successor_heads")
+PAPER = {_HEADS.setting["zoo_names"][model]: head for model, head in _HEADS.value.items()}
+PAPER_THRESHOLD = float(paper_number("scores", "heads_above_threshold").setting["threshold"])
 
 
-def table(summaries: list[str | Path]) -> pd.DataFrame:
+def heads_above(scores_h5: str | Path, mode: str, threshold: float) -> int:
+    """How many heads of a ``successor_scores.h5`` score above ``threshold`` in ``mode``
+    (the paper's count of successor heads, Section 2, at a threshold of our choosing).
+
+    Raises: :class:`successor_heads.core.h5io.IncompleteOutputError` for a missing or unfinished file.
+    """
+    data, _ = read_h5(scores_h5)
+    return int((data[f"overall_{mode}"] > threshold).sum())
+
+
+def table(summaries: list[str | Path], scores_h5: list[str | Path] | None = None,
+          threshold: float | None = None) -> pd.DataFrame:
     """One row per ``scores_summary.json``: model, parameters, top head and score per mode,
     the chance level (a head that always picks one task token), heads above threshold, top
     behavioural head, whether they agree, the paper's head.
 
+    Args:
+        summaries: each model's ``scores_summary.json``.
+        scores_h5: each model's ``successor_scores.h5`` (same order), with ``threshold``
+            (config ``scores.threshold``): heads above it are counted from the scores; without
+            them, the summary's count at the paper's threshold is used.
+        threshold: see ``scores_h5``; recorded in the table's ``threshold`` column.
+
     Raises: FileNotFoundError / json.JSONDecodeError for a missing or broken summary.
     """
     rows = []
-    for p in summaries:
+    h5s = list(scores_h5) if scores_h5 is not None and threshold is not None else [None] * len(summaries)
+    for p, h5 in zip(summaries, h5s):
         s = json.loads(Path(p).read_text())
         d = s["default_mode"]
+        above = heads_above(h5, d, threshold) if h5 is not None else s[f"n_above_threshold_{d}"]
         row = {"model": s["model"], "parameters": s["n_params"], "quantization": s.get("quantization"),
                "norms": s["norms"], "value_bias": s.get("value_bias"), "default_mode": d,
                "top_head": s[f"top_head_{d}"], "top_score": s[f"top_score_{d}"],
-               "chance_level": s.get("chance_level"), "heads_above_threshold": s[f"n_above_threshold_{d}"],
+               "chance_level": s.get("chance_level"), "heads_above_threshold": above,
+               "threshold": threshold if h5 is not None else PAPER_THRESHOLD,
                "top_over_runner_up": s.get(f"top_over_runner_up_{d}"),
                "top_behaviour_head": s["top_behaviour_head"], "agrees": s[f"agrees_{d}"],
                "behaviour_heads_checked": s.get("behaviour_heads_checked", "all")}
@@ -57,7 +83,7 @@ def per_task_figure(score_csvs: list[str | Path], models: list[str], path) -> No
             fam = c.split("_spaced")[0].split("_unspaced")[0]
             if pd.notna(top[c]):
                 by_fam.setdefault(fam, []).append(float(top[c]))
-        fams[f"{model} L{int(top['layer'])}H{int(top['head'])}"] = {k: float(np.mean(v)) for k, v in by_fam.items()}
+        fams[f"{model} {head_label(top['layer'], top['head'])}"] = {k: float(np.mean(v)) for k, v in by_fam.items()}
     families = sorted({f for d in fams.values() for f in d})
     fig, ax = plots.plt.subplots(figsize=(max(5, 0.9 * len(families) + 2), 3.5))
     width = 0.8 / max(1, len(fams))
@@ -72,12 +98,12 @@ def per_task_figure(score_csvs: list[str | Path], models: list[str], path) -> No
     plots.save(fig, path)
 
 
-def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None) -> pd.DataFrame:
+def run(summaries, csv_path, fig_path, score_csvs=None, per_task_path=None, scores_h5=None,
+        threshold=None) -> pd.DataFrame:
     """Write the zoo table (CSV), Figure 2 (left, with each model's chance level) and, given
     ``score_csvs`` and ``per_task_path``, Figure 2 (right), atomically; returns the table."""
-    df = table(summaries)
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.4f")
+    df = table(summaries, scores_h5, threshold)
+    write_csv(df, csv_path, FIXED4)
     fig, ax = plots.plt.subplots(figsize=(5, 3.5))
     series = {f"{df.default_mode.iloc[0]} (default)": "top_score"}
     series.update({c[len("top_score_"):]: c for c in df.columns if c.startswith("top_score_")})

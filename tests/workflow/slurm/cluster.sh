@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on this machine, for tests/workflow/test_slurm.py (DESIGN.md, "A real
+# A real single-node SLURM cluster on this machine, for tests/workflow/test_slurm.py (docs/DESIGN.md, "A real
 # SLURM on one machine"). Needs root; no systemd.
 #
 #   tests/workflow/slurm/cluster.sh start    install slurm-wlm + munge with apt if missing, write

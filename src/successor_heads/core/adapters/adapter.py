@@ -1,0 +1,395 @@
+"""Architecture-neutral view of a transformers causal LM's weights (docs/DESIGN.md, Architecture facts).
+
+An :class:`Adapter` reads its family's :class:`~successor_heads.core.adapters.spec.FamilySpec`
+and yields, with the standard names and shapes,
+
+* ``W_E`` ``[d_vocab, d_model]`` (the raw embedding table; :meth:`Adapter.embed` applies any
+  embedding scale, e.g. Gemma3's sqrt(d_model)),
+* ``W_U`` ``[d_model, d_vocab]`` and ``b_U`` ``[d_vocab]``,
+* ``W_V`` ``[n_layers, n_heads, d_model, d_head]`` and ``b_V`` ``[n_layers, n_heads, d_head]``
+  with grouped-query attention mapped (query head h reads KV head ``h // (n_heads // n_kv_heads)``),
+* ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` and ``b_O`` ``[n_layers, d_model]``,
+
+and the model's own norm and MLP modules, so the effective OV circuit
+``logits_h(t) = W_U · W_OV^h · x_t`` (paper, Section 2) can be computed with layer norms either
+skipped (``norms="raw"``) or applied (``norms="applied"``). No family has code of its own: what
+differs is declared in :data:`~successor_heads.core.adapters.families.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from operator import attrgetter
+
+import torch
+from torch import nn
+
+from .spec import FamilySpec
+
+NORM_OPTIONS = ("raw", "applied")
+
+
+def _check_norms(norms: str) -> None:
+    if norms not in NORM_OPTIONS:
+        raise ValueError(f"norms={norms!r}: must be one of {NORM_OPTIONS}")
+
+
+def _module(root: nn.Module, path: str | None) -> nn.Module | None:
+    """The submodule at dotted ``path`` below ``root`` (None for a norm the family lacks)."""
+    return None if path is None else attrgetter(path)(root)
+
+
+def _stacked(per_layer: str, part: int, doc: str) -> property:
+    """A property stacking part ``part`` of method ``per_layer``'s result over all layers."""
+    def get(self: Adapter) -> torch.Tensor:
+        return torch.stack([getattr(self, per_layer)(i)[part] for i in range(self.dims.n_layers)])
+    return property(get, doc=doc)
+
+
+@dataclass(frozen=True)
+class Dims:
+    """A model's sizes: ``n_layers``, ``n_heads`` (query heads), ``n_kv_heads`` (key/value heads,
+    fewer under grouped-query attention), ``d_model``, ``d_head``, ``d_vocab``."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+
+
+class Adapter:
+    """One transformers causal LM seen through its family's spec (module docstring).
+
+    Construct through :func:`successor_heads.core.adapters.get_adapter`, which picks the spec
+    from ``model.config.model_type``.
+
+    Args:
+        model: the transformers causal LM (any dtype, any device).
+        spec: its family's declared architecture facts.
+
+    Attributes:
+        model, cfg: the model and its config.
+        spec: the :class:`FamilySpec`; ``family``: its name (``"gpt2"``, ``"gemma3"``, ...).
+        parallel_attn_mlp: attention and MLP read the same residual (GPT-NeoX/Pythia): MLP0's
+            input is the embedding alone.
+        dims: the model's :class:`Dims`.
+    """
+
+    def __init__(self, model: nn.Module, spec: FamilySpec):
+        self.model = model
+        self.cfg = model.config
+        self.spec = spec
+        self.family = spec.name
+        flag, parallel = spec.parallel_flag, spec.parallel_attn_mlp
+        self.parallel_attn_mlp = bool(getattr(self.cfg, flag, parallel)) if flag else parallel
+        self.dims = self._dims()
+
+    def _dims(self) -> Dims:
+        c = self.cfg
+        n_heads = c.num_attention_heads
+        d_head = getattr(c, "head_dim", None) or c.hidden_size // n_heads
+        return Dims(
+            n_layers=c.num_hidden_layers,
+            n_heads=n_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+            d_model=c.hidden_size,
+            d_head=d_head,
+            d_vocab=self.W_E.shape[0],
+        )
+
+    # --- the model's modules, where the spec says they are ------------------------------
+    def layers(self) -> nn.ModuleList:
+        """The ``n_layers`` decoder layers."""
+        return _module(self.model, self.spec.layers)
+
+    def final_norm(self) -> nn.Module:
+        """The norm before the unembedding (``ln_f``, ``norm``, ...)."""
+        return _module(self.model, self.spec.final_norm)
+
+    def _part(self, layer: int, path: str | None) -> nn.Module | None:
+        return _module(self.layers()[layer], path)
+
+    def attn(self, layer: int) -> nn.Module:
+        """The attention module whose output is the sum of head outputs plus ``b_O``."""
+        return self._part(layer, self.spec.attn)
+
+    def v_proj(self, layer: int) -> nn.Module:
+        """The projection holding ``W_V`` (for fused q/k/v, the fused one; see ``FamilySpec.qkv``)."""
+        return _module(self.attn(layer), self.spec.v_proj)
+
+    def o_proj(self, layer: int) -> nn.Module:
+        """The output projection; its input ``[batch, pos, n_heads * d_head]`` holds each head's ``z``."""
+        return _module(self.attn(layer), self.spec.o_proj)
+
+    def attn_in_norm(self, layer: int) -> nn.Module:
+        """The norm on the residual stream before attention."""
+        return self._part(layer, self.spec.attn_in_norm)
+
+    def mlp_in_norm(self, layer: int) -> nn.Module:
+        """The norm before the MLP (Gemma3: ``pre_feedforward_layernorm``)."""
+        return self._part(layer, self.spec.mlp_in_norm)
+
+    def mlp(self, layer: int) -> nn.Module:
+        """The MLP module (layer 0's gives the effective embedding, :meth:`mlp0`)."""
+        return self._part(layer, self.spec.mlp)
+
+    def attn_out_norm(self, layer: int) -> nn.Module | None:
+        """Norm applied to the attention output before the residual add (Gemma3); else None."""
+        return self._part(layer, self.spec.attn_out_norm)
+
+    def mlp_out_norm(self, layer: int) -> nn.Module | None:
+        """Norm applied to the MLP output before the residual add (Gemma3); else None."""
+        return self._part(layer, self.spec.mlp_out_norm)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final logit soft-cap ``c`` (logits become ``c * tanh(logits / c)``), or None."""
+        key = self.spec.logit_softcap
+        return getattr(self.cfg, key, None) if key else None
+
+    # --- weights in the standard layout ------------------------------------------------
+    def _out_in(self, module: nn.Module) -> torch.Tensor:
+        """``module``'s weight as ``[d_out, d_in]`` (a view)."""
+        return module.weight.T if self.spec.weights_in_out else module.weight
+
+    def _v_weight(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W_V [n_kv_heads, d_model, d_head], b_V [n_kv_heads, d_head] | None)`` of one layer (views)."""
+        d, qkv = self.dims, self.spec.qkv
+        proj = self.v_proj(layer)
+        W, b = self._out_in(proj), proj.bias
+        if qkv == "fused_per_head":
+            W = W.reshape(d.n_heads, 3, d.d_head, -1)[:, 2]
+            return W.transpose(1, 2), None if b is None else b.reshape(d.n_heads, 3, d.d_head)[:, 2]
+        if qkv == "fused":
+            rows = slice((d.n_heads + d.n_kv_heads) * d.d_head, (d.n_heads + 2 * d.n_kv_heads) * d.d_head)
+            W, b = W[rows], None if b is None else b[rows]
+        W = W.reshape(d.n_kv_heads, d.d_head, -1)
+        return W.transpose(1, 2), None if b is None else b.reshape(d.n_kv_heads, d.d_head)
+
+    def W_V_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's value weights, grouped-query heads expanded (paper Section 2, ``W_V^h``).
+
+        Args:
+            layer: layer index in ``[0, n_layers)``.
+
+        Returns:
+            ``(W_V [n_heads, d_model, d_head], b_V [n_heads, d_head])`` in the model's dtype;
+            ``b_V`` is zeros when the family has no value bias.
+        """
+        W, b = self._v_weight(layer)
+        if b is None:
+            b = torch.zeros(W.shape[0], W.shape[2], dtype=W.dtype, device=W.device)
+        group = self.dims.n_heads // self.dims.n_kv_heads
+        if group > 1:
+            W = W.repeat_interleave(group, dim=0)
+            b = b.repeat_interleave(group, dim=0)
+        return W, b
+
+    def W_O_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's output weights (paper Section 2, ``W_O^h``).
+
+        Args:
+            layer: layer index in ``[0, n_layers)``.
+
+        Returns:
+            ``(W_O [n_heads, d_head, d_model], b_O [d_model])`` in the model's dtype; ``b_O`` is
+            zeros when the family has no output bias.
+        """
+        proj, d = self.o_proj(layer), self.dims
+        # As [d_in, d_out]: the input side is n_heads blocks of d_head, head-major.
+        W, b = self._out_in(proj).T.reshape(d.n_heads, d.d_head, -1), proj.bias
+        if b is None:
+            b = torch.zeros(W.shape[-1], dtype=W.dtype, device=W.device)
+        return W, b
+
+    # Every layer's weights at once, stacked on a leading n_layers axis.
+    W_V = _stacked("W_V_layer", 0, "``[n_layers, n_heads, d_model, d_head]`` (:meth:`W_V_layer` of every layer).")
+    b_V = _stacked("W_V_layer", 1, "``[n_layers, n_heads, d_head]``.")
+    W_O = _stacked("W_O_layer", 0, "``[n_layers, n_heads, d_head, d_model]`` (:meth:`W_O_layer` of every layer).")
+    b_O = _stacked("W_O_layer", 1, "``[n_layers, d_model]``.")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the embedding table (and so the adapter's outputs) live."""
+        return self.W_E.device
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """``[d_vocab, d_model]`` raw embedding table."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """``[d_model, d_vocab]`` unembedding (W_E transposed when embeddings are tied)."""
+        return self.model.get_output_embeddings().weight.T
+
+    @property
+    def b_U(self) -> torch.Tensor | None:
+        """``[d_vocab]`` unembedding bias, or None."""
+        return getattr(self.model.get_output_embeddings(), "bias", None)
+
+    # --- the circuits -------------------------------------------------------------------
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings as the model's first layer sees them (no positions).
+
+        The family's embedding scale (``FamilySpec.embed_scale``) is applied by its own
+        embedding module, so it is included.
+
+        Args:
+            token_ids: ``[...]`` integer ids.
+
+        Returns:
+            ``[..., d_model]`` in the model's dtype, on :attr:`device`.
+        """
+        return self.model.get_input_embeddings()(token_ids.to(self.device))
+
+    def mlp0(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
+        """MLP0's output for residual input ``x`` (paper Section 2: effective embedding ``MLP0(W_E[t])``).
+
+        Args:
+            x: ``[..., d_model]`` residual vectors (any dtype).
+            norms: ``"applied"`` runs layer 0's MLP input norm first (and Gemma3's post-MLP
+                norm after); ``"raw"`` feeds ``x`` straight in.
+
+        Returns:
+            float32 ``[..., d_model]``.
+
+        Raises:
+            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
+        """
+        _check_norms(norms)
+        x = x.to(self.device, torch.float32)
+        h = self.run_f32(self.mlp_in_norm(0), x) if norms == "applied" else x
+        out = self.run_f32(self.mlp(0), h)
+        post = self.mlp_out_norm(0)
+        if norms == "applied" and post is not None:
+            out = self.run_f32(post, out)
+        return out
+
+    def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None,
+           value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
+        """Each head's OV output for residual input ``x``, in float32 (paper Section 2: ``W_OV^h = W_V^h W_O^h``).
+
+        ``norm(x) W_V^h W_O^h`` is the head's output when it attends fully to a position holding
+        ``x``. ``b_O`` is shared by all heads and always left out. The weights are cast to float32
+        whatever dtype the model holds, so near-ties are not decided by bf16 rounding. See
+        docs/DESIGN.md, "Norm conventions".
+
+        Args:
+            layer: layer index.
+            x: ``[n_tokens, d_model]`` residual vectors.
+            norms: ``"raw"`` or ``"applied"``; with ``"applied"`` Gemma3's post-attention norm is
+                applied to each head's output.
+            heads: ``[k]`` head indices (None: all ``n_heads``).
+            value_bias: add ``b_V^h W_O^h`` (the same vector for every input; not the paper's
+                circuit, option ``scores.value_bias``).
+            input_norm: run the layer's attention input norm on ``x`` first (default:
+                ``norms == "applied"``).
+
+        Returns:
+            float32 ``[n_heads, n_tokens, d_model]`` (or ``[k, n_tokens, d_model]``).
+
+        Raises:
+            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
+        """
+        _check_norms(norms)
+        input_norm = norms == "applied" if input_norm is None else input_norm
+        W_V, b_V = self.W_V_layer(layer)
+        W_O, _ = self.W_O_layer(layer)
+        if heads is not None:
+            W_V, b_V, W_O = W_V[heads], b_V[heads], W_O[heads]
+        W_V, b_V, W_O = W_V.float(), b_V.float(), W_O.float()
+        x = x.to(self.device, torch.float32)
+        h = self.run_f32(self.attn_in_norm(layer), x) if input_norm else x
+        v_HTD = torch.einsum("tm,hmd->htd", h, W_V)
+        if value_bias:
+            v_HTD = v_HTD + b_V[:, None, :]
+        out_HTM = torch.einsum("htd,hdm->htm", v_HTD, W_O)
+        post = self.attn_out_norm(layer)
+        if norms == "applied" and post is not None:
+            out_HTM = self.run_f32(post, out_HTM)
+        return out_HTM
+
+    def run_f32(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` computed in float32.
+
+        Norms and MLP0 of a half-precision model run on a float32 copy of the module (made once
+        and kept), so weight-based quantities do not depend on the dtype the model was loaded in.
+
+        Args:
+            module: a norm or MLP of the model.
+            x: ``[..., d_model]``.
+
+        Returns:
+            float32 ``[..., d_model]``.
+        """
+        p = next(module.parameters(), None)
+        if p is not None and p.dtype != torch.float32:
+            cache = self.__dict__.setdefault("_f32_modules", {})
+            if id(module) not in cache:
+                cache[id(module)] = copy.deepcopy(module).float()
+            module = cache[id(module)]
+        return module(x.to(self.device, torch.float32)).float()
+
+    def unembed(self, x: torch.Tensor, norms: str = "raw", token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits for residual vectors (the ``W_U`` end of the paper's Section 2 circuit).
+
+        Gemma's final logit soft-cap is monotone, so it is left out (it cannot change which token
+        is largest).
+
+        Args:
+            x: ``[..., d_model]``.
+            norms: ``"applied"`` runs the final norm first; ``"raw"`` does not.
+            token_ids: ``[n]`` the vocabulary columns to compute (None: all ``d_vocab``).
+
+        Returns:
+            float32 ``[..., d_vocab]`` (or ``[..., n]``).
+
+        Raises:
+            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
+            IndexError: an id outside ``d_vocab``.
+        """
+        W_U, b_U = self.unembed_columns(token_ids)
+        out = self.unembed_input(x, norms) @ W_U.float()
+        return out if b_U is None else out + b_U.float()
+
+    def unembed_input(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
+        """What the unembedding multiplies (the ``W_U`` end of the effective OV circuit, paper Section 2).
+
+        Args:
+            x: ``[..., d_model]``.
+            norms: ``"applied"`` runs the final norm; ``"raw"`` only casts.
+
+        Returns:
+            float32 ``[..., d_model]``.
+
+        Raises:
+            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
+        """
+        _check_norms(norms)
+        return self.run_f32(self.final_norm(), x) if norms == "applied" else x.float()
+
+    def unembed_columns(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unembedding columns gathered once, so callers scoring many heads against the same tokens reuse them.
+
+        Args:
+            token_ids: ``[n]`` vocabulary ids (None: all ``d_vocab``).
+
+        Returns:
+            ``(W_U [d_model, n], b_U [n] or None)`` in the model's dtype.
+
+        Raises:
+            IndexError: an id outside ``d_vocab``.
+        """
+        if token_ids is None:
+            return self.W_U, self.b_U
+        ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
+        b = self.b_U
+        return self.W_U[:, ids], None if b is None else b[ids]
+
+    def n_params(self) -> int:
+        """The model's parameter count."""
+        return sum(p.numel() for p in self.model.parameters())

@@ -1,0 +1,112 @@
+"""What a model family is, declared once: :class:`FamilySpec` (docs/DESIGN.md, Architecture facts).
+
+A family is a table, not a subclass: where its modules live (dotted attribute paths), how its
+value and output projections store their weights, and the conventions that change how a head's
+output reaches the logits (norms, embedding scale, soft-caps, biases, attention/MLP order). The
+one generic :class:`~successor_heads.core.adapters.adapter.Adapter` reads it; the table itself is
+:data:`~successor_heads.core.adapters.families.FAMILIES`.
+
+Facts the adapter reads: the module paths, ``qkv``, ``weights_in_out``, ``parallel_attn_mlp``
+(with ``parallel_flag``) and ``logit_softcap``. The others (``norm``, ``embed_scale``,
+``attn_softcap``, ``value_bias``, ``output_bias``, ``mlp_kind``) describe what the family's own
+modules already do (Gemma's embedding module multiplies by sqrt(d_model), its RMSNorm scales by
+``1 + w``); the adapter runs those modules, and the adapter tests check each declaration against
+a tiny model of the family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+#: Where q, k and v live. ``separate``: ``q_proj``/``k_proj``/``v_proj`` (``v_proj`` has
+#: ``n_kv_heads * d_head`` output rows); ``fused``: one projection whose output rows are the
+#: blocks ``[q (n_heads * d_head) | k (n_kv_heads * d_head) | v (n_kv_heads * d_head)]`` (GPT-2's
+#: ``c_attn``); ``fused_per_head``: one projection whose rows are ``[n_heads, 3, d_head]``, i.e.
+#: q, k, v interleaved head by head (GPT-NeoX's ``query_key_value``).
+QKVLayout = Literal["separate", "fused", "fused_per_head"]
+#: ``layernorm``: ``(x - mean) / sigma * w + b``; ``rmsnorm``: ``x / rms(x) * w``;
+#: ``rmsnorm_1p``: ``x / rms(x) * (1 + w)`` (Gemma).
+NormKind = Literal["layernorm", "rmsnorm", "rmsnorm_1p"]
+#: ``none``: the first layer sees ``W_E[t]``; ``sqrt_d_model``: it sees ``W_E[t] * sqrt(d_model)`` (Gemma).
+EmbedScale = Literal["none", "sqrt_d_model"]
+#: ``dense``: ``W_out act(W_in x)``; ``gated``: ``W_down (act(W_gate x) * W_up x)``.
+MLPKind = Literal["dense", "gated"]
+
+_CHOICES = {"qkv": QKVLayout, "norm": NormKind, "embed_scale": EmbedScale, "mlp_kind": MLPKind}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One model family's architecture facts (module docstring).
+
+    Paths are dotted attribute paths: ``layers`` and ``final_norm`` from the transformers causal
+    LM, ``attn``/``attn_in_norm``/``mlp_in_norm``/``mlp``/``attn_out_norm``/``mlp_out_norm`` from
+    one decoder layer, ``v_proj``/``o_proj`` from the attention module. A norm path is None where
+    the family has no such norm.
+
+    Attributes:
+        name: the family's name in the model config (``model.family``).
+        model_types: the transformers ``config.model_type`` values it covers.
+        layers: the ``nn.ModuleList`` of decoder layers.
+        final_norm: the norm before the unembedding.
+        attn: the attention module, whose output is the sum of head outputs plus ``b_O``.
+        v_proj: the module holding ``W_V`` (the fused q/k/v projection when ``qkv`` is fused).
+        o_proj: the output projection, whose input ``[batch, pos, n_heads * d_head]`` holds each
+            head's ``z``.
+        attn_in_norm: the norm before attention.
+        mlp_in_norm: the norm before the MLP.
+        mlp: the MLP module.
+        attn_out_norm: the norm on the attention output before the residual add (Gemma), or None.
+        mlp_out_norm: the norm on the MLP output before the residual add (Gemma), or None.
+        qkv: the q/k/v layout (:data:`QKVLayout`).
+        weights_in_out: weights are stored ``[d_in, d_out]`` (GPT-2's Conv1D, ``y = x @ W + b``)
+            instead of ``nn.Linear``'s ``[d_out, d_in]``.
+        parallel_attn_mlp: attention and MLP read the same residual (GPT-NeoX/Pythia), so MLP0's
+            input is the embedding alone.
+        parallel_flag: config attribute that overrides ``parallel_attn_mlp`` when the checkpoint
+            sets it (GPT-NeoX's ``use_parallel_residual``), or None.
+        norm: the norm convention of every norm in the family (:data:`NormKind`).
+        embed_scale: what the embedding module multiplies ``W_E[t]`` by (:data:`EmbedScale`).
+        logit_softcap: config attribute of the final logit soft-cap ``c * tanh(logits / c)``, or None.
+        attn_softcap: config attribute of the attention-score soft-cap, or None.
+        value_bias: the family's value projection has a bias (``b_V``; zeros are used when absent).
+        output_bias: the family's output projection has a bias (``b_O``; zeros when absent).
+        mlp_kind: the MLP's form (:data:`MLPKind`).
+
+    Raises:
+        ValueError: on construction, a choice outside its allowed values or no ``model_types``.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: str
+    final_norm: str
+    attn: str
+    v_proj: str
+    o_proj: str
+    attn_in_norm: str
+    mlp_in_norm: str
+    mlp: str
+    attn_out_norm: str | None = None
+    mlp_out_norm: str | None = None
+    qkv: QKVLayout = "separate"
+    weights_in_out: bool = False
+    parallel_attn_mlp: bool = False
+    parallel_flag: str | None = None
+    norm: NormKind = "rmsnorm"
+    embed_scale: EmbedScale = "none"
+    logit_softcap: str | None = None
+    attn_softcap: str | None = None
+    value_bias: bool = False
+    output_bias: bool = False
+    mlp_kind: MLPKind = "gated"
+
+    def __post_init__(self) -> None:
+        if not self.model_types:
+            raise ValueError(f"family {self.name!r} covers no model_type")
+        for key, kind in _CHOICES.items():
+            allowed = get_args(kind)
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"family {self.name!r}: {key}={getattr(self, key)!r} must be one of {allowed}")
+

@@ -1,0 +1,73 @@
+"""What ``snakemake -n`` plans after a finished run when one config key changes: exactly the jobs
+whose config view holds the key (successor_heads.core.config.VIEW_KEYS) and the jobs downstream
+of their outputs; and the threads each job gets from ``resources.cpus``.
+
+One DAG run on the tiny workflow project; every dry run starts from a copy of it, because a dry
+run rewrites the changed view (that is how Snakemake sees the change) and the next one would
+see it changed back.
+"""
+
+import re
+import shutil
+
+import pytest
+
+from tests.support.workflow_project import TINY_OVERRIDES, make_project, snakemake
+
+pytestmark = pytest.mark.dag
+
+#: model.resources.cpus of the finished run (the tiny model file says 1)
+CPUS = 2
+MODEL = "tiny-llama"
+
+#: key changed -> the jobs planned (each once, for the one model); `all` is the default target
+PLANS = {
+    # read by the zoo table only (its own view, results/zoo/config/zoo_table.yaml): the scores
+    # job counts heads above the paper's fixed 0.5
+    "scores.threshold=0.4": {"zoo_table", "all"},
+    # read by the wild job only; the paper table reads its summary
+    "wild.batch_size=8": {"wild", "paper_table", "all"},
+    # read by the features job only (not by cache_activations); editing reads its directions
+    "features.d_sae=32": {"features", "editing", "paper_table", "all"},
+    # scheduling only: in no view
+    "model.resources.cpus=1": set(),
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = make_project(tmp_path_factory.mktemp("plan"))
+    proc = snakemake(tmp, overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"])
+    (tmp / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    return tmp
+
+
+def job_stats(out: str) -> dict[str, int]:
+    """The ``Job stats`` table of a dry run: job name -> count (empty: nothing to be done)."""
+    if "Nothing to be done" in out:
+        return {}
+    block = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+@pytest.mark.parametrize("override", list(PLANS))
+def test_a_changed_key_plans_exactly_the_jobs_that_read_it(finished, tmp_path, override):
+    project = tmp_path / "project"
+    shutil.copytree(finished, project, symlinks=True)  # copy2: modification times kept
+    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}", override])
+    assert job_stats(proc.stdout + proc.stderr) == {job: 1 for job in PLANS[override]}
+
+
+def test_rule_threads_and_torch_threads_follow_resources_cpus(finished):
+    """``threads: res("cpus")``: each model job ran with the model's ``resources.cpus``, and its
+    script set torch's thread count to ``snakemake.threads``."""
+    logs = finished / "results" / "logs" / MODEL
+    for rule in ("successor_scores", "cache_activations", "features", "editing", "wild"):
+        assert f"torch threads: {CPUS} (snakemake.threads)" in (logs / f"{rule}.log").read_text(), rule
+
+
+def test_the_local_profile_is_read_without_a_flag(finished):
+    """The README's main command reads workflow/profiles/default (rerun-incomplete, logs) by
+    itself: Snakemake looks for profiles/default beside the Snakefile, a link to it."""
+    out = (finished / "snakemake.out").read_text()
+    assert re.search(r"Using workflow specific profile \S*profiles/default", out)
