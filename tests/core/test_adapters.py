@@ -33,11 +33,11 @@ def _capture_attention(adapter, layer, ids):
 def test_head_outputs_sum_to_attention_output(layer, tiny_model):
     family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     ids = torch.tensor([tok("Monday, Tuesday, Wednesday, 1 2 3 the lazy dog")["input_ids"]])
-    x_BPM, out_BPM, pattern_BHQK = _capture_attention(a, layer, ids)
+    x_BPM, out_BPM, pattern_BHQP = _capture_attention(a, layer, ids)
     W_V, b_V = a.W_V_layer(layer)
     W_O, b_O = a.W_O_layer(layer)
     v_BHPD = torch.einsum("bpm,hmd->bhpd", x_BPM, W_V) + b_V[None, :, None]
-    z_BHQD = pattern_BHQK @ v_BHPD
+    z_BHQD = pattern_BHQP @ v_BHPD
     heads_BHQM = torch.einsum("bhqd,hdm->bhqm", z_BHQD, W_O)
     recon = heads_BHQM.sum(1) + b_O
     torch.testing.assert_close(recon, out_BPM, atol=1e-5, rtol=1e-4)

@@ -20,10 +20,10 @@ def _task(tasks, name):
     return next(t for t in tasks if t.name == name)
 
 
-def _plant(adapter, X_RM, target_RT, token_ids):
-    """Plant W_V W_O so that X_RM W_V W_O W_U[:, token_ids] = target_RT (rank <= d_head)."""
+def _plant(adapter, X_NM, target_NT, token_ids):
+    """Plant W_V W_O so that X_NM W_V W_O W_U[:, token_ids] = target_NT (rank <= d_head)."""
     U = adapter.W_U[:, token_ids].detach()
-    M = torch.linalg.pinv(X_RM) @ target_RT @ torch.linalg.pinv(U)
+    M = torch.linalg.pinv(X_NM) @ target_NT @ torch.linalg.pinv(U)
     Uu, S, Vh = torch.linalg.svd(M)
     dh = adapter.dims.d_head
     assert int((S > 1e-4 * S[0]).sum()) <= dh, "planted map must fit in one head"

@@ -71,8 +71,8 @@ def test_head_feature_choice_recovers_classes(trained):
     sae2, _ = train_sae(x, 16, l1_coeff=0.1, lr=1e-2, steps=300, batch_size=64, seed=1)
     top2, _, _ = top_features(sae2, x, score)
     feat2, cov2, _ = modal_features(top2, y.numpy(), M)
-    D_SKM = np.stack([dirs, sae2.directions().numpy()[feat2]])
-    chosen, out, agree = mode_across_saes(D_SKM, np.stack([cov, cov2]))
+    D_SCM = np.stack([dirs, sae2.directions().numpy()[feat2]])
+    chosen, out, agree = mode_across_saes(D_SCM, np.stack([cov, cov2]))
     assert (chosen >= 0).all() and (agree == 1.0).all()
     assert (np.sum(out * U.numpy(), 1) > 0.9).all()
 

@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.schema import MODES
 
-MODES = ("mlp0", "resid")
 
 
 # Where each norm is applied, per (mode, norms): the table of docs/DESIGN.md, "Norm conventions".

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from successor_heads.core.adapters import Adapter
 
+from successor_heads.core.schema import DTYPES as _DTYPES
+
 log = logging.getLogger(__name__)
 
 #: Written last by the models stage: a folder without it is not complete.
 MANIFEST = "manifest.json"
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class ModelFetchError(RuntimeError):

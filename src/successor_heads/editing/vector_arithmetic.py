@@ -61,13 +61,12 @@ import pandas as pd
 import torch
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.schema import DIRECTION_SOURCES as SOURCES, RESIDUE_OF, SCALE_REFS
 from successor_heads.core.effective_embedding import mlp0_embeddings
 from successor_heads.core.h5io import IncompleteOutputError, read_h5
 from successor_heads.core.ov import head_task_logits
 from successor_heads.core.paper import paper_number
 
-SOURCES = ("sae", "probe")
-SCALE_REFS = ("projection", "norm")
 _FIGURE5 = paper_number("editing", "vector_arithmetic")
 #: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.
 PAPER = _FIGURE5.value
@@ -75,7 +74,6 @@ PAPER = _FIGURE5.value
 PAPER_MODULUS = int(_FIGURE5.setting["modulus"])
 #: ``paper`` cell of summary rows edited with another modulus than the paper's.
 PAST_PAPER = "ours, past the paper (the paper edits with mod-10 features only)"
-RESIDUE_OF = ("position", "index")
 DEFAULT_MODULI = {"numbers": 10, "number_words": 10, "ordinal_words": 10, "letters": 10,
                   "days": 7, "day_prefixes": 7, "months": 12, "month_prefixes": 12}
 

@@ -201,8 +201,8 @@ def confusion(y_true, y_pred, modulus: int) -> np.ndarray:
     return m
 
 
-def cosines(a_KM, b_KM) -> np.ndarray:
+def cosines(a_CM, b_CM) -> np.ndarray:
     """Row-wise cosine of ``[n_classes, d_model]`` arrays -> ``[n_classes]`` (NaN where a row is NaN/zero)."""
-    a, b = np.asarray(a_KM, np.float64), np.asarray(b_KM, np.float64)
+    a, b = np.asarray(a_CM, np.float64), np.asarray(b_CM, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -279,18 +279,18 @@ def modal_features(top_T: np.ndarray, classes_T: np.ndarray, modulus: int,
     return feat, cov, n_rows
 
 
-def mode_across_saes(dirs_SKM: np.ndarray, coverage_SK: np.ndarray, match_cosine: float = 0.9
+def mode_across_saes(dirs_SCM: np.ndarray, coverage_SC: np.ndarray, match_cosine: float = 0.9
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The direction most SAEs agree on, per class.
 
-    Args: ``dirs_SKM [n_saes, n_classes, d_model]`` unit decoder directions (NaN rows: none),
-    ``coverage_SK [n_saes, n_classes]``, ``match_cosine``: two directions match above it.
+    Args: ``dirs_SCM [n_saes, n_classes, d_model]`` unit decoder directions (NaN rows: none),
+    ``coverage_SC [n_saes, n_classes]``, ``match_cosine``: two directions match above it.
 
     Returns: ``(chosen [n_classes] int64 SAE index, -1 if no SAE has a feature; directions
     [n_classes, d_model] (NaN rows where none); agreement [n_classes] float, fraction of SAEs
     whose direction matches the chosen one)``.
     """
-    dirs = np.asarray(dirs_SKM, np.float64)
+    dirs = np.asarray(dirs_SCM, np.float64)
     S, K, M = dirs.shape
     chosen = np.full(K, -1, np.int64)
     out = np.full((K, M), np.nan)
@@ -301,7 +301,7 @@ def mode_across_saes(dirs_SKM: np.ndarray, coverage_SK: np.ndarray, match_cosine
             continue
         D = dirs[valid, k]
         support = ((D @ D.T) > match_cosine).sum(1)
-        cov = np.nan_to_num(np.asarray(coverage_SK, float)[valid, k], nan=-1.0)
+        cov = np.nan_to_num(np.asarray(coverage_SC, float)[valid, k], nan=-1.0)
         best = max(range(len(valid)), key=lambda j: (support[j], cov[j], -j))
         chosen[k], out[k], agree[k] = valid[best], D[best], support[best] / S
     return chosen, out, agree

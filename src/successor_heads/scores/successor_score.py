@@ -150,10 +150,10 @@ def successor_scores(
         for k, (rows, target, (W_U, b_U)) in enumerate(zip(pair_rows, pair_target, unembed)):
             if rows is None:
                 continue  # no pair in this task: NaN
-            logits_HPT = h_HTM[:, rows] @ W_U  # [n_heads, n_pairs, n_task_tokens]
+            logits_HNT = h_HTM[:, rows] @ W_U  # [n_heads, n_pairs, n_task_tokens]
             if b_U is not None:
-                logits_HPT = logits_HPT + b_U
-            per_task_t[:, k] = (logits_HPT.argmax(-1) == target).float().mean(-1)
+                logits_HNT = logits_HNT + b_U
+            per_task_t[:, k] = (logits_HNT.argmax(-1) == target).float().mean(-1)
         per_task[layer] = per_task_t.cpu().numpy()
     return ScoreResult(per_task, _overall(per_task, tasks), np.array([t.n_pairs for t in tasks]),
                        [t.name for t in tasks])

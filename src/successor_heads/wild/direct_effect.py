@@ -300,12 +300,12 @@ class DirectEffectAblator:
             dz_NHD = self.mean_z[layer][None] - cap.z[sl, layer]
             for h0 in range(0, d.n_heads, k):
                 hs = slice(h0, min(d.n_heads, h0 + k))
-                dout_KNM = torch.einsum("nkd,kdm->knm", dz_NHD[:, hs], W_O_HDM[hs])
+                dout_HNM = torch.einsum("nkd,kdm->knm", dz_NHD[:, hs], W_O_HDM[hs])
                 if self.post:
                     a_NM = cap.attn_out[sl, layer]
                     norm = self.a.attn_out_norm(layer)
-                    dout_KNM = run_norm(norm, a_NM[None] + dout_KNM) - run_norm(norm, a_NM)[None]
-                lo, lg = self._finish(self._unembed(x_NM[None] + dout_KNM, inv), tg)
+                    dout_HNM = run_norm(norm, a_NM[None] + dout_HNM) - run_norm(norm, a_NM)[None]
+                lo, lg = self._finish(self._unembed(x_NM[None] + dout_HNM, inv), tg)
                 loss[layer, hs], logit[layer, hs] = lo.cpu(), lg.cpu()
             if bar is not None:
                 bar.update()

@@ -58,10 +58,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from successor_heads.core import schema
 from successor_heads.wild.direct_effect_norms import run_norm
 
 LOG2E = 1.0 / math.log(2.0)
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+COMPUTE_DTYPES = {name: getattr(torch, name) for name in schema.COMPUTE_DTYPES}
 #: A shifted sum of exponentials outside [_TINY, inf) is recomputed with a max shift.
 _TINY = 2.0 ** -100
 #: Most vocabulary columns per chunk and rows per block (the [H, rows, width] float32 block

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: Values of the ``final_norm`` option (config key ``wild.final_norm``; :mod:`successor_heads.wild.direct_effect`).
-FINAL_NORMS = ("frozen", "recomputed")
+from successor_heads.core.schema import FINAL_NORMS  # values of wild.final_norm
 
 
 def check_final_norm(final_norm: str) -> str:

@@ -25,9 +25,9 @@ from operator import attrgetter
 import torch
 from torch import nn
 
-from .spec import FamilySpec
+from successor_heads.core.schema import NORMS as NORM_OPTIONS
 
-NORM_OPTIONS = ("raw", "applied")
+from .spec import FamilySpec
 
 
 def _check_norms(norms: str) -> None:
