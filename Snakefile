@@ -23,6 +23,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/editing.smk"
 include: "workflow/rules/wild.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

@@ -3,6 +3,13 @@
     successor-heads fetch  model=smollm2-135m
     successor-heads scores model=gemma3-270m scores.norms=applied
     successor-heads features|editing|wild model=...
+    successor-heads scores model=EleutherAI/pythia-70m@step1000    # a hub id, optional @revision
+    successor-heads scores model=./my-model                        # a transformers folder
+    successor-heads scores model=./my-model.Q4_K_M.gguf            # a GGUF file
+
+A model without a file in ``config/model/`` gets its config derived from its weights (family,
+dtype, resources) and its outputs under ``results/<slug>/`` (``<org>--<name>[@<revision>]``,
+``local-<folder or file stem>``); see docs/DESIGN.md, "Model specs".
 
 Outputs go where the workflow puts them (:mod:`successor_heads.core.layout`: ``results/{model}/``),
 so a later ``snakemake`` run reuses what is already there only if its config matches. Each stage
@@ -26,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="successor-heads", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=sorted(STAGES))
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gemma3-270m scores.norms=applied")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gemma3-270m scores.norms=applied; "
+                   "model= also takes a hub id org/name[@revision], a folder or a .gguf file")
     p.add_argument("--config-dir", default=None, help="Hydra config folder (default: ./config)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

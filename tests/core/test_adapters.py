@@ -127,8 +127,14 @@ def test_declared_facts_hold(family, tokenizer):
     assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)
     assert s.attn_softcap is None or hasattr(model.config, s.attn_softcap)
     assert any("gate" in name for name, _ in a.mlp(0).named_children()) == (s.mlp_kind == "gated")
-    assert a.parallel_attn_mlp == (family == "gpt_neox")
-    assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family != "gemma3")
+    assert a.parallel_attn_mlp == (family in ("gpt_neox", "gptj"))
+    assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family not in ("gemma3", "gemma2", "olmo2"))
+    assert (a.attn_in_norm(0) is None) == (a.mlp_in_norm(0) is None) == (family == "olmo2")
+    assert (a.b_U is not None) == s.unembed_bias
+    assert any(n in ("q_norm", "k_norm") for n, _ in a.attn(0).named_children()) == s.qk_norm
+    learned = any(isinstance(m, torch.nn.Embedding) and m is not model.get_input_embeddings()
+                  for m in model.modules())
+    assert learned == (s.positions == "learned")
 
 
 def test_parallel_flag_of_the_checkpoint_wins(tokenizer):

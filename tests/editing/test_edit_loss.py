@@ -31,7 +31,7 @@ def _capture_mlp0(adapter, ids, norms="raw"):
         logits = adapter.model(input_ids=ids).logits
     finally:
         h.remove()
-    return got["out"], logits
+    return got["out"].reshape(*ids.shape, -1), logits  # (OPT's MLP output is [batch * pos, d_model])
 
 
 def test_hook_edits_only_the_chosen_position(tiny_model):

@@ -47,11 +47,27 @@ def _tl_x(bridge, ids: torch.Tensor, mode: str, prefix: list[int]) -> torch.Tens
     n_layers = bridge.cfg.n_layers
     with torch.no_grad():
         if mode == "mlp0":
-            x = bridge.blocks[0].mlp(bridge.embed(ids[None]))[0]
+            x = _tl_mlp0(bridge, bridge.embed(ids[None]))[0]
             return x.expand(n_layers, *x.shape)
         seq = torch.cat([torch.tensor(prefix).expand(len(ids), len(prefix)), ids[:, None]], 1)
         _, cache = bridge.run_with_cache(seq)
-        return torch.stack([cache[f"blocks.{layer}.ln1.hook_out"][:, -1] for layer in range(n_layers)])
+        # a block without ln1 (OLMo-2 has no input norms) feeds the head the residual itself
+        keys = [f"blocks.{layer}.ln1.hook_out" if f"blocks.{layer}.ln1.hook_out" in cache
+                else f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+        return torch.stack([cache[k][:, -1] for k in keys])
+
+
+def _tl_mlp0(bridge, x: torch.Tensor) -> torch.Tensor:
+    """TransformerLens' first MLP on ``x``: its module, or where TL keeps the MLP's linears on
+    the block (OPT: a "containerless" MLP it refuses to call alone) TL's own ``W_in``, ``b_in``,
+    ``W_out``, ``b_out`` and ``cfg.act_fn``."""
+    try:
+        return bridge.blocks[0].mlp(x)
+    except RuntimeError as err:
+        if "containerless" not in str(err):
+            raise
+    act = {"relu": torch.relu, "gelu": torch.nn.functional.gelu}[bridge.cfg.act_fn]
+    return act(x @ bridge.W_in[0] + bridge.b_in[0]) @ bridge.W_out[0] + bridge.b_out[0]
 
 
 def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
@@ -67,6 +83,7 @@ def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
             continue
         rows = torch.tensor([pos[t] for t in task.token_ids])[has]
         logits = torch.einsum("ltm,lhmn,nv->lhtv", x_LTM[:, rows], OV, W_U[:, task.token_ids])
+        logits = logits + bridge.b_U.detach()[task.token_ids]  # zeros but for GPT-J (ov.py: "@ W_U + b_U")
         out[..., k] = (logits.argmax(-1) == succ[has]).float().mean(-1).numpy()
     return out
 
@@ -91,7 +108,7 @@ def test_mlp0_effective_embedding_equals_transformerlens(peers):
     ids = torch.arange(5, 40)
     ours = effective_embeddings(a, ids, "mlp0", "raw")
     torch.testing.assert_close(ours, _tl_x(bridge, ids, "mlp0", []), **TOL)
-    if a.family != "gemma3":  # Gemma3's embedding module scales W_E by sqrt(d_model)
+    if a.spec.embed_scale == "none":  # Gemma 2/3 embedding modules scale W_E by sqrt(d_model)
         torch.testing.assert_close(bridge.embed(ids[None])[0], bridge.W_E[ids], **TOL)
 
 
@@ -107,5 +124,6 @@ def test_successor_scores_equal_transformerlens(peers, mode):
     for layer in range(a.dims.n_layers):
         got = a.unembed(a.ov(layer, x[layer], "raw", input_norm=head_input_norm(mode, "raw")))
         want = torch.einsum("tm,hmn,nv->htv", x_tl[layer], bridge.OV.AB[layer].detach(), bridge.W_U.detach())
+        want = want + bridge.b_U.detach()
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(ours.per_task, _tl_scores(bridge, x_tl, ids, tasks))

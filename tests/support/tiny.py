@@ -12,7 +12,13 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3")
+#: The paper zoo's families, then those added later (:data:`NEW_FAMILIES`); each name is an
+#: adapter family (``successor_heads.core.adapters.FAMILIES``).
+NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3") + NEW_FAMILIES
+#: Tiny models that are a variant of a family's config, not a family of their own: Llama 3
+#: (``model_type`` ``llama``, rope scaling of type ``llama3``, 4 query heads per KV head).
+VARIANTS = {"llama3": "llama"}
 
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -59,9 +65,12 @@ def make_tokenizer(vocab_size: int = 2048):
 
 
 def make_config(family: str, vocab_size: int, n_layers: int = 2, d_model: int = 32, n_heads: int = 4):
-    """A transformers config for a tiny model of ``family`` (one of :data:`FAMILIES`)."""
+    """A transformers config for a tiny model of ``family`` (one of :data:`FAMILIES` or :data:`VARIANTS`)."""
     from transformers import (Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
                               Qwen2Config)
+
+    if family in NEW_FAMILIES or family in VARIANTS:
+        return _new_config(family, vocab_size, n_layers, d_model, n_heads)
 
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if family == "gpt2":
@@ -82,6 +91,47 @@ def make_config(family: str, vocab_size: int, n_layers: int = 2, d_model: int = 
                                 sliding_window=64, query_pre_attn_scalar=d_model // n_heads,
                                 final_logit_softcapping=30.0, **kw)
     raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_heads: int):
+    """Configs of :data:`NEW_FAMILIES` and :data:`VARIANTS` (kept apart so the paper zoo's
+    families are built exactly as before)."""
+    import transformers as tr
+
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if family == "gptj":  # rotary on the first half of each head, parallel block
+        return tr.GPTJConfig(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=512,
+                             rotary_dim=d_model // n_heads // 2, **common)
+    if family == "gpt_neo":  # global and local (window 4) layers alternating
+        kinds = (["global", "local"] * n_layers)[:n_layers]
+        return tr.GPTNeoConfig(num_layers=n_layers, hidden_size=d_model, num_heads=n_heads,
+                               attention_types=[[[k], 1] for k in kinds], window_size=4,
+                               max_position_embeddings=512, **common)
+    if family == "opt":
+        return tr.OPTConfig(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+                            ffn_dim=4 * d_model, word_embed_proj_dim=d_model, max_position_embeddings=512,
+                            do_layer_norm_before=True, **common)
+    kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+              num_key_value_heads=n_heads // 2, intermediate_size=4 * d_model,
+              max_position_embeddings=512, **common)
+    if family == "llama3":
+        kw["num_key_value_heads"] = n_heads // 4 or 1
+        return tr.LlamaConfig(tie_word_embeddings=False, rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=64), **kw)
+    if family == "mistral":
+        return tr.MistralConfig(tie_word_embeddings=False, sliding_window=64, **kw)
+    if family == "qwen3":
+        return tr.Qwen3Config(head_dim=d_model // n_heads, tie_word_embeddings=True, **kw)
+    if family == "phi3":
+        return tr.Phi3Config(tie_word_embeddings=False, **kw)
+    if family == "olmo2":
+        return tr.Olmo2Config(tie_word_embeddings=False, **kw)
+    if family == "gemma2":
+        return tr.Gemma2Config(head_dim=d_model // n_heads, tie_word_embeddings=True, sliding_window=64,
+                               query_pre_attn_scalar=d_model // n_heads, final_logit_softcapping=30.0,
+                               attn_logit_softcapping=50.0, **kw)
+    raise ValueError(f"unknown family {family!r}; known: {NEW_FAMILIES + tuple(VARIANTS)}")
 
 
 def make_model(family: str, tokenizer=None, seed: int = 0, **kw):
@@ -146,7 +196,7 @@ def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tenso
         attn.query_key_value.weight[rows, :] = W_V.T
         attn.query_key_value.bias[rows] = 0
         attn.dense.weight[:, head * dh:(head + 1) * dh] = W_O.T
-    else:
+    elif mt in ("llama", "qwen2", "gemma3_text", "gemma3"):
         c = model.config
         H, Hkv = c.num_attention_heads, c.num_key_value_heads
         dh = getattr(c, "head_dim", None) or c.hidden_size // H
@@ -156,3 +206,24 @@ def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tenso
         if attn.v_proj.bias is not None:
             attn.v_proj.bias[kv * dh:(kv + 1) * dh] = 0
         attn.o_proj.weight[:, head * dh:(head + 1) * dh] = W_O.T
+    else:
+        _plant_through_adapter(model, layer, head, W_V, W_O)
+
+
+@torch.no_grad()
+def _plant_through_adapter(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tensor) -> None:
+    """:func:`plant_head` for :data:`NEW_FAMILIES`: the rows of ``W_V`` and columns of ``W_O``
+    found where the family's spec says they are (all ``nn.Linear``, ``[d_out, d_in]``)."""
+    from successor_heads.core.adapters import get_adapter
+
+    a = get_adapter(model)
+    d = a.dims
+    kv = head // (d.n_heads // d.n_kv_heads)
+    v, o = a.v_proj(layer), a.o_proj(layer)
+    first = (d.n_heads + d.n_kv_heads) * d.d_head if a.spec.qkv == "fused" else 0
+    assert a.spec.qkv in ("separate", "fused") and not a.spec.weights_in_out
+    rows = slice(first + kv * d.d_head, first + (kv + 1) * d.d_head)
+    v.weight[rows, :] = W_V.T
+    if v.bias is not None:
+        v.bias[rows] = 0
+    o.weight[:, head * d.d_head:(head + 1) * d.d_head] = W_O.T

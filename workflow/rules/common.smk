@@ -3,6 +3,7 @@
 # its job reads (successor_heads.core.config.VIEW_KEYS; zoo rules: ZOO_VIEW_KEYS). Views are
 # rewritten only when their content changes, so a config change reruns exactly the jobs that
 # read a changed key (and those downstream of their outputs).
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from omegaconf import OmegaConf
 from snakemake.logging import logger
 from successor_heads.core import layout
-from successor_heads.core.config import compose, resolve_for_workflow, view_path
+from successor_heads.core.config import compose, resolve_zoo, view_path
 from successor_heads.core.h5io import set_aside_incomplete
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
@@ -20,9 +21,15 @@ if not CONFIG_DIR.is_absolute() and not CONFIG_DIR.is_dir():
     CONFIG_DIR = Path(workflow.basedir) / CONFIG_DIR
 _root = compose(None, config["overrides"], CONFIG_DIR)
 RESULTS = _root.results_dir
-ZOO = list(config["zoo"]) or list(_root.zoo)
-MODEL_CFG = resolve_for_workflow(ZOO, config["overrides"], RESULTS, CONFIG_DIR,
-                                 zoo_name=config.get("zoo_name", "zoo"), root=_root)
+# A zoo entry is a model file's name, a hub id org/name[@revision], a transformers folder, a .gguf
+# file or a folder of checkpoints (a sweep); each model's results/<slug>/ is named by its slug
+# (docs/DESIGN.md, "Model specs"). A bad entry or unsupported model_type fails here, at parse.
+_ZOO = resolve_zoo(list(config["zoo"]) or list(_root.zoo), config["overrides"], RESULTS, CONFIG_DIR,
+                   zoo_name=config.get("zoo_name", "zoo"), root=_root)
+MODEL_CFG = _ZOO.models
+ZOO = list(MODEL_CFG)
+# checkpoint sweeps: {sweep: [{model, revision, step}, ...]}, flattened for the over_training rule
+SWEEP_MEMBERS = [dict(m, sweep=s) for s, ms in _ZOO.sweeps.items() for m in ms]
 STAGES = list(config.get("stages", ["scores"]))
 # stages whose summaries the paper table reads: the zoo table makes the scores run in every case
 PAPER_STAGES = ["scores"] + [s for s in STAGES if s in ("features", "editing", "wild")]
@@ -46,7 +53,7 @@ if workflow.is_main_process:
 
 
 wildcard_constraints:
-    model="|".join(ZOO) if ZOO else "NO_MODEL",
+    model="|".join(map(re.escape, ZOO)) if ZOO else "NO_MODEL",
 
 
 def model_cfg(wildcards):
@@ -97,6 +104,8 @@ def reported(outputs, category, captions, subcategory="{model}"):
 
 # The default target's files: each chosen stage's targets per model, then the zoo-level files.
 ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS for p in layout.zoo_outputs(r, RESULTS, ZOO_NAME).values()]
+if SWEEP_MEMBERS:  # the over-training table and figure, when the zoo has a checkpoint sweep
+    ZOO_TARGETS += list(layout.sweep_outputs(RESULTS, ZOO_NAME).values())
 
 
 def all_outputs(wildcards):

@@ -8,7 +8,9 @@ stage, ``results/{model}/config/{stage}.yaml``, holding exactly the keys that st
 (:data:`VIEW_KEYS`); a zoo-level rule's view lives in ``results/{zoo_name}/config/{rule}.yaml``
 (:data:`ZOO_VIEW_KEYS`). A view is an input of its rule and is rewritten only when its content
 changes, so changing a key reruns exactly the jobs that read it (and those downstream of their
-outputs). Jobs load their view typed with :func:`load_resolved`.
+outputs). Jobs load their view typed with :func:`load_resolved`. A model without a file in
+``config/model/`` (a hub id, a folder, a ``.gguf`` file, a sweep's checkpoint) gets its ``model``
+section derived from its weights (docs/DESIGN.md, "Model specs"; :func:`resolve_zoo`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from successor_heads.core.atomic import atomic_path
+from successor_heads.core.model_derive import derive_model
+from successor_heads.core.model_spec import ModelSpec, expand_zoo, parse_model, sweeps
 # ConfigError, check_values and check_section are defined beside the rules they apply and
 # imported from here as well
 from successor_heads.core.schema import ConfigError, RootConfig, check_section, check_values, field_types  # noqa: F401
@@ -96,14 +100,19 @@ def available_models(config_dir: str | os.PathLike | None = None) -> list[str]:
 
 
 def compose(
-    model: str | None = None,
+    model: str | ModelSpec | None = None,
     overrides: Sequence[str] = (),
     config_dir: str | os.PathLike | None = None,
 ) -> DictConfig:
-    """Compose ``config.yaml`` (+ ``model=<model>`` + overrides) and validate it.
+    """Compose ``config.yaml`` (+ the model + overrides) and validate it.
+
+    A model without a file in ``config/model/`` (a hub id, a folder, a ``.gguf`` file) gets the
+    ``model`` section derived from its weights (:func:`successor_heads.core.model_derive.derive_model`),
+    with the ``model.*`` overrides applied on top (docs/DESIGN.md, "Model specs").
 
     Args:
-        model: name of a file in ``config/model/``; None keeps the defaults list's choice.
+        model: a model spec (:func:`successor_heads.core.model_spec.parse_model` reads a string);
+            None: the ``model=`` override, else the defaults list's choice.
         overrides: Hydra override strings, e.g. ``["scores.norms=applied"]``.
         config_dir: the config folder (default: :func:`find_config_dir`).
 
@@ -111,8 +120,10 @@ def compose(
         A read-only, fully resolved DictConfig following :class:`~successor_heads.core.schema.RootConfig`.
 
     Raises:
-        ConfigError: unknown model (the message lists the known ones), unknown key, a value of
-            the wrong type or outside its rule (the message names the key, value and what is allowed).
+        ConfigError: unknown model (the message lists the known ones and the syntax), an
+            unsupported ``model_type`` (listing the supported ones), a hub id offline and not
+            cached, unknown key, a value of the wrong type or outside its rule (the message
+            names the key, value and what is allowed).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -123,11 +134,12 @@ def compose(
 
     cdir = Path(config_dir).resolve() if config_dir else find_config_dir()
     known = available_models(cdir)
-    ovr = list(overrides)
-    if model is not None:
-        if model not in known:
-            raise ConfigError(f"unknown model {model!r}; known models: {', '.join(known)}")
-        ovr = [o for o in ovr if not o.startswith("model=")] + [f"model={model}"]
+    ovr = [o for o in overrides if not o.startswith("model=")]
+    if model is None and len(ovr) < len(overrides):
+        model = [o for o in overrides if o.startswith("model=")][-1][len("model="):]
+    spec = model if isinstance(model, ModelSpec) or model is None else parse_model(model, known)
+    if spec is not None and spec.kind == "name":
+        ovr.append(f"model={spec.name}")
     # The schema is the first entry of config.yaml's defaults list, so overrides of keys that
     # the YAML leaves at their defaults (e.g. wild.batch_size=8) are accepted and typed.
     ConfigStore.instance().store(name="successor_heads_schema", node=RootConfig)
@@ -145,7 +157,27 @@ def compose(
         raise ConfigError(f"cannot compose config with overrides {ovr}: {msg}") from e
     finally:
         GlobalHydra.instance().clear()
+    if spec is not None and (spec.kind != "name" or spec.slug != spec.name):
+        cfg = _with_model(cfg, spec, [o for o in ovr if o.startswith("model.")])
     return validate(cfg)
+
+
+def _with_model(cfg: DictConfig, spec: ModelSpec, model_overrides: list[str]) -> dict:
+    """``cfg`` with the model section of ``spec``: derived from the weights, or (a model file at
+    another revision) the file's with that revision; then ``model_overrides`` on top."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    if spec.kind == "name":
+        if raw["model"]["source"]["kind"] != "hf":
+            raise ConfigError(f"model {spec.value!r}: a revision needs a model file with source kind hf, "
+                              f"{spec.name} has {raw['model']['source']['kind']}")
+        raw["model"].update(name=spec.slug, revisions=[])
+        raw["model"]["source"]["revision"] = spec.revision
+        return raw
+    derived = OmegaConf.create(derive_model(spec))
+    if model_overrides:
+        derived = OmegaConf.merge(derived, OmegaConf.from_dotlist([o[len("model."):] for o in model_overrides]))
+    raw["model"] = OmegaConf.to_container(derived)
+    return raw
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
@@ -255,16 +287,28 @@ def write_if_changed(cfg: DictConfig, path: str | os.PathLike) -> bool:
     return True
 
 
-def resolve_for_workflow(
-    models: Iterable[str], overrides: Sequence[str], results_dir: str | os.PathLike, config_dir=None,
+@dataclasses.dataclass
+class Zoo:
+    """A resolved zoo: each model's validated config by slug (zoo order) and the checkpoints of
+    each sweep (:func:`successor_heads.core.model_spec.sweeps`: model, revision, step)."""
+
+    models: dict[str, DictConfig]
+    sweeps: dict[str, list[dict]]
+
+
+def resolve_zoo(
+    entries: Iterable[str], overrides: Sequence[str], results_dir: str | os.PathLike, config_dir=None,
     zoo_name: str | None = None, root: DictConfig | None = None,
-) -> dict[str, DictConfig]:
-    """Compose and validate each model's config; write ``results/{model}/config.yaml`` and its
-    views (:data:`VIEW_KEYS`), and the zoo-level views (:data:`ZOO_VIEW_KEYS`); each file
-    only when its content changed.
+) -> Zoo:
+    """Expand the zoo's entries into models (docs/DESIGN.md, "Model specs"), compose and validate
+    each one's config, and write ``results/{model}/config.yaml``, its views (:data:`VIEW_KEYS`)
+    and the zoo-level views (:data:`ZOO_VIEW_KEYS`); each file only when its content changed.
+
+    A model file whose ``model.revisions`` is not empty becomes one model per revision,
+    ``<name>@<revision>``, a sweep named after the file.
 
     Args:
-        models: the zoo's model names.
+        entries: the zoo list: model file names, hub ids, folders, ``.gguf`` files, sweep folders.
         overrides: Hydra overrides applied to every model.
         results_dir: the ``results/`` folder.
         config_dir: the config folder (default: :func:`find_config_dir`).
@@ -272,14 +316,26 @@ def resolve_for_workflow(
         root: the config the zoo-level views come from (default: composed without a model choice).
 
     Returns:
-        ``{model_name: DictConfig}``, each validated.
+        The :class:`Zoo`.
 
     Raises:
-        ConfigError: any model's config is bad (:func:`compose`); nothing is written then.
+        ConfigError: a bad entry or any model's config is bad (:func:`compose`); nothing is
+            written then.
     """
-    cfgs = {m: compose(m, overrides, config_dir) for m in models}
+    cdir = Path(config_dir).resolve() if config_dir else find_config_dir()
+    known = available_models(cdir)
+    pairs = []
+    for spec in expand_zoo(entries, known):
+        cfg = compose(spec, overrides, cdir)
+        revs = list(cfg.model.revisions) if spec.kind == "name" and spec.revision is None else []
+        if not revs:
+            pairs.append((spec, cfg))
+        for r in revs:  # a file's revisions form a sweep named after it
+            member = dataclasses.replace(parse_model(f"{spec.name}@{r}", known), sweep=spec.name, label=r)
+            pairs.append((member, compose(member, overrides, cdir)))
+    cfgs = {s.slug: c for s, c in pairs}
     if zoo_name is not None and root is None:
-        root = compose(None, overrides, config_dir)
+        root = compose(None, overrides, cdir)
     for m, cfg in cfgs.items():
         write_if_changed(cfg, Path(results_dir) / m / "config.yaml")
         for view in VIEW_KEYS:
@@ -287,7 +343,19 @@ def resolve_for_workflow(
     if zoo_name is not None:
         for view in ZOO_VIEW_KEYS:
             write_if_changed(stage_view(root, view), view_path(results_dir, view, zoo_name=zoo_name))
-    return cfgs
+    return Zoo(cfgs, sweeps(s for s, _ in pairs))
+
+
+def resolve_for_workflow(
+    models: Iterable[str], overrides: Sequence[str], results_dir: str | os.PathLike, config_dir=None,
+    zoo_name: str | None = None, root: DictConfig | None = None,
+) -> dict[str, DictConfig]:
+    """:func:`resolve_zoo`, returning only ``{slug: DictConfig}`` (each validated).
+
+    Raises:
+        ConfigError: as :func:`resolve_zoo`.
+    """
+    return resolve_zoo(models, overrides, results_dir, config_dir, zoo_name, root).models
 
 
 def load_resolved(path: str | os.PathLike) -> DictConfig:

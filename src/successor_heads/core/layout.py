@@ -98,6 +98,11 @@ ZOO_OUTPUTS: dict[str, dict[str, str]] = {
     "paper_table": {"csv": "paper_vs_ours.csv", "html": "paper_vs_ours.html"},
 }
 
+#: The checkpoint-sweep rule's files, relative to ``results/{zoo_name}/`` (written only when the
+#: zoo has a sweep; docs/DESIGN.md, "Model specs"). One row and one panel per sweep.
+SWEEP_OUTPUTS: dict[str, str] = {"csv": "over_training.csv", "fig": "over_training.png"}
+SWEEP_RULE = "over_training"
+
 #: The resolved config of a model, beside its outputs (``results/{model}/config.yaml``).
 CONFIG = "config.yaml"
 LOGS = "logs"
@@ -158,6 +163,16 @@ def zoo_log(rule: str, results: PathLike = "results", zoo_name: str = "zoo") -> 
     """``results/logs/{zoo_name}/{rule}.log``. Raises: KeyError for an unknown zoo rule."""
     _check(ZOO_OUTPUTS, rule, "zoo rule")
     return _join(results, LOGS, zoo_name, f"{rule}.log")
+
+
+def sweep_outputs(results: PathLike = "results", zoo_name: str = "zoo") -> dict[str, str]:
+    """The files of the checkpoint-sweep rule, by name (:data:`SWEEP_OUTPUTS`)."""
+    return {name: _join(results, zoo_name, rel) for name, rel in SWEEP_OUTPUTS.items()}
+
+
+def sweep_log(results: PathLike = "results", zoo_name: str = "zoo") -> str:
+    """``results/logs/{zoo_name}/over_training.log``: the checkpoint-sweep rule's log."""
+    return _join(results, LOGS, zoo_name, f"{SWEEP_RULE}.log")
 
 
 def config_file(results: PathLike = "results", model: str = "{model}") -> str:

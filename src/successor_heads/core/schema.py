@@ -120,7 +120,7 @@ class ResourcesConfig:
 @dataclass
 class ModelConfig:
     name: str = "???"
-    family: str = "???"  # gpt2 | gpt_neox | llama | gemma3 | qwen2 (a label; the adapter follows model_type)
+    family: str = "???"  # a FamilySpec name (a label; the adapter follows model_type)
     n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
     source: SourceConfig = field(default_factory=SourceConfig)
     dtype: str = rule("float32", choices=DTYPES)
@@ -128,6 +128,9 @@ class ModelConfig:
     # set it in their file, config.yaml passes it on as behaviour.top_k
     behaviour_top_k: int = rule(0, ge=0, hint="0: every head, else heads per mode")
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    # hub revisions of a checkpoint sweep (e.g. [step1000, step143000]): in a zoo, one model per
+    # revision, <name>@<revision> (docs/DESIGN.md, "Model specs"); empty: source.revision alone
+    revisions: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -42,10 +42,11 @@ from successor_heads.editing.vector_arithmetic import DEFAULT_MODULI, edit_pairs
 
 
 def edit_site(adapter: Adapter, norms: str = "raw") -> torch.nn.Module:
-    """The module whose output the edit is added to: ``adapter.mlp(0)``, or layer 0's post-MLP
-    norm when ``norms == "applied"`` and the model has one (Gemma3)."""
+    """The module whose output the edit is added to: ``adapter.mlp_out(0)`` (the MLP, or OPT's
+    ``fc2``), or layer 0's post-MLP norm when ``norms == "applied"`` and the model has one
+    (Gemma 2/3, OLMo-2)."""
     post = adapter.mlp_out_norm(0)
-    return post if (norms == "applied" and post is not None) else adapter.mlp(0)
+    return post if (norms == "applied" and post is not None) else adapter.mlp_out(0)
 
 
 @contextlib.contextmanager
@@ -67,14 +68,18 @@ def edit_mlp0(adapter: Adapter, batch_idx, pos_idx, f_from: torch.Tensor, f_to: 
     if f_from.shape[-1] != adapter.dims.d_model or f_to.shape[-1] != adapter.dims.d_model:
         raise ValueError(f"directions have d_model={f_from.shape[-1]}, the model has {adapter.dims.d_model}")
 
+    n_pos = {}
+
     def hook(_mod, _inputs, out):
         t = out[0] if isinstance(out, tuple) else out
         t = t.clone()
-        v = t[b, p].float()
-        t[b, p] = edit_vectors(v, f_from.to(v), f_to.to(v), scale, ref).to(t.dtype)
+        rows = (b, p) if t.dim() == 3 else (b * n_pos["P"] + p,)  # OPT's MLP runs on [batch * pos] rows
+        v = t[rows].float()
+        t[rows] = edit_vectors(v, f_from.to(v), f_to.to(v), scale, ref).to(t.dtype)
         return (t, *out[1:]) if isinstance(out, tuple) else t
 
-    with hooks((edit_site(adapter, norms), "forward", hook)):
+    with hooks((adapter.model.get_input_embeddings(), "forward", lambda _m, _i, e: n_pos.update(P=e.shape[1])),
+               (edit_site(adapter, norms), "forward", hook)):
         yield
 
 

@@ -86,7 +86,7 @@ def hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
             pass
         offline = offline_models()
         raise ModelFetchError(
-            f"cannot reach the Hugging Face hub to fetch {repo_id}@{revision} (no network, or HF_HUB_OFFLINE "
+            f"cannot reach the Hugging Face hub to fetch {repo_id}@{revision or 'main'} (no network, or HF_HUB_OFFLINE "
             f"set) and it is not in the local HF cache. Models that work offline: {', '.join(offline)}; "
             f"e.g. use model={offline[0]}. Or fetch on a machine with a network and use source kind local."
         )
@@ -100,7 +100,7 @@ def hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
         path = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
     except Exception as e:
         raise ModelFetchError(
-            f"could not download {repo_id}@{revision} from the hub ({type(e).__name__}: {e}). "
+            f"could not download {repo_id}@{revision or 'main'} from the hub ({type(e).__name__}: {e}). "
             "Gated repos (e.g. Llama-2) need `huggingface-cli login` and accepted terms; check the revision"
         ) from e
     return Path(path), Path(path).name

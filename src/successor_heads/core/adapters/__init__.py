@@ -5,7 +5,7 @@ one generic :class:`Adapter`; :func:`get_adapter` picks the spec from ``model.co
 from __future__ import annotations
 
 from .adapter import NORM_OPTIONS, Adapter, Dims
-from .families import FAMILIES, MODEL_TYPES, family_of
+from .families import FAMILIES, MODEL_TYPES, family_of, is_moe
 from .spec import FamilySpec
 
 
@@ -19,9 +19,13 @@ def get_adapter(model) -> Adapter:
         The model's :class:`Adapter`.
 
     Raises:
-        ValueError: the model type has no adapter (the message lists the supported ones).
+        ValueError: a mixture-of-experts model (MoE is not supported), a model type with no
+            adapter (the message lists the supported ones), or a checkpoint its family turns
+            down (e.g. OPT-350m's post-norms; the message says why). See docs/DESIGN.md,
+            "Architecture facts".
     """
-    return Adapter(model, family_of(getattr(model.config, "model_type", None)))
+    return Adapter(model, family_of(getattr(model.config, "model_type", None), model.config))
 
 
-__all__ = ["Adapter", "Dims", "FAMILIES", "FamilySpec", "MODEL_TYPES", "NORM_OPTIONS", "family_of", "get_adapter"]
+__all__ = ["Adapter", "Dims", "FAMILIES", "FamilySpec", "MODEL_TYPES", "NORM_OPTIONS", "family_of", "get_adapter",
+           "is_moe"]

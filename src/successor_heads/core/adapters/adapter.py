@@ -19,45 +19,19 @@ differs is declared in :data:`~successor_heads.core.adapters.families.FAMILIES`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from operator import attrgetter
 
 import torch
 from torch import nn
 
 from successor_heads.core.schema import NORMS as NORM_OPTIONS
 
+from .parts import Dims, module_at as _module, stacked as _stacked
 from .spec import FamilySpec
 
 
 def _check_norms(norms: str) -> None:
     if norms not in NORM_OPTIONS:
         raise ValueError(f"norms={norms!r}: must be one of {NORM_OPTIONS}")
-
-
-def _module(root: nn.Module, path: str | None) -> nn.Module | None:
-    """The submodule at dotted ``path`` below ``root`` (None for a norm the family lacks)."""
-    return None if path is None else attrgetter(path)(root)
-
-
-def _stacked(per_layer: str, part: int, doc: str) -> property:
-    """A property stacking part ``part`` of method ``per_layer``'s result over all layers."""
-    def get(self: Adapter) -> torch.Tensor:
-        return torch.stack([getattr(self, per_layer)(i)[part] for i in range(self.dims.n_layers)])
-    return property(get, doc=doc)
-
-
-@dataclass(frozen=True)
-class Dims:
-    """A model's sizes: ``n_layers``, ``n_heads`` (query heads), ``n_kv_heads`` (key/value heads,
-    fewer under grouped-query attention), ``d_model``, ``d_head``, ``d_vocab``."""
-
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int
-    d_head: int
-    d_vocab: int
 
 
 class Adapter:
@@ -124,24 +98,42 @@ class Adapter:
         """The output projection; its input ``[batch, pos, n_heads * d_head]`` holds each head's ``z``."""
         return _module(self.attn(layer), self.spec.o_proj)
 
-    def attn_in_norm(self, layer: int) -> nn.Module:
-        """The norm on the residual stream before attention."""
+    def attn_in_norm(self, layer: int) -> nn.Module | None:
+        """The norm on the residual stream before attention; None where the family has none
+        (OLMo-2; :meth:`run_f32` reads None as the identity)."""
         return self._part(layer, self.spec.attn_in_norm)
 
-    def mlp_in_norm(self, layer: int) -> nn.Module:
-        """The norm before the MLP (Gemma3: ``pre_feedforward_layernorm``)."""
+    def mlp_in_norm(self, layer: int) -> nn.Module | None:
+        """The norm before the MLP (Gemma3: ``pre_feedforward_layernorm``); None where the family
+        has none (OLMo-2)."""
         return self._part(layer, self.spec.mlp_in_norm)
 
     def mlp(self, layer: int) -> nn.Module:
-        """The MLP module (layer 0's gives the effective embedding, :meth:`mlp0`)."""
-        return self._part(layer, self.spec.mlp)
+        """The MLP module (layer 0's gives the effective embedding, :meth:`mlp0`).
+
+        Where the family's MLP is several modules of the layer (``FamilySpec.mlp`` a tuple, OPT)
+        this is an ``nn.Sequential`` of them, sharing their parameters, made once per layer; it
+        is not called by the model's own forward pass, so hook :meth:`mlp_out` instead.
+        """
+        if isinstance(self.spec.mlp, str):
+            return self._part(layer, self.spec.mlp)
+        cache = self.__dict__.setdefault("_mlp_seq", {})
+        if layer not in cache:
+            cache[layer] = nn.Sequential(*[self._part(layer, p) for p in self.spec.mlp])
+        return cache[layer]
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        """The module of the model's forward pass whose output is the MLP's output (before any
+        post-MLP norm): :meth:`mlp` itself, or the last of its parts (OPT's ``fc2``)."""
+        mlp = self.mlp(layer)
+        return mlp if isinstance(self.spec.mlp, str) else mlp[-1]
 
     def attn_out_norm(self, layer: int) -> nn.Module | None:
-        """Norm applied to the attention output before the residual add (Gemma3); else None."""
+        """Norm applied to the attention output before the residual add (Gemma 2/3, OLMo-2); else None."""
         return self._part(layer, self.spec.attn_out_norm)
 
     def mlp_out_norm(self, layer: int) -> nn.Module | None:
-        """Norm applied to the MLP output before the residual add (Gemma3); else None."""
+        """Norm applied to the MLP output before the residual add (Gemma 2/3, OLMo-2); else None."""
         return self._part(layer, self.spec.mlp_out_norm)
 
     @property
@@ -251,8 +243,8 @@ class Adapter:
 
         Args:
             x: ``[..., d_model]`` residual vectors (any dtype).
-            norms: ``"applied"`` runs layer 0's MLP input norm first (and Gemma3's post-MLP
-                norm after); ``"raw"`` feeds ``x`` straight in.
+            norms: ``"applied"`` runs layer 0's MLP input norm first (and the post-MLP
+                norm of Gemma 2/3 and OLMo-2 after); ``"raw"`` feeds ``x`` straight in.
 
         Returns:
             float32 ``[..., d_model]``.
@@ -281,7 +273,7 @@ class Adapter:
         Args:
             layer: layer index.
             x: ``[n_tokens, d_model]`` residual vectors.
-            norms: ``"raw"`` or ``"applied"``; with ``"applied"`` Gemma3's post-attention norm is
+            norms: ``"raw"`` or ``"applied"``; with ``"applied"`` the post-attention norm (Gemma 2/3, OLMo-2) is
                 applied to each head's output.
             heads: ``[k]`` head indices (None: all ``n_heads``).
             value_bias: add ``b_V^h W_O^h`` (the same vector for every input; not the paper's
@@ -313,19 +305,21 @@ class Adapter:
             out_HTM = self.run_f32(post, out_HTM)
         return out_HTM
 
-    def run_f32(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def run_f32(self, module: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
         """``module(x)`` computed in float32.
 
         Norms and MLP0 of a half-precision model run on a float32 copy of the module (made once
         and kept), so weight-based quantities do not depend on the dtype the model was loaded in.
 
         Args:
-            module: a norm or MLP of the model.
+            module: a norm or MLP of the model; None (a norm the family lacks) is the identity.
             x: ``[..., d_model]``.
 
         Returns:
             float32 ``[..., d_model]``.
         """
+        if module is None:
+            return x.to(self.device, torch.float32)
         p = next(module.parameters(), None)
         if p is not None and p.dtype != torch.float32:
             cache = self.__dict__.setdefault("_f32_modules", {})

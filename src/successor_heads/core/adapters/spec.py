@@ -7,17 +7,18 @@ one generic :class:`~successor_heads.core.adapters.adapter.Adapter` reads it; th
 :data:`~successor_heads.core.adapters.families.FAMILIES`.
 
 Facts the adapter reads: the module paths, ``qkv``, ``weights_in_out``, ``parallel_attn_mlp``
-(with ``parallel_flag``) and ``logit_softcap``. The others (``norm``, ``embed_scale``,
-``attn_softcap``, ``value_bias``, ``output_bias``, ``mlp_kind``) describe what the family's own
-modules already do (Gemma's embedding module multiplies by sqrt(d_model), its RMSNorm scales by
-``1 + w``); the adapter runs those modules, and the adapter tests check each declaration against
-a tiny model of the family.
+(with ``parallel_flag``), ``logit_softcap`` and ``refuse``. The others (``norm``, ``embed_scale``,
+``attn_softcap``, ``value_bias``, ``output_bias``, ``unembed_bias``, ``mlp_kind``, ``qk_norm``,
+``positions``) describe what the family's own modules already do (Gemma's embedding module
+multiplies by sqrt(d_model), its RMSNorm scales by ``1 + w``); the adapter runs those modules,
+and the adapter tests check each declaration against a tiny model of the family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 #: Where q, k and v live. ``separate``: ``q_proj``/``k_proj``/``v_proj`` (``v_proj`` has
 #: ``n_kv_heads * d_head`` output rows); ``fused``: one projection whose output rows are the
@@ -30,10 +31,15 @@ QKVLayout = Literal["separate", "fused", "fused_per_head"]
 NormKind = Literal["layernorm", "rmsnorm", "rmsnorm_1p"]
 #: ``none``: the first layer sees ``W_E[t]``; ``sqrt_d_model``: it sees ``W_E[t] * sqrt(d_model)`` (Gemma).
 EmbedScale = Literal["none", "sqrt_d_model"]
-#: ``dense``: ``W_out act(W_in x)``; ``gated``: ``W_down (act(W_gate x) * W_up x)``.
+#: ``dense``: ``W_out act(W_in x)``; ``gated``: ``W_down (act(W_gate x) * W_up x)`` (Phi-3 holds
+#: ``W_gate`` and ``W_up`` in one fused ``gate_up_proj``).
 MLPKind = Literal["dense", "gated"]
+#: ``learned``: absolute position embeddings added to the token embedding (GPT-2, GPT-Neo, OPT);
+#: ``rotary``: q and k rotated, nothing added to the residual stream.
+PositionKind = Literal["learned", "rotary"]
 
-_CHOICES = {"qkv": QKVLayout, "norm": NormKind, "embed_scale": EmbedScale, "mlp_kind": MLPKind}
+_CHOICES = {"qkv": QKVLayout, "norm": NormKind, "embed_scale": EmbedScale, "mlp_kind": MLPKind,
+            "positions": PositionKind}
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,9 @@ class FamilySpec:
     Paths are dotted attribute paths: ``layers`` and ``final_norm`` from the transformers causal
     LM, ``attn``/``attn_in_norm``/``mlp_in_norm``/``mlp``/``attn_out_norm``/``mlp_out_norm`` from
     one decoder layer, ``v_proj``/``o_proj`` from the attention module. A norm path is None where
-    the family has no such norm.
+    the family has no such norm (OLMo-2 has no input norms: the adapter reads it as the identity).
+    ``mlp`` is a tuple of paths where the MLP is not one module (OPT: ``fc1``, the activation,
+    ``fc2`` directly on the decoder layer); the adapter runs them in order.
 
     Attributes:
         name: the family's name in the model config (``model.family``).
@@ -54,9 +62,10 @@ class FamilySpec:
         v_proj: the module holding ``W_V`` (the fused q/k/v projection when ``qkv`` is fused).
         o_proj: the output projection, whose input ``[batch, pos, n_heads * d_head]`` holds each
             head's ``z``.
-        attn_in_norm: the norm before attention.
-        mlp_in_norm: the norm before the MLP.
-        mlp: the MLP module.
+        attn_in_norm: the norm before attention, or None (OLMo-2).
+        mlp_in_norm: the norm before the MLP, or None (OLMo-2); GPT-J's parallel block has one
+            norm for both, so both paths name it.
+        mlp: the MLP module, or the tuple of modules run in order (OPT).
         attn_out_norm: the norm on the attention output before the residual add (Gemma), or None.
         mlp_out_norm: the norm on the MLP output before the residual add (Gemma), or None.
         qkv: the q/k/v layout (:data:`QKVLayout`).
@@ -72,7 +81,13 @@ class FamilySpec:
         attn_softcap: config attribute of the attention-score soft-cap, or None.
         value_bias: the family's value projection has a bias (``b_V``; zeros are used when absent).
         output_bias: the family's output projection has a bias (``b_O``; zeros when absent).
+        unembed_bias: the unembedding has a bias ``b_U`` (GPT-J); read from the model either way.
         mlp_kind: the MLP's form (:data:`MLPKind`).
+        qk_norm: the attention normalises q and k (Qwen3, OLMo-2, Gemma3); it changes attention
+            patterns only, never the OV circuit.
+        positions: how positions enter (:data:`PositionKind`).
+        refuse: None, or a function of the transformers config returning why a checkpoint of
+            this family cannot be read with these paths (e.g. OPT-350m's post-norms), else None.
 
     Raises:
         ValueError: on construction, a choice outside its allowed values or no ``model_types``.
@@ -85,9 +100,9 @@ class FamilySpec:
     attn: str
     v_proj: str
     o_proj: str
-    attn_in_norm: str
-    mlp_in_norm: str
-    mlp: str
+    attn_in_norm: str | None
+    mlp_in_norm: str | None
+    mlp: str | tuple[str, ...]
     attn_out_norm: str | None = None
     mlp_out_norm: str | None = None
     qkv: QKVLayout = "separate"
@@ -100,7 +115,11 @@ class FamilySpec:
     attn_softcap: str | None = None
     value_bias: bool = False
     output_bias: bool = False
+    unembed_bias: bool = False
     mlp_kind: MLPKind = "gated"
+    qk_norm: bool = False
+    positions: PositionKind = "rotary"
+    refuse: Callable[[Any], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.model_types:

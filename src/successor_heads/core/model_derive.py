@@ -1,0 +1,259 @@
+"""The model config of a model that has no file in ``config/model/``: derived from its weights.
+
+Implements docs/DESIGN.md, "Model specs". A Hugging Face id, a local transformers folder or a
+local ``.gguf`` file (:class:`successor_heads.core.model_spec.ModelSpec`) gets its ``model``
+section from what the weights declare: the family from ``config.json``'s ``model_type`` (or
+the GGUF's ``general.architecture``) through
+:func:`successor_heads.core.adapters.family_of`, the parameter count estimated from the
+config's sizes (or summed over the GGUF header's tensors), and the dtype and Snakemake
+resources scaled from that count (:func:`resources_for`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from successor_heads.core.hub import hub_reachable
+from successor_heads.core.schema import ConfigError
+
+#: Resource tiers by parameter count, read off the hand-written files in ``config/model/``:
+#: ``(up to n_params, mem_mb, runtime minutes, cpus, gpus)``; above the last tier memory
+#: grows by :data:`_MB_PER_MILLION` (Pythia-12B: 160 GB).
+_TIERS = (
+    (60e6, 2000, 20, 2, 0),
+    (250e6, 4000, 30, 2, 0),
+    (500e6, 8000, 60, 2, 0),
+    (950e6, 12000, 90, 2, 0),
+    (2e9, 24000, 120, 4, 1),
+    (4e9, 48000, 120, 4, 1),
+    (8e9, 96000, 180, 4, 1),
+)
+_MB_PER_MILLION = 14
+#: From this size on a model is loaded in bfloat16 and asks for a GPU, as the model files do.
+BF16_FROM = 950e6
+#: GGUF ``general.architecture`` names that differ from transformers' ``model_type``.
+_GGUF_ARCH = {"gemma3": "gemma3_text", "gptneox": "gpt_neox", "gptj": "gptj", "command-r": "cohere",
+              "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
+
+
+def resources_for(n_params: int) -> tuple[str, dict[str, int]]:
+    """The dtype and Snakemake resources of a model of ``n_params`` parameters.
+
+    Args:
+        n_params: the parameter count (an estimate is fine).
+
+    Returns:
+        ``(dtype, {"mem_mb", "runtime", "cpus", "gpu"})``: ``float32`` and no GPU below
+        :data:`BF16_FROM` parameters, ``bfloat16`` and one GPU from there on.
+    """
+    for top, mem, runtime, cpus, gpu in _TIERS:
+        if n_params <= top:
+            break
+    else:
+        mem, runtime, cpus, gpu = math.ceil(n_params / 1e6 * _MB_PER_MILLION / 1000) * 1000, 240, 4, 1
+    dtype = "bfloat16" if n_params >= BF16_FROM else "float32"
+    return dtype, {"mem_mb": mem, "runtime": runtime, "cpus": cpus, "gpu": gpu}
+
+
+def _first(c: dict, *keys: str, default: Any = None) -> Any:
+    return next((c[k] for k in keys if c.get(k) is not None), default)
+
+
+def estimate_params(config: dict) -> int:
+    """Parameter count of a decoder-only transformer from its ``config.json`` sizes.
+
+    Counts the embedding (twice when the output embedding is untied), each layer's q, k, v and
+    output projections (grouped-query: ``n_kv_heads``) and its MLP (three matrices when the
+    family's MLP is gated, else two); norms, biases and learned positions are left out (under
+    1% of a real model).
+
+    Args:
+        config: the parsed ``config.json`` (a multimodal one: its ``text_config`` is read).
+
+    Returns:
+        The estimate (0 when the sizes are missing).
+    """
+    c = config.get("text_config") or config
+    d = _first(c, "hidden_size", "n_embd", "d_model", default=0)
+    n_layers = _first(c, "num_hidden_layers", "n_layer", "num_layers", default=0)
+    n_heads = _first(c, "num_attention_heads", "n_head", "num_heads", default=1)
+    n_kv = _first(c, "num_key_value_heads", default=n_heads)
+    d_head = _first(c, "head_dim", default=d // max(1, n_heads))
+    d_mlp = _first(c, "intermediate_size", "n_inner", "ffn_dim", default=4 * d)
+    vocab = _first(c, "vocab_size", default=0)
+    from successor_heads.core.adapters import family_of  # torch: imported only when needed
+
+    try:
+        gated = family_of(config.get("model_type")).mlp_kind == "gated"
+    except ValueError:
+        gated = True
+    tied = bool(config.get("tie_word_embeddings", c.get("tie_word_embeddings", True)))
+    attn = d * n_heads * d_head * 2 + 2 * d * n_kv * d_head
+    mlp = (3 if gated else 2) * d * d_mlp
+    return int(vocab * d * (1 if tied else 2) + n_layers * (attn + mlp))
+
+
+def _family(model_type: str | None, where: str, config: dict | None = None) -> str:
+    """The family name of ``model_type`` (``config``: the parsed ``config.json``, for the
+    family's own checks); an unsupported one raises :class:`ConfigError` listing the supported."""
+    from types import SimpleNamespace
+
+    from successor_heads.core.adapters import MODEL_TYPES, family_of  # torch: imported only when needed
+
+    try:
+        return family_of(model_type, SimpleNamespace(**config) if config else None).name
+    except ValueError as e:
+        if model_type in MODEL_TYPES or "mixture-of-experts" in str(e):  # a refused checkpoint or an MoE
+            raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(
+            f"{where}: model_type={model_type!r} is not supported; supported model types: "
+            f"{', '.join(sorted(MODEL_TYPES))} (mixture-of-experts models are out of scope)"
+        ) from None
+
+
+def hub_config_json(repo_id: str, revision: str | None) -> dict:
+    """``config.json`` of a hub repo: from the local HF cache, else downloaded.
+
+    The cache is asked first, so a job re-parsing the Snakefile on an offline node finds it;
+    otherwise :func:`successor_heads.core.hub.hub_reachable` is asked before any download, so
+    an offline machine fails within seconds.
+
+    Args:
+        repo_id: ``org/name``.
+        revision: a branch, tag or commit (None: the default branch).
+
+    Returns:
+        The parsed ``config.json``.
+
+    Raises:
+        ConfigError: the hub is unreachable and the file is not cached (the message says how to
+            work offline), or the download failed (a gated repo, a bad id or revision).
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision,
+                                               local_files_only=True)).read_text())
+    except Exception:  # noqa: BLE001 - not cached: ask the hub below
+        pass
+    at = f"{repo_id}@{revision or 'main'}"
+    if not hub_reachable():
+        raise ConfigError(
+            f"cannot reach the Hugging Face hub to read config.json of {at} (no network, or "
+            "HF_HUB_OFFLINE set) and it is not in the local HF cache. Offline, use a local "
+            "transformers folder or .gguf file (model=/path/to/folder), or a model file whose source "
+            "works offline (e.g. model=smollm2-135m)"
+        )
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text())
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(
+            f"could not read config.json of {at} from the hub ({type(e).__name__}: {e}). Gated "
+            "repos need `huggingface-cli login` and accepted terms; check the id and revision"
+        ) from e
+
+
+def gguf_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """The string and number metadata of a GGUF file and its parameter count, from the header.
+
+    Reads the GGUF specification's header (versions 2 and 3, little-endian): magic, version,
+    tensor and metadata counts, the metadata entries (arrays are skipped), then each tensor's
+    dimensions; tensor data is never read.
+
+    Args:
+        path: a ``.gguf`` file.
+
+    Returns:
+        ``(metadata, n_params)``: scalar and string metadata by key (e.g.
+        ``general.architecture``), and the elements of every tensor summed.
+
+    Raises:
+        ConfigError: not a GGUF file, an unsupported version, or a header cut short.
+    """
+    scalars = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[:4] != b"GGUF" or struct.unpack_from("<I", buf, 4)[0] not in (2, 3):
+                raise ConfigError(f"{path} is not a GGUF file of version 2 or 3 (little-endian)")
+            n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+            pos, meta = 24, {}
+
+            def string(pos: int) -> tuple[str, int]:
+                (n,) = struct.unpack_from("<Q", buf, pos)
+                return bytes(buf[pos + 8:pos + 8 + n]).decode("utf-8", "replace"), pos + 8 + n
+
+            def value(pos: int, vtype: int) -> tuple[Any, int]:
+                if vtype in scalars:
+                    return struct.unpack_from("<" + scalars[vtype], buf, pos)[0], pos + struct.calcsize(scalars[vtype])
+                if vtype == 8:
+                    return string(pos)
+                if vtype == 9:  # array: item type, count, items (the vocabulary: skipped)
+                    itype, count = struct.unpack_from("<IQ", buf, pos)
+                    pos += 12
+                    if itype in scalars:
+                        return None, pos + count * struct.calcsize(scalars[itype])
+                    for _ in range(count):
+                        pos = value(pos, itype)[1]
+                    return None, pos
+                raise ConfigError(f"{path}: unknown GGUF value type {vtype}")
+
+            for _ in range(n_kv):
+                key, pos = string(pos)
+                meta[key], pos = value(pos + 4, struct.unpack_from("<I", buf, pos)[0])
+            n_params = 0
+            for _ in range(n_tensors):
+                pos = string(pos)[1]
+                (n_dims,) = struct.unpack_from("<I", buf, pos)
+                n_params += math.prod(struct.unpack_from(f"<{n_dims}Q", buf, pos + 4))
+                pos += 4 + 8 * n_dims + 12  # dims, type, data offset
+    except (struct.error, ValueError, OSError) as e:
+        raise ConfigError(f"{path}: GGUF header unreadable ({e})") from e
+    return {k: v for k, v in meta.items() if v is not None}, int(n_params)
+
+
+def derive_model(spec: Any) -> dict[str, Any]:
+    """The ``model`` section of a spec without a model file (docs/DESIGN.md, "Model specs").
+
+    Args:
+        spec: a :class:`~successor_heads.core.model_spec.ModelSpec` of kind ``hf``, ``folder``
+            or ``gguf``.
+
+    Returns:
+        A mapping following :class:`~successor_heads.core.schema.ModelConfig`: ``name`` (the
+        spec's slug), ``family``, ``n_params`` (estimated), ``dtype``, ``source`` (kind ``hf``
+        with ``repo_id`` and ``revision``, or ``local`` with the absolute ``path``) and
+        ``resources`` (:func:`resources_for`).
+
+    Raises:
+        ConfigError: an unsupported ``model_type`` (the message lists the supported ones), a
+            folder without ``config.json``, an unreadable GGUF, or (hub ids) the hub unreachable
+            with nothing cached.
+    """
+    if spec.kind == "gguf":
+        meta, n_params = gguf_header(spec.path)
+        arch = str(meta.get("general.architecture", ""))
+        family = _family(_GGUF_ARCH.get(arch, arch.replace("-", "_")), spec.path)
+        source = {"kind": "local", "path": spec.path}
+    else:
+        if spec.kind == "hf":
+            config, where = hub_config_json(spec.repo_id, spec.revision), f"{spec.repo_id}@{spec.revision or 'main'}"
+            source = {"kind": "hf", "repo_id": spec.repo_id, "revision": spec.revision}
+        else:
+            cfile = Path(spec.path) / "config.json"
+            if not cfile.is_file():
+                raise ConfigError(f"{spec.path} has no config.json: a model folder is a transformers "
+                                  "save_pretrained folder (a folder of checkpoint folders is a sweep: "
+                                  "put it in a zoo, or name one checkpoint)")
+            config, where = json.loads(cfile.read_text()), spec.path
+            source = {"kind": "local", "path": spec.path}
+        family = _family(config.get("model_type"), where, config)
+        n_params = estimate_params(config)
+    dtype, res = resources_for(n_params)
+    return {"name": spec.slug, "family": family, "n_params": n_params, "dtype": dtype, "source": source,
+            "resources": res}

@@ -1,0 +1,118 @@
+"""The families added after the paper's zoo (issue 12; docs/DESIGN.md, "Architecture facts"):
+each declared order of norms, attention and MLP reproduces what the transformers forward pass
+feeds the MLP; mixture-of-experts models, unknown model types and checkpoints a family cannot
+read are refused with a message that says why.
+
+Per-head parity with transformers' attention output, declared facts, successor scores, the
+behavioural ablation, the direct effects and TransformerLens parity run for every family in
+tests.support.tiny.FAMILIES (the new ones included) in tests/core/test_adapters.py,
+tests/scores and tests/wild; the Llama 3 variant is in tests/scores/test_families_variants.py.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from successor_heads.core.adapters import FAMILIES as SPECS
+from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, is_moe
+from tests.support.tiny import FAMILIES, NEW_FAMILIES, make_model
+
+MOE_TYPES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "phimoe", "granitemoe"]
+
+
+def _stub(model_type, **config):
+    return SimpleNamespace(config=SimpleNamespace(model_type=model_type, **config))
+
+
+def test_new_families_are_declared_and_tiny_models_exist():
+    assert set(NEW_FAMILIES) <= set(SPECS) and set(FAMILIES) == set(SPECS)
+    for mt in ("llama", "mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt"):
+        assert mt in MODEL_TYPES
+
+
+@pytest.mark.parametrize("model_type", MOE_TYPES)
+def test_mixture_of_experts_is_refused_as_such(model_type):
+    assert is_moe(model_type)
+    with pytest.raises(ValueError, match="mixture-of-experts model: MoE models are not supported"):
+        get_adapter(_stub(model_type))
+
+
+def test_expert_count_in_the_config_marks_moe():
+    """A model type that is otherwise supported but whose config has experts is refused too."""
+    with pytest.raises(ValueError, match="MoE models are not supported"):
+        get_adapter(_stub("qwen2", num_experts=8))
+    assert not is_moe("qwen2", SimpleNamespace(num_experts=0))
+
+
+def test_unknown_model_type_lists_the_supported_ones():
+    with pytest.raises(ValueError, match="no adapter for model_type='mamba'") as err:
+        get_adapter(_stub("mamba"))
+    assert all(mt in str(err.value) for mt in MODEL_TYPES)
+    assert "mixture" not in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"do_layer_norm_before": False}, "do_layer_norm_before=False"),
+    ({"word_embed_proj_dim": 16}, "word_embed_proj_dim=16"),
+])
+def test_opt_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokenizer):
+    model, _ = make_model("opt", tokenizer)
+    get_adapter(model)  # the tiny OPT (pre-norm, no projection) is fine
+    for key, value in change.items():
+        setattr(model.config, key, value)
+    with pytest.raises(ValueError, match=f"opt checkpoint not supported: .*{why}"):
+        get_adapter(model)
+    assert family_of("opt") is SPECS["opt"]  # without a config nothing is refused
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
+    """Layer 0's MLP input in the model's own forward pass equals the declared form: its input
+    norm (none for OLMo-2) on the layer's input (parallel: GPT-NeoX, GPT-J) or on the layer's
+    input plus the attention output (after the post-attention norm of Gemma 2/3 and OLMo-2); and
+    :meth:`Adapter.mlp` on that input gives what :meth:`Adapter.mlp_out` returned (OPT's MLP is
+    fc1, activation, fc2 on the decoder layer)."""
+    model, tok = make_model(family, tokenizer)
+    a = get_adapter(model)
+    got = {}
+    first = a.mlp(0) if isinstance(a.spec.mlp, str) else a.mlp(0)[0]
+    handles = [
+        a.layers()[0].register_forward_pre_hook(
+            lambda _m, args, kwargs: got.__setitem__("h", args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True),
+        a.attn(0).register_forward_hook(
+            lambda _m, _i, out: got.__setitem__("attn", out[0] if isinstance(out, tuple) else out)),
+        first.register_forward_pre_hook(lambda _m, args: got.__setitem__("mlp_in", args[0])),
+        a.mlp_out(0).register_forward_hook(lambda _m, _i, out: got.__setitem__("mlp_out", out)),
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
+    finally:
+        for h in handles:
+            h.remove()
+    h = got["h"]
+    if not a.parallel_attn_mlp:
+        h = h + a.run_f32(a.attn_out_norm(0), got["attn"])
+    want = a.run_f32(a.mlp_in_norm(0), h)
+    torch.testing.assert_close(got["mlp_in"].reshape(want.shape), want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(a.mlp(0)(got["mlp_in"]), got["mlp_out"], atol=1e-6, rtol=1e-6)
+    assert a.mlp(0) is a.mlp(0)  # made once: hooks and float32 copies find the same module
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_mlp0_applied_runs_the_declared_norms(family, tokenizer):
+    """``mlp0(x, "applied")`` is the MLP input norm, the MLP, then the post-MLP norm where the
+    family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
+    model, _ = make_model(family, tokenizer)
+    a = get_adapter(model)
+    x = torch.randn(5, a.dims.d_model)
+    with torch.no_grad():
+        raw = a.mlp(0)(x)
+        applied = a.mlp(0)(a.run_f32(a.mlp_in_norm(0), x))
+        if a.mlp_out_norm(0) is not None:
+            applied = a.mlp_out_norm(0)(applied)
+    torch.testing.assert_close(a.mlp0(x, "raw"), raw)
+    torch.testing.assert_close(a.mlp0(x, "applied"), applied)

@@ -1,0 +1,103 @@
+"""Any model, any checkpoint, end to end offline on tiny random models: a transformers folder with
+no model file runs through the command line and through the workflow, and three local checkpoints
+(the last one planted with a successor head) give the over-training table and figure that show
+the planted head (docs/DESIGN.md, "Model specs")."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from successor_heads.core import layout
+from successor_heads.core.h5io import read_h5
+from tests.support.tiny import make_model, make_tokenizer, plant_head, save_tiny_model
+from tests.support.workflow_project import REPO, TINY_OVERRIDES, snakemake
+
+pytestmark = pytest.mark.dag
+
+DAYS = [" Monday", " Tuesday", " Wednesday", " Thursday", " Friday", " Saturday", " Sunday"]
+PLANTED = (1, 0)  # layer, head
+
+
+def _project(tmp):
+    shutil.copytree(REPO / "config", tmp / "config")
+    return tmp
+
+
+def test_cli_scores_on_a_folder(tmp_path):
+    folder = save_tiny_model("gpt2", tmp_path / "weights" / "tiny-gpt2")
+    _project(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "successor_heads.cli", "scores", f"model={folder}",
+                           *TINY_OVERRIDES], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = tmp_path / "results"
+    summary = json.loads((results / "local-tiny-gpt2" / "scores_summary.json").read_text())
+    assert summary["model"] == "local-tiny-gpt2" and summary["family"] == "gpt2"
+    assert "kind: local" in (results / "local-tiny-gpt2" / "config.yaml").read_text()
+
+
+def test_workflow_on_a_folder(tmp_path):
+    folder = save_tiny_model("gpt_neox", tmp_path / "weights" / "tiny-neox")
+    snakemake(_project(tmp_path), models=(str(folder),), config=("stages=[scores]",))
+    results = tmp_path / "results"
+    for path in layout.targets("scores", results, "local-tiny-neox"):
+        assert Path(path).is_file(), path
+    cfg = (results / "local-tiny-neox" / "config.yaml").read_text()
+    assert "family: gpt_neox" in cfg and f"path: {folder.resolve()}" in cfg
+    zoo = pd.read_csv(layout.zoo_outputs("zoo_table", results, "zoo")["csv"])
+    assert list(zoo.model) == ["local-tiny-neox"]
+    assert not (results / "zoo" / "over_training.csv").exists()  # no sweep, no over-training outputs
+
+
+def _planted_checkpoint(path, tok, seed):
+    from successor_heads.core.adapters import get_adapter
+    from successor_heads.core.effective_embedding import effective_embeddings
+
+    model, _ = make_model("llama", tok, seed=seed)
+    a = get_adapter(model)
+    ids = torch.tensor([tok(s, add_special_tokens=False)["input_ids"][0] for s in DAYS])
+    x_TM = effective_embeddings(a, ids, "mlp0", "raw")[PLANTED[0]]
+    target_TT = torch.zeros(7, 7)
+    target_TT[torch.arange(7), (torch.arange(7) + 1) % 7] = 10.0
+    # W_V W_O such that x_t W_V W_O W_U[:, days] is the successor's one-hot (rank 7 <= d_head)
+    U = a.W_U[:, ids].detach()
+    M = torch.linalg.pinv(x_TM) @ target_TT @ torch.linalg.pinv(U)
+    Uu, S, Vh = torch.linalg.svd(M)
+    dh = a.dims.d_head
+    plant_head(model, *PLANTED, Uu[:, :dh] * S[:dh], Vh[:dh])
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def test_sweep_over_three_local_checkpoints(tmp_path):
+    tok = make_tokenizer()
+    ckpts = tmp_path / "weights" / "run"
+    for k, step in enumerate((100, 200)):
+        model, _ = make_model("llama", tok, seed=10 + k)
+        model.save_pretrained(ckpts / f"step{step}")
+        tok.save_pretrained(ckpts / f"step{step}")
+    _planted_checkpoint(ckpts / "step300", tok, seed=12)
+    snakemake(_project(tmp_path), models=(str(ckpts),), config=("stages=[scores]",))
+    results = tmp_path / "results"
+    out = layout.sweep_outputs(results, "zoo")
+    df = pd.read_csv(out["csv"])
+    assert Path(out["fig"]).stat().st_size > 0
+    assert list(df.step) == [100, 200, 300] and set(df.sweep) == {"local-run"}
+    assert list(df.model) == ["local-run@step100", "local-run@step200", "local-run@step300"]
+    last = df.iloc[-1]
+    assert set(df.tracked_head) == {last.best_head} and last.tracked_score == last.best_score
+    assert df.agrees.dtype == bool and df.best_score.between(0, 1).all()
+    # the planted checkpoint shows the planted head: a perfect successor on its task, the others do not
+    days = []
+    for model in df.model:
+        data, _ = read_h5(layout.outputs("scores", results, model)["h5"])
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in data["task_names"]]
+        days.append(float(data["scores_mlp0"][PLANTED[0], PLANTED[1], names.index("days_spaced_title")]))
+    assert days[-1] == 1.0 and max(days[:-1]) < 1.0, days
