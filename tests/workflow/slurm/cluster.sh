@@ -16,7 +16,10 @@ set -uo pipefail
 
 DIR=${SLURM_TEST_DIR:-/var/lib/successor-heads-slurm}
 CONF=/etc/slurm/slurm.conf
-MARKER="# written by successor-heads tests/workflow/slurm/cluster.sh"
+# the first line of the slurm.conf it writes; matched by prefix, so a file written by an earlier
+# copy of this script (another checkout or path) is recognised as ours too
+MARKER="# written by successor-heads test cluster.sh"
+MARKER_PREFIX="# written by successor-heads "
 HOST=$(hostname -s)
 MUNGE_PID=/run/munge/munged.pid
 
@@ -57,7 +60,7 @@ start_munge() {
 }
 
 check_conf() {
-    if [ -f "$CONF" ] && ! grep -qF "$MARKER" "$CONF"; then
+    if [ -f "$CONF" ] && ! head -1 "$CONF" | grep -qF "$MARKER_PREFIX"; then
         cannot "$CONF exists and was not written by this script (a real cluster?); not touching it"
     fi
 }
