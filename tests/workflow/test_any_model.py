@@ -16,7 +16,7 @@ import torch
 
 from successor_heads.core import layout
 from successor_heads.core.h5io import read_h5
-from tests.support.tiny import make_model, make_tokenizer, plant_head, save_tiny_model
+from tests.support.tiny import NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_head, save_tiny_model
 from tests.support.workflow_project import REPO, TINY_OVERRIDES, snakemake
 
 pytestmark = pytest.mark.dag
@@ -41,6 +41,34 @@ def test_cli_scores_on_a_folder(tmp_path):
     summary = json.loads((results / "local-tiny-gpt2" / "scores_summary.json").read_text())
     assert summary["model"] == "local-tiny-gpt2" and summary["family"] == "gpt2"
     assert "kind: local" in (results / "local-tiny-gpt2" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("family", [*NEW_FAMILIES, *VARIANTS])
+def test_cli_scores_on_a_folder_of_each_new_family(family, tmp_path):
+    """`successor-heads scores model=<folder>` derives the family from config.json and runs offline."""
+    folder = save_tiny_model(family, tmp_path / "weights" / f"tiny-{family}")
+    _project(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "successor_heads.cli", "scores", f"model={folder}",
+                           *TINY_OVERRIDES], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / f"local-tiny-{family}" / "scores_summary.json").read_text())
+    assert summary["family"] == VARIANTS.get(family, family)
+
+
+def test_workflow_on_a_folder_of_each_new_family(tmp_path):
+    """One zoo of tiny folders, one per new family (and the Llama 3 variant), through the workflow."""
+    names = [*NEW_FAMILIES, *VARIANTS]
+    folders = [save_tiny_model(f, tmp_path / "weights" / f"tiny-{f}") for f in names]
+    snakemake(_project(tmp_path), models=tuple(str(f) for f in folders), config=("stages=[scores]",), timeout=1800)
+    results = tmp_path / "results"
+    zoo = pd.read_csv(layout.zoo_outputs("zoo_table", results, "zoo")["csv"])
+    assert sorted(zoo.model) == sorted(f"local-tiny-{f}" for f in names)
+    for f in names:
+        for path in layout.targets("scores", results, f"local-tiny-{f}"):
+            assert Path(path).is_file(), path
+        summary = json.loads(Path(layout.outputs("scores", results, f"local-tiny-{f}")["summary"]).read_text())
+        assert summary["family"] == VARIANTS.get(f, f)
 
 
 def test_workflow_on_a_folder(tmp_path):
