@@ -56,17 +56,16 @@ def test_open_model_dtype(tmp_path):
 
 
 def test_open_model_without_adapter_names_the_families(tmp_path):
-    """A transformers family the package has no adapter for (OPT) fails naming the supported ones."""
-    from transformers import OPTConfig, OPTForCausalLM
+    """A transformers family the package has no adapter for (BLOOM) fails naming the supported ones."""
+    from transformers import BloomConfig, BloomForCausalLM
 
     tok = make_tokenizer()
-    cfg = OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=4,
-                    max_position_embeddings=64, word_embed_proj_dim=32)
-    folder = tmp_path / "results" / "opt" / "model"
-    OPTForCausalLM(cfg).save_pretrained(folder)
+    cfg = BloomConfig(vocab_size=len(tok), hidden_size=32, n_layer=1, n_head=4)
+    folder = tmp_path / "results" / "bloom" / "model"
+    BloomForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     (folder / "manifest.json").write_text(json.dumps(MANIFEST))
-    with pytest.raises(ValueError, match="no adapter for model_type='opt'; supported: .*gpt2"):
+    with pytest.raises(ValueError, match="no adapter for model_type='bloom'; supported: .*gpt2.*opt"):
         open_model(folder)
 
 
