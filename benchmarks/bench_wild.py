@@ -220,11 +220,13 @@ def main() -> None:
     fl_unembed = 2 * P["d_model"] * P["d_vocab"] * P["n_tokens"]
     non_embed = sum(q.numel() for q in model.base_model.parameters()) - a.W_E.numel()
     fwd_rate = 2 * non_embed * N / pr["forward"] / 1e9
-    t_proj = fl_c / r["contraction"] / 1e9 + fl_k / r["K"] / 1e9 + fl_fwd / fwd_rate / 1e9
+    # a family whose K step did no measurable work here (e.g. Gemma3) projects K at the contraction's rate
+    k_rate = r["K"] if r["K"] > 0 else r["contraction"]
+    t_proj = fl_c / r["contraction"] / 1e9 + fl_k / k_rate / 1e9 + fl_fwd / fwd_rate / 1e9
     t_ref_proj = (fl_fwd + fl_unembed) * P["n_layers"] * P["n_heads"] / fwd_rate / 1e9
     print(f"\n(d) paper setting (Pythia-1.4B, {P['n_tokens']} tokens, {P['n_layers'] * P['n_heads']} heads), "
           f"max_chunk_mb {mb} ({n_pools} pools of {pool} tokens): contraction {fl_c / 1e12:.0f} TFLOP at "
-          f"{r['contraction']:.0f} GFLOP/s + K {fl_k / 1e12:.0f} TFLOP at {r['K']:.0f} GFLOP/s + forward passes "
+          f"{r['contraction']:.0f} GFLOP/s + K {fl_k / 1e12:.0f} TFLOP at {k_rate:.0f} GFLOP/s + forward passes "
           f"{fl_fwd / 1e12:.0f} TFLOP at {fwd_rate:.0f} GFLOP/s = {t_proj / 3600:.1f} h in float32 on this machine "
           f"(one forward pass per head: {t_ref_proj / 3600:.0f} h)")
 
