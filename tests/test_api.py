@@ -24,7 +24,7 @@ from successor_heads.scores import stage as scores_stage
 from successor_heads.scores.behaviour import behavioural_drops
 from successor_heads.scores.successor_score import successor_scores
 from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
-from tests.support.tiny import make_model, plant_head
+from tests.support.tiny import make_model, plant_readout
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = (1, 0)
@@ -40,11 +40,7 @@ def _plant_successor(adapter, tok):
     x = effective_embeddings(adapter, ids, "mlp0", "raw")[PLANTED[0]]
     target = torch.zeros(len(ids), len(ids))
     target[torch.arange(len(ids)), torch.tensor(days.successor)] = 10.0
-    U = adapter.W_U[:, ids].detach()
-    M = torch.linalg.pinv(x) @ target @ torch.linalg.pinv(U)
-    Uu, S, Vh = torch.linalg.svd(M)
-    dh = adapter.dims.d_head
-    plant_head(adapter.model, *PLANTED, Uu[:, :dh] * S[:dh], Vh[:dh])
+    plant_readout(adapter, *PLANTED, x, ids, target)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from successor_heads.core.adapters import get_adapter
-from successor_heads.core.effective_embedding import effective_embeddings
 from successor_heads.core.hooks import mean_z as hooks_mean_z
 from successor_heads.scores.behaviour import _group_by_length, _target_logprobs, behavioural_drops, patch_head_z
-from successor_heads.scores.successor_score import successor_scores
 from successor_heads.wild.direct_effect import FINAL_NORMS, corpus_direct_effects, mean_z, reference_per_head
 from tests.core.test_adapters import _capture_attention
 from tests.scores.test_behaviour import _prompts
-from tests.scores.test_scores import _days_task, _plant
+from tests.scores.test_scores import planted_scores
 from tests.support.tiny import VARIANTS, make_model
 
 ATOL = 2e-5  # as tests/wild/test_direct_effect.py
@@ -52,17 +50,9 @@ def test_planted_successor_scores_one_and_copier_zero(tokenizer):
     """Planting writes a head's KV head, shared by its group of 4 query heads; with 8 heads the
     successor (head 0) and the copier (head 7) read different KV heads."""
     model, tok = make_model("llama3", tokenizer, d_model=64, n_heads=8)  # d_head 8 >= rank 7
-    a = get_adapter(model)
-    task = _days_task(tok)
-    ids = torch.tensor(task.token_ids)
-    x = effective_embeddings(a, ids, "mlp0", "raw")
-    succ = torch.zeros(7, 7)
-    succ[torch.arange(7), torch.tensor(task.successor)] = 10.0
-    _plant(a, 1, 0, x[1], ids, succ)
-    copier = a.dims.n_heads - 1  # the other KV group
-    _plant(a, 1, copier, x[1], ids, 10.0 * torch.eye(7))
-    res = successor_scores(a, x, ids, [task], "raw")
-    assert res.per_task[1, 0, 0] == 1.0 and res.per_task[1, copier, 0] == 0.0
+    copier = 7  # the other KV group
+    per_task, _ = planted_scores(get_adapter(model), tok, copier)
+    assert per_task[1, 0, 0] == 1.0 and per_task[1, copier, 0] == 0.0
 
 
 def test_behavioural_drops_equal_one_head_at_a_time(variant):

@@ -8,7 +8,7 @@ import torch
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
 from successor_heads.scores.successor_score import TaskIndex, chance_level, successor_scores, successor_scores_loop
-from tests.support.tiny import FAMILIES, make_model, plant_head
+from tests.support.tiny import FAMILIES, make_model, plant_readout
 
 DAYS = [" Monday", " Tuesday", " Wednesday", " Thursday", " Friday", " Saturday", " Sunday"]
 
@@ -20,29 +20,26 @@ def _days_task(tok):
     return TaskIndex("days_spaced", ids, [(k + 1) % 7 for k in range(7)])
 
 
-def _plant(adapter, layer, head, x_TM, token_ids, target_TT):
-    """Plant W_V W_O so that x_t W_V W_O W_U[:, tokens] = target (exactly; rank <= 7 <= d_head)."""
-    U = adapter.W_U[:, token_ids].detach()
-    M = torch.linalg.pinv(x_TM) @ target_TT @ torch.linalg.pinv(U)
-    Uu, S, Vh = torch.linalg.svd(M)
-    dh = adapter.dims.d_head
-    plant_head(adapter.model, layer, head, Uu[:, :dh] * S[:dh], Vh[:dh])
-
-
-def test_planted_successor_scores_one_and_copier_zero(tiny_model):
-    family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
+def planted_scores(a, tok, copy_head: int):
+    """Plant L1H0 as a perfect successor and L1H``copy_head`` as a copier on the days task
+    (``mlp0``/``raw``); return the scores of both as ``(per_task [n_layers, n_heads, 1], overall)``."""
     task = _days_task(tok)
     ids = torch.tensor(task.token_ids)
     x = effective_embeddings(a, ids, "mlp0", "raw")
     succ = torch.zeros(7, 7)
     succ[torch.arange(7), torch.tensor(task.successor)] = 10.0
-    _plant(a, 1, 0, x[1], ids, succ)
-    copy_head = 2  # a different KV group from head 0 in GQA models (n_heads=4, n_kv=2)
-    _plant(a, 1, copy_head, x[1], ids, 10.0 * torch.eye(7))
+    plant_readout(a, 1, 0, x[1], ids, succ)
+    plant_readout(a, 1, copy_head, x[1], ids, 10.0 * torch.eye(7))
     res = successor_scores(a, x, ids, [task], "raw")
-    assert res.per_task[1, 0, 0] == 1.0
-    assert res.per_task[1, copy_head, 0] == 0.0
-    assert res.overall[1, 0] == 1.0
+    return res.per_task, res.overall
+
+
+def test_planted_successor_scores_one_and_copier_zero(tiny_model):
+    copy_head = 2  # a different KV group from head 0 in GQA models (n_heads=4, n_kv=2)
+    per_task, overall = planted_scores(tiny_model.adapter, tiny_model.tok, copy_head)
+    assert per_task[1, 0, 0] == 1.0
+    assert per_task[1, copy_head, 0] == 0.0
+    assert overall[1, 0] == 1.0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -211,6 +211,18 @@ def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tenso
 
 
 @torch.no_grad()
+def plant_readout(adapter, layer: int, head: int, x_TM: torch.Tensor, token_ids, target_TT: torch.Tensor) -> None:
+    """Plant ``W_V W_O`` of one head so that its OV read-out ``x_t W_V W_O W_U[:, token_ids]``
+    equals ``target_TT [n_tokens, n_tokens]`` for the rows ``x_TM [n_tokens, d_model]`` (exact
+    when the rank, at most ``n_tokens``, fits in ``d_head``); see :func:`plant_head`."""
+    U = adapter.W_U[:, token_ids].detach()
+    M = torch.linalg.pinv(x_TM) @ target_TT @ torch.linalg.pinv(U)
+    Uu, S, Vh = torch.linalg.svd(M)
+    dh = adapter.dims.d_head
+    plant_head(adapter.model, layer, head, Uu[:, :dh] * S[:dh], Vh[:dh])
+
+
+@torch.no_grad()
 def _plant_through_adapter(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tensor) -> None:
     """:func:`plant_head` for :data:`NEW_FAMILIES`: the rows of ``W_V`` and columns of ``W_O``
     found where the family's spec says they are (all ``nn.Linear``, ``[d_out, d_in]``)."""

@@ -16,7 +16,7 @@ import torch
 
 from successor_heads.core import layout
 from successor_heads.core.h5io import read_h5
-from tests.support.tiny import NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_head, save_tiny_model
+from tests.support.tiny import NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_readout, save_tiny_model
 from tests.support.workflow_project import REPO, TINY_OVERRIDES, snakemake
 
 pytestmark = pytest.mark.dag
@@ -94,12 +94,7 @@ def _planted_checkpoint(path, tok, seed):
     x_TM = effective_embeddings(a, ids, "mlp0", "raw")[PLANTED[0]]
     target_TT = torch.zeros(7, 7)
     target_TT[torch.arange(7), (torch.arange(7) + 1) % 7] = 10.0
-    # W_V W_O such that x_t W_V W_O W_U[:, days] is the successor's one-hot (rank 7 <= d_head)
-    U = a.W_U[:, ids].detach()
-    M = torch.linalg.pinv(x_TM) @ target_TT @ torch.linalg.pinv(U)
-    Uu, S, Vh = torch.linalg.svd(M)
-    dh = a.dims.d_head
-    plant_head(model, *PLANTED, Uu[:, :dh] * S[:dh], Vh[:dh])
+    plant_readout(a, *PLANTED, x_TM, ids, target_TT)  # the successor's one-hot on the days
     model.save_pretrained(path)
     tok.save_pretrained(path)
 
