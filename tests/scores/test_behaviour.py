@@ -175,7 +175,7 @@ def test_cached_prefix_refuses_a_replay_that_differs(tokenizer, monkeypatch):
     (here a soft-cap the Llama head does not apply) raises instead of giving wrong drops."""
     model, tok = make_model("llama", tokenizer)
     a = get_adapter(model)
-    monkeypatch.setattr(model.config, "final_logit_softcapping", 0.5, raising=False)
+    monkeypatch.setattr(type(a), "logit_softcap", property(lambda self: 0.5))
     with pytest.raises(RuntimeError, match="cached_prefix=False"):
         behavioural_drops(a, tok, _prompts(tok), cached_prefix=True)
     behavioural_drops(a, tok, _prompts(tok), cached_prefix=False)  # the full-forward path still works

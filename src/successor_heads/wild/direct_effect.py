@@ -189,7 +189,7 @@ class DirectEffectAblator:
         self.W_U = adapter.W_U.detach().to(self.dev, torch.float32)
         b = adapter.b_U
         self.b_U = None if b is None else b.detach().to(self.dev, torch.float32)
-        self.cap = getattr(adapter.cfg, "final_logit_softcapping", None)
+        self.cap = adapter.logit_softcap
         self.mean_z = mean_z.to(self.dev, torch.float32)
         self.post = adapter.attn_out_norm(0) is not None
         self.final_norm = check_final_norm(final_norm)
