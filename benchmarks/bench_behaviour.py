@@ -18,6 +18,8 @@ Timings are printed only; no test asserts them.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import argparse
 import sys
 import time
@@ -44,7 +46,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from successor_heads.core.config import compose
+    from successor_heads.config import compose
 
     if args.model_dir:
         from successor_heads.core.loading import load_model
@@ -61,7 +63,7 @@ def main() -> None:
         name = f"tiny {args.tiny}"
     a = get_adapter(model)
     b = cfg.behaviour
-    prompts = ordinal_list_prompts(tok, build_tasks(tok, cfg.tasks), b.n_items, b.max_per_family)
+    prompts = ordinal_list_prompts(tok, build_tasks(tok, **asdict(cfg.tasks)), b.n_items, b.max_per_family)
     ablation = args.ablation or b.ablation
     lengths = sorted({len(tok(q["prompt"])["input_ids"]) for q in prompts})
     print(f"model: {name}  dims: {a.dims}  threads: {torch.get_num_threads()}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from successor_heads.core.config import compose
+from successor_heads.config import compose
 from successor_heads.features.sae import train_sae
 
 

@@ -38,7 +38,8 @@ import torch
 
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.corpus import load_corpus
-from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z, reference_per_head
+from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
+from successor_heads.wild.direct_effect_reference import reference_per_head
 from successor_heads.wild.winners import effects, winning_heads
 
 PYTHIA = dict(n_tokens=128 * 511, n_layers=24, n_heads=16, d_head=128, d_model=2048, d_vocab=50304,

@@ -1,6 +1,7 @@
 """The public Python API (successor_heads.api) on a tiny fetched model with a planted successor
 head: the same numbers as the library functions and the scores stage, the documented shapes."""
 
+from dataclasses import asdict
 import shutil
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import torch
 
 import successor_heads
 from successor_heads import api
-from successor_heads.core.config import validate
+from successor_heads.config import build as validate
 from successor_heads.core.corpus import load_corpus
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
 from successor_heads.core.h5io import read_h5
 from successor_heads.core.loading import ModelFetchError
-from successor_heads.core.schema import TasksConfig
+from successor_heads.core.tasks import TasksConfig
 from successor_heads.core.tasks import build_tasks, ordinal_list_prompts
 from successor_heads.models.fetch import fetch_model
 from successor_heads.scores import stage as scores_stage
@@ -58,7 +59,7 @@ def project(tmp_path_factory, tokenizer):
     (tmp / "config" / "model" / "tiny.yaml").write_text(
         f"name: tiny\nfamily: gpt2\nn_params: 0\ndtype: float32\nsource:\n  kind: local\n  path: {tmp / 'weights'}\n")
     cfg = validate({"model": {"name": "tiny", "family": "gpt2", "source": {"kind": "local", "path": str(tmp / "weights")}}})
-    fetch_model(cfg, tmp / "results" / "tiny" / "model")
+    fetch_model(tmp / "results" / "tiny" / "model", **cfg.model.fetch_args())
     return tmp
 
 
@@ -95,7 +96,7 @@ def test_load_missing_folder_says_how_to_fetch(tmp_path):
 def test_scores_equal_the_library(loaded, mode):
     df = api.successor_scores(loaded, mode=mode)
     d = loaded.adapter.dims
-    tasks = build_tasks(loaded.tokenizer, TasksConfig())
+    tasks = build_tasks(loaded.tokenizer)
     idx, ids = scores_stage.task_indices(tasks)
     x = effective_embeddings(loaded.adapter, ids, mode, "raw", prefix_ids=neutral_prefix(loaded.tokenizer))
     ref = successor_scores(loaded.adapter, x, ids, idx, "raw", input_norm=head_input_norm(mode, "raw"))
@@ -166,7 +167,7 @@ def test_behavioural_check_equals_the_library(loaded):
 
 def test_direct_effects_equal_the_library(loaded):
     a, tok, d = loaded.adapter, loaded.tokenizer, loaded.adapter.dims
-    corpus = load_corpus(SMALL_CORPUS, tok)
+    corpus = load_corpus(tok, **SMALL_CORPUS)
     mz = mean_z(a, corpus.tokens, 16, skip_first=corpus.has_bos)
     ref = corpus_direct_effects(a, corpus.tokens, mz, 16, 1024, final_norm="frozen")
     df = api.direct_effects(loaded, SMALL_CORPUS)

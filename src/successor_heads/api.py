@@ -19,11 +19,15 @@ names follow docs/DESIGN.md: ``n_layers n_heads d_head n_tokens``.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Iterable, Mapping, Sequence
 
 from successor_heads.core.heads import head_label as _label
 from successor_heads.core.loading import LoadedModel, open_model
-from successor_heads.core.schema import BehaviourConfig, CorpusConfig, ScoresConfig, TasksConfig, WildConfig
+from successor_heads.core.corpus import CorpusConfig
+from successor_heads.core.tasks import TasksConfig
+from successor_heads.scores.config import BehaviourConfig, ScoresConfig
+from successor_heads.wild.config import WildConfig
 
 __all__ = ["LoadedModel", "load", "successor_scores", "behavioural_check", "direct_effects"]
 
@@ -56,14 +60,13 @@ def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cp
 
 def _tasks(loaded: LoadedModel, tasks) -> list:
     """Built tasks: ``None`` (the ``tasks`` config defaults), a ``tasks`` config section
-    (mapping or :class:`~successor_heads.core.schema.TasksConfig`), or already-built tasks."""
+    (mapping or :class:`~successor_heads.core.tasks.TasksConfig`), or already-built tasks."""
     from successor_heads.core.tasks import build_tasks
 
-    if tasks is None:
-        return build_tasks(loaded.tokenizer, TasksConfig())
     if isinstance(tasks, (list, tuple)):
         return list(tasks)
-    return build_tasks(loaded.tokenizer, tasks)
+    tasks = TasksConfig(**tasks) if isinstance(tasks, Mapping) else tasks or TasksConfig()
+    return build_tasks(loaded.tokenizer, **asdict(tasks))
 
 
 def successor_scores(loaded: LoadedModel, mode: str = _SCORES.default_mode, norms: str = _SCORES.norms,
@@ -180,7 +183,7 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
         loaded: from :func:`load`.
         corpus: ``None`` (the ``corpus`` config defaults: CPython's reference text, 16 contexts
             of 128 tokens), a ``corpus`` config section (mapping or
-            :class:`~successor_heads.core.schema.CorpusConfig`), a
+            :class:`~successor_heads.core.corpus.CorpusConfig`), a
             :class:`~successor_heads.core.corpus.Corpus`, or token ids
             ``[n_contexts, context_len]`` (tensor or array; a first column of the tokenizer's BOS
             is left out of the mean ``z``, as for a cut corpus).
@@ -225,7 +228,8 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
             raise ValueError(f"head {_label(layer, head)} is out of range: the model has {d.n_layers} layers "
                              f"of {d.n_heads} heads")
     if corpus is None or isinstance(corpus, (Mapping, CorpusConfig)):
-        corpus = load_corpus(CorpusConfig() if corpus is None else corpus, tok, progress)
+        corpus = CorpusConfig(**corpus) if isinstance(corpus, Mapping) else corpus or CorpusConfig()
+        corpus = load_corpus(tok, **asdict(corpus), progress=progress)
     if isinstance(corpus, Corpus):
         tokens, has_bos, name = corpus.tokens, corpus.has_bos, corpus.name
     else:

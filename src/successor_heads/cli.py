@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from successor_heads.core import layout
-    from successor_heads.core.config import ConfigError, compose, write_if_changed
+    from successor_heads.config import ConfigError, compose, record
 
     try:
         cfg = compose(None, args.overrides, args.config_dir)
@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     results, name, stage_name = cfg.results_dir, cfg.model.name, STAGES[args.stage]
-    write_if_changed(cfg, layout.config_file(results, name))
+    record(cfg, layout.config_file(results, name))
     manifest = layout.outputs("models", results, name)["manifest"]
     from successor_heads.models.fetch import ModelFetchError, fetch_model
 
     try:
         if stage_name == "models" or not Path(manifest).is_file():
-            fetch_model(cfg, layout.model_dir(manifest))
+            fetch_model(layout.model_dir(manifest), **cfg.model.fetch_args())
         if stage_name != "models":
             stage = importlib.import_module(f"successor_heads.{stage_name}.stage")
             extra = {"rebuild_cache": True} if stage_name == "features" else {}

@@ -34,6 +34,56 @@ def test_import_layering_contracts_are_kept():
     assert "2 kept, 0 broken" in proc.stdout
 
 
+def _imports(path: Path, root: Path) -> set[str]:
+    """The successor_heads modules that ``path`` imports anywhere (function-level imports too:
+    a lazy import still closes a circle)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("successor_heads")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("successor_heads"):
+            for a in node.names:  # `from pkg import module` names a module
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if (root / (sub.replace(".", "/") + ".py")).is_file() else node.module)
+    return out
+
+
+def import_cycles(src: Path) -> list[list[str]]:
+    """Import circles between modules of one package (``src``: the ``successor_heads`` folder)."""
+    mods = {".".join(p.relative_to(src.parent).with_suffix("").parts): p for p in src.rglob("*.py")}
+    graph = {m: {d for d in _imports(p, src.parent) if d in mods and d != m and d.rsplit(".", 1)[0] == m.rsplit(".", 1)[0]}
+             for m, p in mods.items()}
+    cycles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return cycles
+
+
+def test_no_import_circle_inside_a_package(tmp_path):
+    """A module of a package never imports, directly or through its siblings, a module that
+    imports it back (lazy imports included)."""
+    assert import_cycles(SRC) == []
+    pkg = tmp_path / "successor_heads" / "wild"  # the check itself finds a circle bridged lazily
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("from successor_heads.wild.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from successor_heads.wild import a\n")
+    assert import_cycles(tmp_path / "successor_heads") == [["successor_heads.wild.a", "successor_heads.wild.b",
+                                                            "successor_heads.wild.a"]]
+
+
 def test_no_source_module_over_400_lines():
     long = {str(p.relative_to(REPO)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long

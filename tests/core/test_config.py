@@ -1,5 +1,5 @@
 """Config tree: every model file composes; unknown models, keys and values fail at compose time with
-clear errors; each job's view holds exactly the keys it reads and loads typed."""
+clear errors; each job's params hold exactly the keys it reads and rebuild its typed config."""
 
 import re
 from pathlib import Path
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from successor_heads.core.config import (VIEW_KEYS, ZOO_VIEW_KEYS, ConfigError, available_models, compose,
-                                         load_resolved, resolve_for_workflow, stage_view, view_path)
-from successor_heads.core.schema import RootConfig, ScoresConfig
+from successor_heads.config import (PARAMS, ConfigError, RootConfig, available_models, build, compose, from_params,
+                                    job_params, resolve_zoo, schema)
+from successor_heads.scores.config import ScoresConfig
 
 
 def test_every_model_composes():
@@ -58,18 +58,23 @@ def test_bad_key_in_a_model_file_is_named(tmp_path):
         compose("broken", config_dir=cdir)
 
 
-def test_resolved_config_is_rewritten_only_on_change(tmp_path):
-    out = tmp_path / "results"
-    resolve_for_workflow(["smollm2-135m"], [], out)
-    f = out / "smollm2-135m" / "config" / "scores.yaml"
-    g = out / "smollm2-135m" / "config" / "wild.yaml"
-    m1, w1 = f.stat().st_mtime_ns, g.stat().st_mtime_ns
-    resolve_for_workflow(["smollm2-135m"], [], out)
-    assert f.stat().st_mtime_ns == m1
-    resolve_for_workflow(["smollm2-135m"], ["wild.batch_size=3"], out)
-    assert g.stat().st_mtime_ns != w1, "wild config changed: its stage must rerun"
-    assert f.stat().st_mtime_ns == m1, "scores does not depend on wild.batch_size"
-    assert "batch_size: 3" in g.read_text()
+def test_composing_writes_nothing(tmp_path, monkeypatch):
+    """The Snakefile composes every model's config at parse time, in memory: a dry run with an
+    override leaves results/ as it was (the jobs get their keys as params)."""
+    cdir = available_models.__globals__["find_config_dir"]()
+    monkeypatch.chdir(tmp_path)
+    zoo = resolve_zoo(["smollm2-135m"], ["wild.batch_size=3"], cdir)
+    assert zoo.models["smollm2-135m"].wild.batch_size == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_defaults_are_written_once():
+    """config.yaml holds the zoo and what differs from the dataclasses' defaults: composing it
+    gives the defaults everywhere else."""
+    cfg = compose("smollm2-135m")
+    for section in ("tasks", "scores", "editing", "wild"):
+        assert getattr(cfg, section) == type(getattr(cfg, section))(), section
+    assert schema()["wild"]["batch_size"] == 16 and schema()["model"]["source"]["kind"] == "???"
 
 
 def test_behaviour_top_k_comes_from_the_model_file_and_can_be_overridden():
@@ -145,93 +150,90 @@ def test_every_broken_rule_is_reported_at_once():
         compose("smollm2-135m", ["features.d_sae=0", "wild.final_norm=fixed"])
 
 
-def test_stage_checks_use_the_schema_rules():
-    """The features and editing stages repeat the schema's rules for configs handed to them
-    directly (one source of truth: core/config.py)."""
-    from successor_heads.editing.stage import _check
-    from successor_heads.features.stage import check_config
+def test_sections_check_themselves_when_built_directly():
+    """The rules live in each section's dataclass, so a config handed to a stage without
+    composing is checked the same way."""
+    from successor_heads.editing.config import EditingConfig
+    from successor_heads.features.config import FeaturesConfig
 
     with pytest.raises(ConfigError, match="features.d_sae=0: must be >= 1"):
-        check_config({"d_sae": 0})
-    check_config({"numbers_max": 30})  # a partial section: only what is there is checked
-    bad = OmegaConf.create({"editing": {"sources": ["sae"], "corpus_sources": ["probe"]}})
+        FeaturesConfig(d_sae=0)
+    assert FeaturesConfig(numbers_max=30).d_sae == 256  # the other keys: defaults
     with pytest.raises(ConfigError, match="editing.corpus_sources"):
-        _check(bad)
+        EditingConfig(sources=["sae"], corpus_sources=["probe"])
+    cfg = compose("smollm2-135m")
+    with pytest.raises(Exception, match="cannot assign"):  # frozen: what was checked stays so
+        cfg.wild.batch_size = 0
 
 
-# ------------------------------------------------------------- views: the keys each job reads
+# ------------------------------------------------------------- params: the keys each job reads
 
 
 @pytest.fixture(scope="module")
-def default_views():
+def default_params():
     cfg = compose("smollm2-135m")
-    return {v: stage_view(cfg, v) for v in [*VIEW_KEYS, *ZOO_VIEW_KEYS]}
+    return {r: job_params(cfg, r) for r in PARAMS}
 
 
 @pytest.mark.parametrize("override, changed", [
     ("scores.threshold=0.4", {"zoo_table"}),
     ("wild.batch_size=3", {"wild"}),
     ("features.d_sae=32", {"features"}),
-    ("features.numbers_max=100", {"activations", "features"}),
-    ("scores.norms=applied", {"activations", "scores", "features", "editing", "wild"}),  # features.norms follows it
-    ("scores.value_bias=true", {"scores", "features", "editing"}),
+    ("features.numbers_max=100", {"cache_activations", "features"}),
+    # features.norms follows scores.norms
+    ("scores.norms=applied", {"cache_activations", "successor_scores", "features", "editing", "wild"}),
+    ("scores.value_bias=true", {"successor_scores", "features", "editing"}),
     ("seed=1", {"features"}),
     ("corpus.n_contexts=4", {"editing", "wild"}),
     ("model.resources.cpus=8", set()),  # threads and resources: scheduling only
     ("model.resources.mem_mb=100", set()),
-    ("model.dtype=bfloat16", set(VIEW_KEYS) - {"zoo_table"}),
+    ("model.dtype=bfloat16", set(PARAMS) - {"zoo_table"}),
 ])
-def test_a_key_changes_exactly_the_views_that_read_it(default_views, override, changed):
-    """A view's file is rewritten only when it changes (test above), so these are the jobs a
-    change reruns (with those downstream of their outputs)."""
+def test_a_key_changes_exactly_the_params_that_read_it(default_params, override, changed):
+    """Snakemake reruns a job whose params changed, so these are the jobs a change reruns (with
+    those downstream of their outputs; tests/workflow/test_plan.py runs it)."""
     cfg = compose("smollm2-135m", [override])
-    assert {v for v, before in default_views.items() if stage_view(cfg, v) != before} == changed
+    assert {r for r, before in default_params.items() if job_params(cfg, r) != before} == changed
 
 
-def test_views_hold_exactly_their_keys(tmp_path):
+def test_params_hold_exactly_their_keys():
     cfg = compose("smollm2-135m")
-    for view, keys in {**VIEW_KEYS, **ZOO_VIEW_KEYS}.items():
-        flat = _flatten(OmegaConf.to_container(stage_view(cfg, view)))
+    for rule, keys in PARAMS.items():
+        flat = _flatten(job_params(cfg, rule))
         for key in keys:
-            assert any(k == key or k.startswith(key + ".") for k in flat), (view, key)
-        assert all(any(k == key or k.startswith(key + ".") for key in keys) for k in flat), view
-    assert "model.resources.cpus" not in {k for v in VIEW_KEYS for k in _flatten(
-        OmegaConf.to_container(stage_view(cfg, v)))}
-    with pytest.raises(KeyError, match="unknown config view"):
-        view_path(tmp_path, "plots")
+            assert any(k == key or k.startswith(key + ".") for k in flat), (rule, key)
+        assert all(any(k == key or k.startswith(key + ".") for key in keys) for k in flat), rule
+    assert "model.resources.cpus" not in {k for r in PARAMS for k in _flatten(job_params(cfg, r))}
+    with pytest.raises(KeyError):
+        job_params(cfg, "plots")
 
 
 def _flatten(d, prefix=""):
     out = []
     for k, v in d.items():
-        if isinstance(v, dict) and v and k != "moduli":
+        if isinstance(v, dict) and v and k not in ("moduli", "source"):
             out += _flatten(v, f"{prefix}{k}.")
         else:
             out.append(f"{prefix}{k}")
     return out
 
 
-def test_jobs_load_their_view_typed(tmp_path):
-    resolve_for_workflow(["smollm2-135m"], ["scores.threshold=1"], tmp_path, zoo_name="zoo")
-    full = load_resolved(tmp_path / "smollm2-135m" / "config.yaml")
-    assert full == compose("smollm2-135m", ["scores.threshold=1"])
-    assert OmegaConf.get_type(full.scores) is ScoresConfig and isinstance(full.scores.threshold, float)
-    act = load_resolved(view_path(tmp_path, "activations", "smollm2-135m"))
-    assert OmegaConf.is_readonly(act) and OmegaConf.get_type(act) is RootConfig
-    assert dict(act.features) == {"numbers_max": 500, "norms": "raw"}
-    assert "scores" not in act  # provenance then records norms = n/a, as before
-    with pytest.raises(Exception, match="d_sae"):  # a key outside the view fails, never a default
-        act.features.d_sae
-    zoo = load_resolved(view_path(tmp_path, "zoo_table", zoo_name="zoo"))
-    assert OmegaConf.to_container(zoo) == {"scores": {"threshold": 1.0}}
+def test_jobs_rebuild_their_config_typed_from_params():
+    cfg = compose("smollm2-135m", ["scores.threshold=1", "wild.batch_size=3"])
+    wild = from_params(job_params(cfg, "wild"))
+    assert isinstance(wild, RootConfig) and wild.wild == cfg.wild and wild.model.source == cfg.model.source
+    assert isinstance(wild.scores, ScoresConfig) and wild.scores.norms == cfg.scores.norms
+    act = from_params(job_params(cfg, "cache_activations"))
+    assert (act.features.numbers_max, act.features.norms) == (500, "raw")
+    assert from_params({"scores": {"threshold": 1}, **job_params(cfg, "fetch_model")}).scores.threshold == 1.0
+    for rule in PARAMS:
+        if rule != "zoo_table":
+            assert from_params(job_params(cfg, rule)).model.name == "smollm2-135m"
 
 
-def test_a_view_edited_by_hand_is_checked_when_loaded(tmp_path):
-    resolve_for_workflow(["smollm2-135m"], [], tmp_path)
-    p = Path(view_path(tmp_path, "wild", "smollm2-135m"))
-    p.write_text(p.read_text().replace("final_norm: frozen", "final_norm: fixed"))
+def test_params_edited_by_hand_are_checked_when_rebuilt():
+    params = job_params(compose("smollm2-135m"), "wild")
     with pytest.raises(ConfigError, match="wild.final_norm='fixed': must be one of frozen, recomputed"):
-        load_resolved(p)
-    p.write_text(p.read_text().replace("final_norm: fixed", "final_nrm: frozen"))
+        from_params({**params, "wild": {**params["wild"], "final_norm": "fixed"}})
     with pytest.raises(ConfigError, match="wild.final_nrm"):
-        load_resolved(p)
+        from_params({**params, "wild": {"final_nrm": "frozen"}})

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from successor_heads.core.config import ConfigError, available_models, compose, resolve_zoo
-from successor_heads.core.model_derive import estimate_params, resources_for
+from successor_heads.config import ConfigError, available_models, compose, resolve_zoo
+from successor_heads.core.model_derive import resources_for
+from successor_heads.core.param_count import count_params
 from successor_heads.core.model_spec import expand_zoo, parse_model, step_of, sweeps
 from tests.support.tiny import save_tiny_model
 
@@ -92,8 +93,7 @@ def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"model_type='mamba' is not supported; supported model types: .*gpt_neox.*llama"):
         compose(str(tmp_path / "ssm"))
     with pytest.raises(ConfigError, match="mamba"):  # at Snakefile parse too
-        resolve_zoo([str(tmp_path / "ssm")], [], tmp_path / "results")
-    assert not (tmp_path / "results").exists()
+        resolve_zoo([str(tmp_path / "ssm")], [])
 
 
 def test_hub_id_offline_fails_within_seconds(monkeypatch):
@@ -110,7 +110,7 @@ def test_resources_scale_with_parameters():
     assert dtype == "bfloat16" and res["gpu"] == 1 and res["mem_mb"] == 96000
     assert resources_for(70e9)[1]["mem_mb"] >= 900000
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
-    assert abs(estimate_params(gpt2) - 124e6) / 124e6 < 0.05
+    assert abs(count_params(gpt2)[0] - 124e6) / 124e6 < 0.05  # the meta-device count of the architecture
 
 
 def test_steps_and_sweeps(tmp_path, tiny_folder):
@@ -132,8 +132,22 @@ def test_steps_and_sweeps(tmp_path, tiny_folder):
 
 
 def test_model_file_revisions_form_a_sweep(tmp_path):
-    zoo = resolve_zoo(["pythia-70m"], ["model.revisions=[step1000,step143000]"], tmp_path / "results")
+    zoo = resolve_zoo(["pythia-70m"], ["model.revisions=[step1000,step143000]"])
     assert list(zoo.models) == ["pythia-70m@step1000", "pythia-70m@step143000"]
     assert [m["step"] for m in zoo.sweeps["pythia-70m"]] == [1000, 143000]
     assert zoo.models["pythia-70m@step1000"].model.source.revision == "step1000"
-    assert (tmp_path / "results" / "pythia-70m@step1000" / "config" / "models.yaml").is_file()
+    assert zoo.name == "zoo-pythia-70m@step1000+pythia-70m@step143000"  # not the default zoo's folder
+
+
+def test_a_zoo_given_on_the_command_line_never_takes_the_default_zoos_folder():
+    """results/zoo/ is the default zoo's (config.yaml); another zoo's tables go to a folder named
+    after its members (a hash when long), or to an explicit zoo_name."""
+    from successor_heads.config import zoo_name
+
+    assert resolve_zoo(["smollm2-135m", "gemma3-270m"], []).name == "zoo"
+    assert resolve_zoo(["smollm2-135m"], []).name == "zoo-smollm2-135m"
+    assert resolve_zoo(["gemma3-270m", "smollm2-135m"], []).name == "zoo-gemma3-270m+smollm2-135m"
+    assert resolve_zoo(["smollm2-135m"], [], explicit_name="mine").name == "mine"
+    long = [f"local-checkpoint-{k:05d}" for k in range(8)]
+    assert zoo_name(long, False) == zoo_name(long, False) != zoo_name(long[:-1], False)
+    assert len(zoo_name(long, False)) == len("zoo-") + 10

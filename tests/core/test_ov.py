@@ -4,11 +4,10 @@ same logit vector to every row."""
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.effective_embedding import mlp0_embeddings
-from successor_heads.core.ov import head_task_logits, ov_output, ov_readout, task_logits, value_bias_of
+from successor_heads.core.ov import head_task_logits, ov_output, ov_readout, task_logits
 from tests.support.tiny import make_model, randomize_biases
 
 
@@ -59,10 +58,16 @@ def test_value_bias_option_changes_head_logits(tokenizer):
     torch.testing.assert_close(shift[0], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_value_bias_of_config():
-    assert value_bias_of(OmegaConf.create({"scores": {"norms": "raw"}})) is False  # older configs
-    assert value_bias_of(OmegaConf.create({"editing": {}})) is False
-    assert value_bias_of(OmegaConf.create({"scores": {"value_bias": True}})) is True
+def test_value_bias_is_a_typed_key_off_by_default():
+    """The stages read ``scores.value_bias`` from the typed config (no fallback for configs
+    without it): off by default (the paper's circuit), a bool when given."""
+    from successor_heads.config import ConfigError, build
+
+    base = {"model": {"name": "m", "family": "llama", "source": {"kind": "local", "path": "/m"}}}
+    assert build(base).scores.value_bias is False
+    assert build({**base, "scores": {"value_bias": True}}).scores.value_bias is True
+    with pytest.raises(ConfigError, match="scores.value_bias='yes': must be of type bool"):
+        build({**base, "scores": {"value_bias": "yes"}})
 
 
 def test_bad_norms_and_empty_embedding(tokenizer):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+
 import re
 
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from successor_heads.core.schema import TasksConfig
+from successor_heads.core.tasks import TasksConfig
 from successor_heads.core.tasks import (
     build_tasks,
     ordinal_list_prompts,
@@ -47,7 +48,7 @@ def by_name(tasks):
 
 def test_days_and_months_wrap():
     tok = fake_tokenizer([" " + d for d in DAYS] + [" " + m for m in MONTHS])
-    tasks = by_name(build_tasks(tok, TasksConfig(numbers_max=5)))
+    tasks = by_name(build_tasks(tok, numbers_max=5))
     days = tasks["days_spaced_title"]
     assert days.tokens == [" " + d for d in DAYS]
     assert days.successor == [1, 2, 3, 4, 5, 6, 0]  # Sunday -> Monday
@@ -63,7 +64,7 @@ def test_days_and_months_wrap():
 
 def test_numbers_do_not_wrap_and_use_their_value_as_index():
     tok = fake_tokenizer([f" {i}" for i in range(1, 6)])
-    nums = by_name(build_tasks(tok, {"numbers_max": 5, "include_roman": False}))["numbers_spaced"]
+    nums = by_name(build_tasks(tok, **{"numbers_max": 5, "include_roman": False}))["numbers_spaced"]
     assert nums.tokens == [" 1", " 2", " 3", " 4", " 5"]
     assert nums.successor == [1, 2, 3, 4, -1]
     assert nums.pairs == [(0, 1), (1, 2), (2, 3), (3, 4)]
@@ -73,7 +74,7 @@ def test_numbers_do_not_wrap_and_use_their_value_as_index():
 
 def test_dropped_middle_item_breaks_exactly_its_two_links():
     tok = fake_tokenizer([" " + d for d in DAYS if d != "Wednesday"])
-    tasks = build_tasks(tok, TasksConfig(numbers_max=5))
+    tasks = build_tasks(tok, numbers_max=5)
     days = by_name(tasks)["days_spaced_title"]
     assert days.tokens == [" Monday", " Tuesday", " Thursday", " Friday", " Saturday", " Sunday"]
     assert days.index == [0, 1, 3, 4, 5, 6]
@@ -89,7 +90,7 @@ def test_dropped_middle_item_breaks_exactly_its_two_links():
 def test_spacing_is_checked_exactly():
     # Only the spaced form is in the vocabulary: the unspaced item becomes [UNK] and is dropped.
     tok = fake_tokenizer([" " + d for d in DAYS])
-    tasks = by_name(build_tasks(tok, TasksConfig(numbers_max=5)))
+    tasks = by_name(build_tasks(tok, numbers_max=5))
     assert len(tasks["days_spaced_title"].tokens) == 7
     unspaced = tasks["days_unspaced_title"]
     assert unspaced.tokens == [] and unspaced.n_dropped == 7 and not unspaced.usable
@@ -105,7 +106,7 @@ def test_sentencepiece_marker_and_prefix_space():
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
     assert hf("Monday", add_special_tokens=False)["input_ids"] == [1]
-    tasks = by_name(build_tasks(hf, TasksConfig(numbers_max=5)))
+    tasks = by_name(build_tasks(hf, numbers_max=5))
     spaced = tasks["days_spaced_title"]
     assert spaced.tokens == [" Monday", " Tuesday"] and spaced.token_ids == [1, 2]
     assert spaced.successor == [1, -1] and spaced.n_pairs_kept == 1 and not spaced.usable
@@ -115,7 +116,7 @@ def test_sentencepiece_marker_and_prefix_space():
 def test_roman_is_held_out():
     roman = ["I", "II", "III", "IV", "V"]
     tok = fake_tokenizer([" " + r for r in roman] + [" " + d for d in DAYS])
-    tasks = build_tasks(tok, TasksConfig(numbers_max=5, include_roman=True))
+    tasks = build_tasks(tok, numbers_max=5, include_roman=True)
     rom = by_name(tasks)["roman_spaced"]
     assert rom.held_out and rom.family == "roman"
     assert rom.tokens == [" " + r for r in roman] and rom.index == [1, 2, 3, 4, 5]
@@ -124,18 +125,21 @@ def test_roman_is_held_out():
     scored = scored_tasks(tasks)
     assert "roman_spaced" not in {t.name for t in scored}
     assert {t.name for t in scored} == {"days_spaced_title"}
-    no_roman = build_tasks(tok, TasksConfig(numbers_max=5, include_roman=False))
+    no_roman = build_tasks(tok, numbers_max=5, include_roman=False)
     assert not any(t.family == "roman" for t in no_roman)
 
 
 @pytest.mark.parametrize("bad", [1, 0, -3, True, "10", 2.5])
 def test_numbers_max_must_be_an_integer_at_least_two(bad):
     with pytest.raises(ValueError, match="numbers_max"):
-        build_tasks(fake_tokenizer([]), {"numbers_max": bad})
+        build_tasks(fake_tokenizer([]), **{"numbers_max": bad})
+    if not isinstance(bad, float):  # the config section says so when the run is composed
+        with pytest.raises(ValueError, match=r"tasks\.numbers_max=.*must be >= 2"):
+            TasksConfig(numbers_max=bad)
 
 
 def test_names_and_report_columns():
-    tasks = build_tasks(fake_tokenizer([" A", " B", " C"]), None)  # defaults: 200, roman
+    tasks = build_tasks(fake_tokenizer([" A", " B", " C"]))  # defaults: 200, roman
     names = [t.name for t in tasks]
     assert len(names) == len(set(names)) == 32
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", n) for n in names)
@@ -159,7 +163,7 @@ def test_names_and_report_columns():
 def test_ordinal_list_prompts():
     words = [" " + d for d in DAYS] + [",", " A", " B", " C", " D"]
     tok = fake_tokenizer(words + ["Monday"])
-    tasks = build_tasks(tok, TasksConfig(numbers_max=5))
+    tasks = build_tasks(tok, numbers_max=5)
     prompts = ordinal_list_prompts(tok, tasks, n_items=3)
     days = [p for p in prompts if p["family"] == "days"]
     assert len(days) == 7  # every start, wrapping
@@ -180,7 +184,7 @@ def test_prompts_fall_back_to_unspaced_digits():
     # Digits split one by one and " 4" is [" ", "4"]: no spaced number is a single token,
     # so the prompt ends with ", " and the target is the bare digit.
     tok = fake_tokenizer([str(i) for i in range(10)] + [",", " "], split_digits=True)
-    tasks = by_name(build_tasks(tok, TasksConfig(numbers_max=200)))
+    tasks = by_name(build_tasks(tok, numbers_max=200))
     assert tasks["numbers_spaced"].tokens == []
     assert tasks["numbers_unspaced"].tokens == [str(i) for i in range(1, 10)]
     assert tasks["numbers_unspaced"].dropped[:2] == ["10", "11"]

@@ -12,7 +12,7 @@ import torch
 
 from successor_heads.editing import edit_loss as el
 from successor_heads.core.adapters import get_adapter
-from successor_heads.core.config import validate
+from successor_heads.config import as_dict, build as validate
 from successor_heads.core.h5io import read_h5, write_h5
 from successor_heads.core.tasks import build_tasks
 from tests.support.tiny import FAMILIES, make_model
@@ -84,7 +84,7 @@ def test_gemma_applied_norms_edit_after_post_mlp_norm(tokenizer):
 def test_prompt_edits_line_up(tokenizer):
     model, tok = make_model("qwen2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, {"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
     cases = el.prompt_cases(tok, tasks, max_per_family=3, max_targets=2)
     assert {c["family"] for c in cases} >= {"days", "months", "number_words", "letters", "numbers"}
     by = {t.name: t for t in tasks}
@@ -112,7 +112,7 @@ def test_prompt_edits_line_up(tokenizer):
 def test_corpus_edit_loss(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, {"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
     text = ("On Monday we counted one two three and then 1 2 3 4 5 in March. The quick brown fox "
             "jumps over the lazy dog, first and second, 12 and 13 on Friday. ") * 3
     ids = tok(text)["input_ids"][:96]
@@ -156,12 +156,12 @@ def test_editing_stage_end_to_end(tmp_path, tokenizer):
                     "tasks": {"numbers_max": 30}, "editing": {"max_prompts_per_family": 2}})
     results = tmp_path / "results"
     ins, outs = layout.inputs("editing", results, "tiny"), layout.outputs("editing", results, "tiny")
-    fetch_model(cfg, layout.model_dir(ins["manifest"]))
+    fetch_model(layout.model_dir(ins["manifest"]), **cfg.model.fetch_args())
     for bad, match in (({"scale_ref": "absolute"}, "scale_ref"), ({"corpus_sources": ["probe"], "sources": ["sae"]},
                                                                    "corpus_sources"),
                        ({"paper_modulus": 1}, "paper_modulus")):
-        with pytest.raises(ValueError, match=match):
-            editing.run(validate({**cfg, "editing": {**cfg.editing, **bad}}), ins, outs, progress=False)
+        with pytest.raises(ValueError, match=match):  # the typed config refuses it before the stage runs
+            editing.run(validate({**as_dict(cfg), "editing": {**as_dict(cfg.editing), **bad}}), ins, outs, progress=False)
     with pytest.raises(StageInputError, match="scores stage"):
         editing.run(cfg, ins, outs, progress=False)
     overall = np.zeros((2, 4))
@@ -220,7 +220,7 @@ def test_editing_stage_passes_value_bias_to_every_head_read(tmp_path, tokenizer,
                                 "corpus_families": ["days"]}})
     results = tmp_path / "results"
     ins, outs = layout.inputs("editing", results, "tiny"), layout.outputs("editing", results, "tiny")
-    fetch_model(cfg, layout.model_dir(ins["manifest"]))
+    fetch_model(layout.model_dir(ins["manifest"]), **cfg.model.fetch_args())
     overall = np.zeros((2, 4))
     overall[1, 2] = 0.9
     write_h5(ins["scores"], {"overall_resid": overall}, {"default_mode": "resid"})

@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -26,7 +25,7 @@ from successor_heads.core import layout
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.effective_embedding import effective_embeddings, mlp0_embeddings
 from successor_heads.core.h5io import IncompleteOutputError, read_h5, write_h5
-from successor_heads.core.schema import RootConfig
+from successor_heads.config import build
 from successor_heads.core.tasks import build_tasks
 from tests.support.tiny import make_model, randomize_biases, save_tiny_model
 
@@ -34,7 +33,7 @@ from tests.support.tiny import make_model, randomize_biases, save_tiny_model
 @pytest.fixture(scope="module")
 def rows_and_x(tokenizer):
     model, tok = make_model("llama", tokenizer)
-    rows = activation_rows(tok, build_tasks(tok, {"numbers_max": 30}), numbers_max=40)
+    rows = activation_rows(tok, build_tasks(tok, **{"numbers_max": 30}), numbers_max=40)
     return model, tok, rows, mlp0_embeddings(get_adapter(model), rows.token_ids)
 
 
@@ -114,7 +113,7 @@ def test_bad_inputs(tmp_path, rows_and_x, tokenizer):
     empty.pre_tokenizer = pre_tokenizers.Whitespace()
     empty = PreTrainedTokenizerFast(tokenizer_object=empty, unk_token="[UNK]")
     with pytest.raises(ValueError, match="empty token set"):
-        activation_rows(empty, build_tasks(empty, {"numbers_max": 5}), numbers_max=5)
+        activation_rows(empty, build_tasks(empty, **{"numbers_max": 5}), numbers_max=5)
     with pytest.raises(ValueError, match="expected"):
         write_cache(tmp_path / "c.h5", rows, x[:-1])
     with pytest.raises(ValueError, match="empty"):
@@ -130,13 +129,9 @@ def test_bad_inputs(tmp_path, rows_and_x, tokenizer):
 # --- the stage end to end ------------------------------------------------------------------
 
 def _cfg(**features):
-    cfg = OmegaConf.structured(RootConfig)
-    cfg.model.name, cfg.model.family, cfg.model.source.kind = "tiny-gpt2", "gpt2", "local"
-    cfg.device = "cpu"
-    cfg.tasks.numbers_max = 20
     f = dict(numbers_max=30, n_saes=2, d_sae=16, steps=40, batch_size=32, lr=1e-2, cv_folds=3)
-    cfg.features = OmegaConf.merge(cfg.features, f | features)
-    return cfg
+    return build({"model": {"name": "tiny-gpt2", "family": "gpt2", "source": {"kind": "local", "path": "unused"}},
+                  "device": "cpu", "tasks": {"numbers_max": 20}, "features": f | features})
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +195,7 @@ def test_head_score_value_bias(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     randomize_biases(model, 1.0, ("c_attn.bias",))
     a = get_adapter(model)
-    rows = activation_rows(tok, build_tasks(tok, {"numbers_max": 12}), numbers_max=12)
+    rows = activation_rows(tok, build_tasks(tok, **{"numbers_max": 12}), numbers_max=12)
     x = mlp0_embeddings(a, rows.token_ids)
     r = torch.arange(len(rows))
     plain, norm0 = head_score_fn(a, 1, 2, rows)

@@ -54,7 +54,7 @@ def test_header_scan_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="version 1"):
         gguf_mod.gguf_quantization(v1)
     with pytest.raises(ModelFetchError, match="not a readable GGUF"):
-        fetch_model(local_cfg(bad, "bad"), tmp_path / "bad" / "model")
+        fetch_model(tmp_path / "bad" / "model", **local_cfg(bad, "bad").model.fetch_args())
 
 
 def test_fast_reader_reads_what_gguf_reader_reads(tiny, tmp_path):
@@ -102,7 +102,7 @@ def test_conversion_parses_the_gguf_once(tiny, tmp_path, monkeypatch):
     assert gguf.GGUFReader is Counting
     opened.clear()
     out = tmp_path / "once" / "model"
-    fetch_model(local_cfg(gguf_path, "once"), out)
+    fetch_model(out, **local_cfg(gguf_path, "once").model.fetch_args())
     assert opened == [os.path.realpath(gguf_path)]
     assert gguf.GGUFReader is Counting
     man = read_manifest(out)

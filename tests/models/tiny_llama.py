@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from successor_heads.core.config import validate
+from successor_heads.config import build as validate
 
 TEXTS = [
     "Monday Tuesday Wednesday Thursday Friday Saturday Sunday",

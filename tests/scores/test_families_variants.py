@@ -12,7 +12,8 @@ import torch
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.hooks import mean_z as hooks_mean_z
 from successor_heads.scores.behaviour import _group_by_length, _target_logprobs, behavioural_drops, patch_head_z
-from successor_heads.wild.direct_effect import FINAL_NORMS, corpus_direct_effects, mean_z, reference_per_head
+from successor_heads.wild.direct_effect import FINAL_NORMS, corpus_direct_effects, mean_z
+from successor_heads.wild.direct_effect_reference import reference_per_head
 from tests.core.test_adapters import _capture_attention
 from tests.scores.test_behaviour import _prompts
 from tests.scores.test_scores import planted_scores

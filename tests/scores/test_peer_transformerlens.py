@@ -11,13 +11,11 @@ are the paper's circuit: no value bias, and in ``resid`` mode the head's input n
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM
 
 from successor_heads.core.adapters import get_adapter
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
-from successor_heads.core.schema import TasksConfig
 from successor_heads.scores.successor_score import successor_scores
 from successor_heads.scores.stage import task_indices
 from successor_heads.core.tasks import build_tasks
@@ -115,7 +113,7 @@ def test_mlp0_effective_embedding_equals_transformerlens(peers):
 @pytest.mark.parametrize("mode", ["mlp0", "resid"])
 def test_successor_scores_equal_transformerlens(peers, mode):
     a, tok, bridge = peers
-    tasks, ids = task_indices(build_tasks(tok, OmegaConf.structured(TasksConfig)))
+    tasks, ids = task_indices(build_tasks(tok))
     prefix = neutral_prefix(tok)
     x = effective_embeddings(a, ids, mode, "raw", prefix_ids=prefix)
     ours = successor_scores(a, x, ids, tasks, "raw", input_norm=head_input_norm(mode, "raw"))

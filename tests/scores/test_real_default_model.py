@@ -7,6 +7,7 @@ BLAS and summation-order differences across CPUs; the top head must match exactl
 Set SUCCESSOR_HEADS_SKIP_REAL=1 to skip (e.g. on a machine without access to PyPI).
 """
 
+from dataclasses import asdict
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from successor_heads.core.adapters import get_adapter
-from successor_heads.core.config import compose
+from successor_heads.config import compose
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
 from successor_heads.core.loading import load_model, read_manifest
 from successor_heads.models.fetch import fetch_model
@@ -48,7 +49,7 @@ def _load(name, tmp_path_factory):
         model_dir = repo_copy  # the main command already fetched and verified it
     else:
         model_dir = tmp_path_factory.mktemp(name) / "model"
-        fetch_model(cfg, model_dir)
+        fetch_model(model_dir, **cfg.model.fetch_args())
         shutil.rmtree(model_dir.parent / ".download", ignore_errors=True)
     model, tok = load_model(model_dir)
     _LOADED[name] = (cfg, model, tok, read_manifest(model_dir))
@@ -68,7 +69,7 @@ def test_manifest_records_quantization(smollm2):
 
 def test_tasks_drop_multi_digit_numbers(smollm2):
     cfg, _, tok, _ = smollm2
-    tasks = {t.name: t for t in build_tasks(tok, cfg.tasks)}
+    tasks = {t.name: t for t in build_tasks(tok, **asdict(cfg.tasks))}
     assert len(tasks["numbers_spaced"].token_ids) == 0  # " 1" is two tokens in SmolLM2
     assert tasks["numbers_unspaced"].tokens == [str(i) for i in range(1, 10)]
     assert tasks["days_spaced_title"].n_pairs_kept == 7 and tasks["months_spaced_title"].n_pairs_kept == 12
@@ -78,7 +79,7 @@ def test_tasks_drop_multi_digit_numbers(smollm2):
 def test_top_head_and_score(name, mode, tmp_path_factory):
     cfg, model, tok, _ = _load(name, tmp_path_factory)
     a = get_adapter(model)
-    idx, ids = task_indices(build_tasks(tok, cfg.tasks))
+    idx, ids = task_indices(build_tasks(tok, **asdict(cfg.tasks)))
     x = effective_embeddings(a, ids, mode, "raw", prefix_ids=neutral_prefix(tok))
     r = successor_scores(a, x, ids, idx, "raw", input_norm=head_input_norm(mode, "raw"))
     layer, head = np.unravel_index(np.argmax(r.overall), r.overall.shape)

@@ -38,12 +38,13 @@ def make_project(tmp: Path, family: str = "llama", name: str = "tiny-llama") -> 
 def snakemake_command(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, config=(),
                       env=None) -> tuple[list[str], dict[str, str]]:
     """The command line and environment :func:`snakemake` runs (for tests that need a
-    ``subprocess.Popen``). ``config``: extra ``--config`` items (e.g. ``"stages=[scores]"``);
-    ``env``: extra environment variables for snakemake and its jobs."""
+    ``subprocess.Popen``). ``config``: extra ``--config`` items (e.g. ``"stages=[scores]"``; the
+    zoo's tables go to ``results/zoo`` unless one names another ``zoo_name``); ``env``: extra
+    environment variables for snakemake and its jobs."""
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp),
         "--cores", "2", "--config", f"zoo=[{','.join(models)}]", f"config_dir={tmp / 'config'}",
-        f"overrides=[{','.join(overrides)}]", *config, *args,
+        f"overrides=[{','.join(overrides)}]", "zoo_name=zoo", *config, *args,
     ]
     return cmd, dict(os.environ, PYTHONPATH=str(REPO / "src"), **(env or {}))
 

@@ -14,8 +14,9 @@ from torch import nn
 
 from successor_heads.core.adapters import get_adapter
 from successor_heads.wild import direct_effect_fast
-from successor_heads.wild.direct_effect import (FINAL_NORMS, DirectEffectAblator, capture, corpus_direct_effects, mean_z,
-                                           reference_per_head)
+from successor_heads.wild.capture import capture
+from successor_heads.wild.direct_effect import FINAL_NORMS, DirectEffectAblator, corpus_direct_effects, mean_z
+from successor_heads.wild.direct_effect_reference import reference_per_head
 from tests.support.tiny import FAMILIES, make_model
 
 TEXTS = ["Monday, Tuesday, Wednesday, Thursday 1 2 3 4 the lazy dog jumps over the fox",
@@ -268,10 +269,10 @@ def test_unknown_option_value_is_rejected(key, bad, match, tokenizer):
                                                      ("compute_dtype", "float32", "fp8", "float32, bfloat16")])
 def test_bad_wild_value_fails_when_the_config_is_composed(key, default, bad, choices):
     """Checked at compose time, before any job starts (not hours into a SLURM run)."""
-    from successor_heads.core.config import ConfigError, validate
+    from successor_heads.config import ConfigError, build as validate
 
     base = {"model": {"name": "tiny", "family": "llama", "source": {"kind": "local", "path": "x"}}}
-    assert validate(base).wild[key] == default
+    assert getattr(validate(base).wild, key) == default
     with pytest.raises(ConfigError, match=f"wild.{key}='{bad}': must be one of {choices}"):
         validate({**base, "wild": {key: bad}})
 

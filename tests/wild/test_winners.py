@@ -141,7 +141,7 @@ def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):
     from pathlib import Path
 
     from successor_heads.core import layout
-    from successor_heads.core.config import validate
+    from successor_heads.config import build as validate
     from successor_heads.core.handoff import StageInputError
     from successor_heads.core.h5io import read_h5, write_h5
     from successor_heads.models.fetch import fetch_model
@@ -155,7 +155,7 @@ def test_wild_stage_end_to_end_on_a_tiny_model(tmp_path):
     ins, outs = layout.inputs("wild", results, "tiny"), layout.outputs("wild", results, "tiny")
     with pytest.raises(StageInputError, match="successor-heads scores model=tiny"):
         wild.run(cfg, ins, outs, progress=False)
-    fetch_model(cfg, layout.model_dir(ins["manifest"]))
+    fetch_model(layout.model_dir(ins["manifest"]), **cfg.model.fetch_args())
     overall = np.zeros((2, 4), dtype=np.float32)
     overall[1, 2] = 0.9
     write_h5(ins["scores"], {"overall_resid": overall}, {"default_mode": "resid"})

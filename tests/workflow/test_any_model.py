@@ -77,8 +77,8 @@ def test_workflow_on_a_folder(tmp_path):
     results = tmp_path / "results"
     for path in layout.targets("scores", results, "local-tiny-neox"):
         assert Path(path).is_file(), path
-    cfg = (results / "local-tiny-neox" / "config.yaml").read_text()
-    assert "family: gpt_neox" in cfg and f"path: {folder.resolve()}" in cfg
+    log = (results / "logs" / "local-tiny-neox" / "successor_scores.log").read_text()  # the job's params
+    assert "'family': 'gpt_neox'" in log and f"'path': '{folder.resolve()}'" in log
     zoo = pd.read_csv(layout.zoo_outputs("zoo_table", results, "zoo")["csv"])
     assert list(zoo.model) == ["local-tiny-neox"]
     assert not (results / "zoo" / "over_training.csv").exists()  # no sweep, no over-training outputs

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from successor_heads.core.config import available_models, compose
+from successor_heads.config import available_models, compose
 
 REPO = Path(__file__).resolve().parents[2]
 ZOO_OFFLINE = REPO / "workflow" / "zoo-offline.yaml"

@@ -1,10 +1,8 @@
 """What ``snakemake -n`` plans after a finished run when one config key changes: exactly the jobs
-whose config view holds the key (successor_heads.core.config.VIEW_KEYS) and the jobs downstream
-of their outputs; and the threads each job gets from ``resources.cpus``.
+whose params hold the key (successor_heads.config.PARAMS) and the jobs downstream of their
+outputs; that a dry run writes nothing; and the threads each job gets from ``resources.cpus``.
 
-One DAG run on the tiny workflow project; every dry run starts from a copy of it, because a dry
-run rewrites the changed view (that is how Snakemake sees the change) and the next one would
-see it changed back.
+One DAG run on the tiny workflow project; every dry run starts from a copy of it.
 """
 
 import re
@@ -56,6 +54,26 @@ def test_a_changed_key_plans_exactly_the_jobs_that_read_it(finished, tmp_path, o
     shutil.copytree(finished, project, symlinks=True)  # copy2: modification times kept
     proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}", override])
     assert job_stats(proc.stdout + proc.stderr) == {job: 1 for job in PLANS[override]}
+
+
+def test_a_dry_run_with_an_override_writes_nothing(finished, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(finished, project, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*")}
+    snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}", "wild.batch_size=8"])
+    assert {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*")} == before
+
+
+def test_a_zoo_given_on_the_command_line_plans_its_own_tables(finished, tmp_path):
+    """Without zoo_name, a zoo other than config.yaml's writes results/zoo-<members>/, never the
+    finished run's results/zoo/."""
+    project = tmp_path / "project"
+    shutil.copytree(finished, project, symlinks=True)
+    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"],
+                     config=("zoo_name=null",))
+    out = proc.stdout + proc.stderr
+    assert "results/zoo-tiny-llama/successor_heads.csv" in out and "results/zoo/" not in out
+    assert job_stats(out) == {"zoo_table": 1, "paper_table": 1, "all": 1}
 
 
 def test_rule_threads_and_torch_threads_follow_resources_cpus(finished):

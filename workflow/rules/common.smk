@@ -1,39 +1,39 @@
-# Compose and validate each model's Hydra config once, at parse time (a bad value fails before any
-# job starts), into results/{model}/config.yaml and one view per stage holding exactly the keys
-# its job reads (successor_heads.core.config.VIEW_KEYS; zoo rules: ZOO_VIEW_KEYS). Views are
-# rewritten only when their content changes, so a config change reruns exactly the jobs that
-# read a changed key (and those downstream of their outputs).
+# Compose each model's config once, at parse time, in memory (a bad key or value fails before any
+# job starts; nothing is written). Each job gets the keys it reads as Snakemake `params`
+# (successor_heads.config.PARAMS): Snakemake reruns a job whose params changed, so a config
+# change reruns exactly the jobs that read a changed key (and those downstream of their outputs).
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from omegaconf import OmegaConf
 from snakemake.logging import logger
+from successor_heads import config as run_config
 from successor_heads.core import layout
-from successor_heads.core.config import compose, resolve_zoo, view_path
 from successor_heads.core.h5io import set_aside_incomplete
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
 CONFIG_DIR = Path(config["config_dir"])
 if not CONFIG_DIR.is_absolute() and not CONFIG_DIR.is_dir():
     CONFIG_DIR = Path(workflow.basedir) / CONFIG_DIR
-_root = compose(None, config["overrides"], CONFIG_DIR)
+_root = run_config.compose(None, config["overrides"], CONFIG_DIR)
 RESULTS = _root.results_dir
 # A zoo entry is a model file's name, a hub id org/name[@revision], a transformers folder, a .gguf
 # file or a folder of checkpoints (a sweep); each model's results/<slug>/ is named by its slug
 # (docs/DESIGN.md, "Model specs"). A bad entry or unsupported model_type fails here, at parse.
-_ZOO = resolve_zoo(list(config["zoo"]) or list(_root.zoo), config["overrides"], RESULTS, CONFIG_DIR,
-                   zoo_name=config.get("zoo_name", "zoo"), root=_root)
+# The zoo's tables go to results/<zoo_name>/: `zoo` for config.yaml's zoo, else named after the
+# members (successor_heads.config.zoo_name), so another zoo never overwrites them.
+_ZOO = run_config.resolve_zoo(list(config["zoo"]) or list(_root.zoo), config["overrides"], CONFIG_DIR,
+                              explicit_name=config.get("zoo_name"), root=_root)
 MODEL_CFG = _ZOO.models
 ZOO = list(MODEL_CFG)
+ZOO_NAME = _ZOO.name
 # checkpoint sweeps: {sweep: [{model, revision, step}, ...]}, flattened for the over_training rule
 SWEEP_MEMBERS = [dict(m, sweep=s) for s, ms in _ZOO.sweeps.items() for m in ms]
 STAGES = list(config.get("stages", ["scores"]))
 # stages whose summaries the paper table reads: the zoo table makes the scores run in every case
 PAPER_STAGES = ["scores"] + [s for s in STAGES if s in ("features", "editing", "wild")]
-ZOO_NAME = config.get("zoo_name", "zoo")
 
 # Snakemake trusts any output that exists and is newer than its inputs; an HDF5 output damaged
 # after it was written (truncated copy, full disk) would be kept and break its consumers. Every
@@ -70,7 +70,7 @@ def res(key):
     """
 
     def get(wildcards, attempt=1):
-        value = MODEL_CFG[wildcards.model].model.resources[key]
+        value = getattr(MODEL_CFG[wildcards.model].model.resources, key)
         if key in ("mem_mb", "runtime"):
             return int(value) * attempt
         return value
@@ -78,11 +78,13 @@ def res(key):
     return get
 
 
-def stage_config(view):
-    """The `config` input of a job, results/{model}/config/{stage}.yaml (a zoo-level one:
-    results/{zoo_name}/config/{name}.yaml). It holds only the keys the job reads, so it
-    changes, and the job reruns, only when one of them does."""
-    return view_path(RESULTS, view, zoo_name=ZOO_NAME)
+def job_params(rule):
+    """The `params` of `rule`: per config section, the keys its job reads
+    (successor_heads.config.job_params), from the model's config (zoo-level rules: the zoo's)."""
+    sections = dict.fromkeys(k.split(".")[0] for k in run_config.PARAMS[rule])
+    if rule in layout.ZOO_OUTPUTS:
+        return {s: run_config.job_params(_root, rule)[s] for s in sections}
+    return {s: (lambda wildcards, s=s: run_config.job_params(MODEL_CFG[wildcards.model], rule)[s]) for s in sections}
 
 
 # Every rule runs in the project's one environment (snakemake --use-conda builds it).

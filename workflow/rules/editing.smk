@@ -3,8 +3,9 @@
 
 
 rule editing:
+    params:
+        **job_params("editing"),
     input:
-        config=stage_config("editing"),
         **layout.inputs("editing", RESULTS),
     output:
         **reported(

@@ -5,8 +5,9 @@
 
 
 rule cache_activations:
+    params:
+        **job_params("cache_activations"),
     input:
-        config=stage_config("activations"),
         **layout.inputs("activations", RESULTS),
     output:
         **layout.outputs("activations", RESULTS),
@@ -24,8 +25,9 @@ rule cache_activations:
 
 
 rule features:
+    params:
+        **job_params("features"),
     input:
-        config=stage_config("features"),
         **layout.inputs("features", RESULTS),
     output:
         **reported(

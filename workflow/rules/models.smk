@@ -10,8 +10,8 @@ localrules:
 
 
 rule fetch_model:
-    input:
-        config=stage_config("models"),
+    params:
+        **job_params("fetch_model"),
     output:
         **layout.outputs("models", RESULTS),
     log:

@@ -3,8 +3,9 @@
 
 
 rule successor_scores:
+    params:
+        **job_params("successor_scores"),
     input:
-        config=stage_config("scores"),
         **layout.inputs("scores", RESULTS),
     output:
         **reported(
@@ -30,8 +31,9 @@ rule successor_scores:
 
 
 rule zoo_table:
+    params:
+        **job_params("zoo_table"),
     input:
-        config=stage_config("zoo_table"),
         summaries=expand(layout.outputs("scores", RESULTS)["summary"], model=ZOO),
         scores=expand(layout.outputs("scores", RESULTS)["csv"], model=ZOO),
         scores_h5=expand(layout.outputs("scores", RESULTS)["h5"], model=ZOO),

@@ -4,8 +4,9 @@
 
 
 rule wild:
+    params:
+        **job_params("wild"),
     input:
-        config=stage_config("wild"),
         **layout.inputs("wild", RESULTS),
     output:
         **reported(

@@ -31,6 +31,17 @@ def named(files) -> dict[str, str]:
     return {name: str(path) for name, path in files.items()}
 
 
+def job_config(params):
+    """The job's typed config (:class:`successor_heads.config.RootConfig`) from its Snakemake
+    ``params``: the keys it reads (:data:`successor_heads.config.PARAMS`), logged as the record of
+    what the job ran with."""
+    from successor_heads.config import from_params
+
+    given = dict(params.items())
+    logging.getLogger("successor_heads").info("config (this job's params): %s", given)
+    return from_params(given)
+
+
 def setup_logging(log_path, threads=None):
     """Log to ``log_path`` (and stderr); with ``threads`` (``snakemake.threads``) also call
     :func:`set_threads`. Returns the ``successor_heads`` logger."""

@@ -3,12 +3,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
-from _common import named, setup_logging  # noqa: E402
+from _common import job_config, named, setup_logging  # noqa: E402
 
-from successor_heads.core.config import load_resolved  # noqa: E402
 from successor_heads.scores import stage as scores  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
-cfg = load_resolved(snakemake.input.config)  # noqa: F821
+cfg = job_config(snakemake.params)  # noqa: F821
 summary = scores.run(cfg, named(snakemake.input), named(snakemake.output))  # noqa: F821
 log.info("summary: %s", summary)

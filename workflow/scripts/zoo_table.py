@@ -5,11 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 from _common import setup_logging  # noqa: E402
 
-from successor_heads.core.config import load_resolved  # noqa: E402
 from successor_heads.zoo import table  # noqa: E402
 
 setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 ins, out = snakemake.input, snakemake.output  # noqa: F821
-cfg = load_resolved(ins.config)
 table.run(ins.summaries, out.csv, out.fig, ins.scores, out.per_task, scores_h5=ins.scores_h5,
-          threshold=cfg.scores.threshold)
+          threshold=snakemake.params.scores["threshold"])  # noqa: F821

@@ -2,7 +2,7 @@
 heads in the wild"; docs/DESIGN.md, Natural text without a network).
 
 The paper ablates heads on 128 contexts of 512 tokens from The Pile. Three corpus kinds are
-configured in ``config/corpus/`` (:class:`successor_heads.core.schema.CorpusConfig`):
+configured in ``config/corpus/`` (:class:`CorpusConfig`):
 
 * ``pydoc`` (default, offline): the English reference text that ships with CPython
   (``pydoc_data.topics``, 79 topics, about 465 kB). The embedded default takes 16 contexts of
@@ -26,16 +26,45 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Optional
 
 import torch
 
+from successor_heads.core.config import ConfigError, bounded, one_of
 from successor_heads.core.hub import HUB_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 OFFLINE_HINT = ("use the offline corpus with `corpus=pydoc` (CPython's reference text) or local files with "
                 "`corpus=files corpus.glob='/path/*.txt'`")
+
+
+#: natural-text sources (``corpus.kind``) and the keys each one needs
+CORPUS_KINDS = {"pydoc": (), "files": ("glob",), "hf_dataset": ("hf_dataset",)}
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """The ``corpus`` config section: natural text for the ``wild`` and ``editing`` stages
+    (:func:`load_corpus`; paper: 128 x 512 tokens from The Pile)."""
+
+    name: str = "pydoc"
+    kind: str = "pydoc"
+    glob: Optional[str] = None  # files: sorted glob, ** recurses
+    hf_dataset: Optional[str] = None  # hf_dataset: hub id, streamed
+    hf_split: str = "train"
+    hf_text_field: str = "text"
+    n_contexts: int = 16  # embedded default kept small for 2 CPU cores (paper: 128)
+    context_len: int = 128  # tokens per context, BOS included (paper: 512)
+    prepend_bos: bool = True  # put the tokenizer's BOS token first when it has one
+
+    def __post_init__(self):
+        one_of("corpus.kind", self.kind, CORPUS_KINDS)
+        bounded("corpus.n_contexts", self.n_contexts, ge=1)
+        bounded("corpus.context_len", self.context_len, ge=2)
+        needs = CORPUS_KINDS[self.kind]
+        if not all(getattr(self, k) for k in needs):
+            raise ConfigError(f"corpus.kind={self.kind} needs " + " and ".join(f"corpus.{k}" for k in needs))
 
 
 class CorpusError(ValueError):
@@ -66,17 +95,6 @@ class Corpus:
     @property
     def context_len(self) -> int:
         return int(self.tokens.shape[1])
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    try:
-        return cfg.get(key, default)  # DictConfig
-    except AttributeError:
-        return getattr(cfg, key, default)
 
 
 def pydoc_texts() -> tuple[list[str], str]:
@@ -128,9 +146,11 @@ def _datasets_offline() -> bool:
     return os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def hf_texts(cfg: Any, n_tokens_needed: int, count_tokens: Callable[[str], int],
-             reachable: Callable[[], bool] | None = None) -> tuple[list[str], str]:
-    """Stream documents of a Hugging Face dataset until about ``n_tokens_needed`` tokens are read.
+def hf_texts(name: str | None, n_tokens_needed: int, count_tokens: Callable[[str], int],
+             reachable: Callable[[], bool] | None = None, *, split: str = "train",
+             field_name: str = "text") -> tuple[list[str], str]:
+    """Stream documents of the Hugging Face dataset ``name`` (its ``split``, text in column
+    ``field_name``) until about ``n_tokens_needed`` tokens are read.
 
     ``reachable`` (default :func:`successor_heads.core.hub.hub_reachable`) is checked first, so an
     offline machine fails within about :data:`HUB_TIMEOUT_S` seconds; ``HF_DATASETS_OFFLINE=1``
@@ -140,7 +160,6 @@ def hf_texts(cfg: Any, n_tokens_needed: int, count_tokens: Callable[[str], int],
         CorpusError: no network (names the offline corpus ``corpus=pydoc``); the ``datasets``
             package is missing; the dataset cannot be opened or has no ``hf_text_field``.
     """
-    name = _get(cfg, "hf_dataset")
     if not name:
         raise CorpusError("corpus.kind=hf_dataset needs corpus.hf_dataset (e.g. monology/pile-uncopyrighted)")
     if not _datasets_offline():
@@ -157,8 +176,7 @@ def hf_texts(cfg: Any, n_tokens_needed: int, count_tokens: Callable[[str], int],
     try:
         import datasets
     except ImportError as e:
-        raise CorpusError(f"corpus.kind=hf_dataset needs the `datasets` package (pip install datasets); {OFFLINE_HINT}") from e
-    split, field_name = _get(cfg, "hf_split", "train"), _get(cfg, "hf_text_field", "text")
+        raise CorpusError(f"corpus.kind=hf_dataset needs the `datasets` package (pip install -e '.[corpus]'); {OFFLINE_HINT}") from e
     try:
         stream = datasets.load_dataset(name, split=split, streaming=True)
         texts, n = [], 0
@@ -218,9 +236,12 @@ def cut_contexts(tokenizer, texts: list[str], n_contexts: int, context_len: int,
     return torch.tensor(rows, dtype=torch.long), has_bos, len(stream), n_windows, index
 
 
-def load_corpus(cfg: Any, tokenizer, progress: bool = False, reachable: Callable[[], bool] | None = None) -> Corpus:
-    """Load the corpus that ``cfg`` (a ``corpus`` section, :class:`~successor_heads.core.schema.CorpusConfig`)
-    names and cut it into contexts for ``tokenizer``.
+def load_corpus(tokenizer, *, kind: str = "pydoc", name: str | None = None, glob: str | None = None,
+                hf_dataset: str | None = None, hf_split: str = "train", hf_text_field: str = "text",
+                n_contexts: int = 16, context_len: int = 128, prepend_bos: bool = True, progress: bool = False,
+                reachable: Callable[[], bool] | None = None) -> Corpus:
+    """Load a corpus of ``kind`` (the keys of :class:`CorpusConfig`, which a stage unpacks here)
+    and cut it into ``n_contexts`` contexts of ``context_len`` tokens for ``tokenizer``.
 
     Returns: a :class:`Corpus` with ``tokens [n_contexts, context_len]``.
 
@@ -228,19 +249,18 @@ def load_corpus(cfg: Any, tokenizer, progress: bool = False, reachable: Callable
         CorpusError: unknown kind; empty glob; unreadable file; no network for a hub dataset
             (within seconds, naming ``corpus=pydoc``); corpus too short for the request.
     """
-    kind = _get(cfg, "kind", "pydoc")
-    n_contexts, context_len = int(_get(cfg, "n_contexts", 16)), int(_get(cfg, "context_len", 128))
-    prepend_bos = bool(_get(cfg, "prepend_bos", True))
+    name = name or kind
     if kind == "pydoc":
         texts, desc = pydoc_texts()
     elif kind == "files":
-        texts, desc = file_texts(_get(cfg, "glob"))
+        texts, desc = file_texts(glob)
     elif kind == "hf_dataset":
         need = int(n_contexts * context_len * 1.1) + 1
-        texts, desc = hf_texts(cfg, need, lambda s: len(_encode(tokenizer, s)), reachable)
+        texts, desc = hf_texts(hf_dataset, need, lambda s: len(_encode(tokenizer, s)), reachable,
+                               split=hf_split, field_name=hf_text_field)
     else:
         raise CorpusError(f"corpus.kind={kind!r}: must be one of pydoc, files, hf_dataset")
     tokens, has_bos, n_tok, n_win, index = cut_contexts(tokenizer, texts, n_contexts, context_len, prepend_bos, progress)
     log.info("corpus %s: %d contexts x %d tokens from %s (%d tokens, %d windows)",
-             _get(cfg, "name", kind), n_contexts, context_len, desc, n_tok, n_win)
-    return Corpus(str(_get(cfg, "name", kind)), tokens, has_bos, desc, len(texts), n_tok, n_win, index)
+             name, n_contexts, context_len, desc, n_tok, n_win)
+    return Corpus(str(name), tokens, has_bos, desc, len(texts), n_tok, n_win, index)

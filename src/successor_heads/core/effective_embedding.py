@@ -18,7 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.core.schema import MODES
+
+#: effective-embedding modes of the successor score (docs/DESIGN.md, "Effective embedding modes")
+MODES = ("mlp0", "resid")
 
 
 

@@ -212,24 +212,27 @@ def quantization_label(manifest: Mapping[str, Any] | None) -> str:
     return f"{q.get('main_type')} ({q.get('file_type')}; {summary})"
 
 
-def provenance(cfg, manifest: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def provenance(manifest: Mapping[str, Any] | None = None, *, model: str, family: str, source: str, dtype: str,
+               revision: str | None = None, sha256: str | None = None, norms: str = "n/a",
+               **extra: Any) -> dict[str, Any]:
     """Provenance attributes for an output: model, source, revision or sha256, quantization,
-    dtype, layer-norm option, package versions, plus ``extra``.
+    dtype, layer-norm option, package versions, plus ``extra`` (ours).
 
-    ``cfg`` is a resolved config (full or stage view); ``manifest`` is the model folder's
-    ``manifest.json`` as a dict (see :mod:`successor_heads.models.fetch`).
+    ``manifest`` is the model folder's ``manifest.json`` as a dict (see
+    :mod:`successor_heads.models.fetch`); its hub commit and GGUF sha256 win over the configured
+    ``revision`` and ``sha256``. ``model`` .. ``sha256`` are the ``model`` config section's
+    (``ModelConfig.provenance()``); ``norms``: ``scores.norms`` ("n/a" for outputs it does not shape).
     """
     manifest = dict(manifest or {})
-    m = cfg.model
     out = {
-        "model": m.name,
-        "family": m.family,
-        "source": m.source.kind,
-        "revision": (manifest.get("hf") or {}).get("commit") or m.source.get("revision"),
-        "sha256": (manifest.get("gguf") or {}).get("sha256") or m.source.get("sha256"),
+        "model": model,
+        "family": family,
+        "source": source,
+        "revision": (manifest.get("hf") or {}).get("commit") or revision,
+        "sha256": (manifest.get("gguf") or {}).get("sha256") or sha256,
         "quantization": quantization_label(manifest),
-        "dtype": m.dtype,
-        "norms": cfg.scores.norms if "scores" in cfg else "n/a",
+        "dtype": dtype,
+        "norms": norms,
         "package_versions": package_versions(),
     }
     out.update(extra)

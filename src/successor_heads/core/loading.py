@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from successor_heads.core.adapters import Adapter
 
-from successor_heads.core.schema import DTYPES as _DTYPES
 
 log = logging.getLogger(__name__)
 
+#: The dtypes a model is loaded in (``model.dtype``; bfloat16 only on GPU).
+DTYPES = ("float32", "float16", "bfloat16")
+_DTYPES = DTYPES
 #: Written last by the models stage: a folder without it is not complete.
 MANIFEST = "manifest.json"
 

@@ -4,8 +4,8 @@ Implements docs/DESIGN.md, "Model specs". A Hugging Face id, a local transformer
 local ``.gguf`` file (:class:`successor_heads.core.model_spec.ModelSpec`) gets its ``model``
 section from what the weights declare: the family from ``config.json``'s ``model_type`` (or
 the GGUF's ``general.architecture``) through
-:func:`successor_heads.core.adapters.family_of`, the parameter count estimated from the
-config's sizes (or summed over the GGUF header's tensors), and the dtype and Snakemake
+:func:`successor_heads.core.adapters.family_of`, the parameter count of the architecture
+(:func:`successor_heads.core.param_count.count_params`; a GGUF: summed over its header's tensors), and the dtype and Snakemake
 resources scaled from that count (:func:`resources_for`).
 """
 
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
+from successor_heads.core.gguf_header import read_gguf_header
 from successor_heads.core.hub import hub_reachable
-from successor_heads.core.schema import ConfigError
+from successor_heads.core.param_count import count_params
+from successor_heads.core.config import ConfigError
 
 #: Resource tiers by parameter count, read off the hand-written files in ``config/model/``:
 #: ``(up to n_params, mem_mb, runtime minutes, cpus, gpus)``; above the last tier memory
@@ -59,44 +59,6 @@ def resources_for(n_params: int) -> tuple[str, dict[str, int]]:
         mem, runtime, cpus, gpu = math.ceil(n_params / 1e6 * _MB_PER_MILLION / 1000) * 1000, 240, 4, 1
     dtype = "bfloat16" if n_params >= BF16_FROM else "float32"
     return dtype, {"mem_mb": mem, "runtime": runtime, "cpus": cpus, "gpu": gpu}
-
-
-def _first(c: dict, *keys: str, default: Any = None) -> Any:
-    return next((c[k] for k in keys if c.get(k) is not None), default)
-
-
-def estimate_params(config: dict) -> int:
-    """Parameter count of a decoder-only transformer from its ``config.json`` sizes.
-
-    Counts the embedding (twice when the output embedding is untied), each layer's q, k, v and
-    output projections (grouped-query: ``n_kv_heads``) and its MLP (three matrices when the
-    family's MLP is gated, else two); norms, biases and learned positions are left out (under
-    1% of a real model).
-
-    Args:
-        config: the parsed ``config.json`` (a multimodal one: its ``text_config`` is read).
-
-    Returns:
-        The estimate (0 when the sizes are missing).
-    """
-    c = config.get("text_config") or config
-    d = _first(c, "hidden_size", "n_embd", "d_model", default=0)
-    n_layers = _first(c, "num_hidden_layers", "n_layer", "num_layers", default=0)
-    n_heads = _first(c, "num_attention_heads", "n_head", "num_heads", default=1)
-    n_kv = _first(c, "num_key_value_heads", default=n_heads)
-    d_head = _first(c, "head_dim", default=d // max(1, n_heads))
-    d_mlp = _first(c, "intermediate_size", "n_inner", "ffn_dim", default=4 * d)
-    vocab = _first(c, "vocab_size", default=0)
-    from successor_heads.core.adapters import family_of  # torch: imported only when needed
-
-    try:
-        gated = family_of(config.get("model_type")).mlp_kind == "gated"
-    except ValueError:
-        gated = True
-    tied = bool(config.get("tie_word_embeddings", c.get("tie_word_embeddings", True)))
-    attn = d * n_heads * d_head * 2 + 2 * d * n_kv * d_head
-    mlp = (3 if gated else 2) * d * d_mlp
-    return int(vocab * d * (1 if tied else 2) + n_layers * (attn + mlp))
 
 
 def _family(model_type: str | None, where: str, config: dict | None = None) -> str:
@@ -160,61 +122,18 @@ def hub_config_json(repo_id: str, revision: str | None) -> dict:
 
 
 def gguf_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """The string and number metadata of a GGUF file and its parameter count, from the header.
-
-    Reads the GGUF specification's header (versions 2 and 3, little-endian): magic, version,
-    tensor and metadata counts, the metadata entries (arrays are skipped), then each tensor's
-    dimensions; tensor data is never read.
-
-    Args:
-        path: a ``.gguf`` file.
-
-    Returns:
-        ``(metadata, n_params)``: scalar and string metadata by key (e.g.
-        ``general.architecture``), and the elements of every tensor summed.
+    """The number and string metadata of a GGUF file (e.g. ``general.architecture``) and its
+    parameter count (the elements of every tensor), from the header alone
+    (:func:`successor_heads.core.gguf_header.read_gguf_header`).
 
     Raises:
         ConfigError: not a GGUF file, an unsupported version, or a header cut short.
     """
-    scalars = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if buf[:4] != b"GGUF" or struct.unpack_from("<I", buf, 4)[0] not in (2, 3):
-                raise ConfigError(f"{path} is not a GGUF file of version 2 or 3 (little-endian)")
-            n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
-            pos, meta = 24, {}
-
-            def string(pos: int) -> tuple[str, int]:
-                (n,) = struct.unpack_from("<Q", buf, pos)
-                return bytes(buf[pos + 8:pos + 8 + n]).decode("utf-8", "replace"), pos + 8 + n
-
-            def value(pos: int, vtype: int) -> tuple[Any, int]:
-                if vtype in scalars:
-                    return struct.unpack_from("<" + scalars[vtype], buf, pos)[0], pos + struct.calcsize(scalars[vtype])
-                if vtype == 8:
-                    return string(pos)
-                if vtype == 9:  # array: item type, count, items (the vocabulary: skipped)
-                    itype, count = struct.unpack_from("<IQ", buf, pos)
-                    pos += 12
-                    if itype in scalars:
-                        return None, pos + count * struct.calcsize(scalars[itype])
-                    for _ in range(count):
-                        pos = value(pos, itype)[1]
-                    return None, pos
-                raise ConfigError(f"{path}: unknown GGUF value type {vtype}")
-
-            for _ in range(n_kv):
-                key, pos = string(pos)
-                meta[key], pos = value(pos + 4, struct.unpack_from("<I", buf, pos)[0])
-            n_params = 0
-            for _ in range(n_tensors):
-                pos = string(pos)[1]
-                (n_dims,) = struct.unpack_from("<I", buf, pos)
-                n_params += math.prod(struct.unpack_from(f"<{n_dims}Q", buf, pos + 4))
-                pos += 4 + 8 * n_dims + 12  # dims, type, data offset
-    except (struct.error, ValueError, OSError) as e:
+        header = read_gguf_header(path)
+    except (ValueError, OSError) as e:
         raise ConfigError(f"{path}: GGUF header unreadable ({e})") from e
-    return {k: v for k, v in meta.items() if v is not None}, int(n_params)
+    return header["metadata"], sum(n for _, _, n in header["tensors"])
 
 
 def derive_model(spec: Any) -> dict[str, Any]:
@@ -226,7 +145,7 @@ def derive_model(spec: Any) -> dict[str, Any]:
 
     Returns:
         A mapping following :class:`~successor_heads.core.schema.ModelConfig`: ``name`` (the
-        spec's slug), ``family``, ``n_params`` (estimated), ``dtype``, ``source`` (kind ``hf``
+X, ``source`` (kind ``hf``
         with ``repo_id`` and ``revision``, or ``local`` with the absolute ``path``) and
         ``resources`` (:func:`resources_for`).
 
@@ -253,7 +172,10 @@ def derive_model(spec: Any) -> dict[str, Any]:
             config, where = json.loads(cfile.read_text()), spec.path
             source = {"kind": "local", "path": spec.path}
         family = _family(config.get("model_type"), where, config)
-        n_params = estimate_params(config)
+        try:
+            n_params = count_params(config)[0]
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
     dtype, res = resources_for(n_params)
     return {"name": spec.slug, "family": family, "n_params": n_params, "dtype": dtype, "source": source,
             "resources": res}

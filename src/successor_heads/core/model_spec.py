@@ -21,11 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from successor_heads.core.schema import ConfigError
+from successor_heads.core.config import ConfigError
 
 #: Kinds of spec: a model file, a hub repo, a local transformers folder, a local GGUF file.
 KINDS = ("name", "hf", "folder", "gguf")
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 #: Training step in a revision or folder name, tried in order.
 _STEP = (re.compile(r"step[-_]?(\d+)", re.I), re.compile(r"checkpoint[-_]?(\d+)", re.I), re.compile(r"(?:^|[-_])(\d+)$"))
@@ -121,11 +120,23 @@ def parse_model(value: str, known: Sequence[str]) -> ModelSpec:
     base, _, rev = value.partition("@")
     if base in known and rev:
         return ModelSpec(value, "name", safe(f"{base}@{rev}"), name=base, revision=rev)
-    if _HF_ID.match(base) and (rev or "@" not in value):
+    if base.count("/") == 1 and _valid_repo_id(base) and (rev or "@" not in value):
         org, name = base.split("/")
         return ModelSpec(value, "hf", safe(f"{org}--{name}" + (f"@{rev}" if rev else "")), repo_id=base,
                          revision=rev or None)
     raise ConfigError(f"unknown model {value!r}; known models: {', '.join(known)}. A model is {SYNTAX}")
+
+
+def _valid_repo_id(repo_id: str) -> bool:
+    """``org/name`` is a hub id as huggingface_hub's validator accepts it."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
 
 
 def step_of(label: str) -> int | None:

@@ -19,13 +19,6 @@ import torch
 from successor_heads.core.adapters import Adapter
 
 
-def value_bias_of(cfg) -> bool:
-    """``scores.value_bias`` of a resolved config (full or stage view); False when the section
-    or key is absent (configs written before the option existed: the paper's circuit)."""
-    scores = cfg.get("scores") if hasattr(cfg, "get") else None
-    return bool(scores.get("value_bias", False)) if scores is not None else False
-
-
 @torch.no_grad()
 def ov_output(adapter: Adapter, layer: int, x: torch.Tensor, norms: str = "raw", heads=None,
               value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:

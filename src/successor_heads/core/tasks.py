@@ -35,11 +35,12 @@ Wrapping
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pandas as pd
+
+from successor_heads.core.config import bounded
 
 _NUMBER_WORDS = (
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -136,12 +137,19 @@ class Task:
         return [i - self.index_base + 1 for i in self.index]
 
 
-def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+#: residue of a token: its 1-based place in its list (Monday=1, February=2) or its task index
+RESIDUE_OF = ("position", "index")
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """The ``tasks`` config section: which succession tasks are built (:func:`build_tasks`)."""
+
+    numbers_max: int = 200  # numbers 0..numbers_max
+    include_roman: bool = True  # held-out task, reported but not in the overall score
+
+    def __post_init__(self):
+        bounded("tasks.numbers_max", self.numbers_max, ge=2, hint="the numbers task needs at least the pair 1 -> 2")
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -228,21 +236,19 @@ def _build_task(tokenizer, family: str, fam: _Family, spacing: str, case: str, c
     )
 
 
-def build_tasks(tokenizer: Any, cfg: Any = None) -> list[Task]:
+def build_tasks(tokenizer: Any, *, numbers_max: int = 200, include_roman: bool = True) -> list[Task]:
     """Build every succession task, filtered to single tokens of ``tokenizer``.
 
     Inputs: ``tokenizer``, a Hugging Face tokenizer (called as ``tokenizer(s,
-    add_special_tokens=False)``, plus ``convert_ids_to_tokens`` and ``decode``); ``cfg``, the
-    ``tasks`` config section (``TasksConfig``, DictConfig or dict) with ``numbers_max`` (int,
-    default 200) and ``include_roman`` (bool, default True); None means the defaults.
+    add_special_tokens=False)``, plus ``convert_ids_to_tokens`` and ``decode``); ``numbers_max``,
+    the largest number of the numbers task; ``include_roman``, whether the held-out Roman
+    numerals task is built (:class:`TasksConfig` holds both as the ``tasks`` config section).
     Output: a list of ``Task`` in a fixed order (family, then spaced before unspaced, then the
     case variants), one per (family, spacing, case), including tasks that lost most pairs:
     check ``Task.usable`` (>= 2 kept pairs) and ``Task.held_out`` before scoring.
     Raises: ValueError when ``numbers_max`` is not an integer >= 2.
     Paper: Section 2 and the appendix on succession datasets (Gould et al., ICLR 2024).
     """
-    numbers_max = _cfg_get(cfg, "numbers_max", 200)
-    include_roman = bool(_cfg_get(cfg, "include_roman", True))
     if isinstance(numbers_max, bool) or not isinstance(numbers_max, int) or numbers_max < 2:
         raise ValueError(
             f"tasks.numbers_max must be an integer >= 2 (the numbers task needs at least one "

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
@@ -42,11 +43,10 @@ import pandas as pd
 from successor_heads.editing import edit_loss as el
 from successor_heads.editing import greater_than as gt
 from successor_heads.editing import vector_arithmetic as va
-from successor_heads.core.config import check_section
+from successor_heads.editing.summary import editing_summary, vector_arithmetic_table
 from successor_heads.core.corpus import load_corpus
 from successor_heads.core.h5io import provenance, quantization_label, write_h5
 from successor_heads.core.heads import head_label
-from successor_heads.core.ov import value_bias_of
 from successor_heads.core.loading import open_model
 from successor_heads.core.tasks import build_tasks
 from successor_heads.core.handoff import StageInputError, load_top_heads
@@ -64,18 +64,11 @@ def _columns(df: pd.DataFrame, prefix: str) -> dict:
     return out
 
 
-def _check(cfg) -> None:
-    """The schema's rules for the ``editing`` section (:func:`successor_heads.core.config.check_section`),
-    applied at compose time already; repeated for configs handed to the stage directly.
-    Raises: ConfigError (a ValueError) naming the key, the bad value and what is allowed."""
-    check_section("editing", cfg.editing)
-
-
 def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
     """Run the editing analyses for ``cfg.model`` and write the outputs of the module docstring.
 
     Args:
-        cfg: resolved config (full, or the ``editing`` stage view).
+        cfg: the run's typed config (:class:`successor_heads.config.RootConfig`; a job's: its params).
         inputs: ``manifest``, ``scores``, ``directions`` (module docstring;
             :func:`successor_heads.core.layout.inputs`).
         outputs: the paths to write, by the names of the module docstring
@@ -87,7 +80,6 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     wrong width or bad ``editing`` settings.
     """
     t0 = time.time()
-    _check(cfg)
     e = cfg.editing
     layer, head = load_top_heads(inputs["scores"], 1, e.head_mode, model=cfg.model.name, option="editing.head_mode")[0]
     dpath = Path(inputs["directions"])
@@ -97,16 +89,14 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     model, tok, adapter, manifest = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
     directions, dattrs = va.load_directions(dpath, adapter.dims.d_model, tuple(e.sources))
     norms = cfg.scores.norms
-    fcfg = cfg.get("features") or {}
-    mlp0_norms = str(dattrs.get("norms", fcfg.get("norms", norms)))  # the space the directions live in
-    residue_of = str(dattrs.get("residue_of", fcfg.get("residue_of", "position")))
+    mlp0_norms = str(dattrs.get("norms", cfg.features.norms))  # the space the directions live in
+    residue_of = str(dattrs.get("residue_of", cfg.features.residue_of))
     feat_head = str(dattrs.get("successor_head", "n/a"))
     if feat_head not in ("n/a", head_label(layer, head)):
         log.warning("features were made with successor head %s, editing uses %s", feat_head, head_label(layer, head))
     moduli = dict(e.moduli)
-    paper_modulus = int(e.get("paper_modulus", va.PAPER_MODULUS))  # absent in configs older than the key
-    value_bias = value_bias_of(cfg)
-    tasks = build_tasks(tok, cfg.tasks)
+    paper_modulus, value_bias = e.paper_modulus, cfg.scores.value_bias
+    tasks = build_tasks(tok, **asdict(cfg.tasks))
     scales = sorted({float(s) for s in e.scale_sweep} | {float(e.scale)})
     log.info("editing through %s; directions %s; scales %s", head_label(layer, head), sorted(directions), scales)
 
@@ -121,7 +111,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     lap("load")
     va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
                                  moduli, residue_of, mlp0_norms, paper_modulus, value_bias)
-    va_sum = va.summarise(va_df, float(e.scale))
+    va_sum = vector_arithmetic_table(va_df, float(e.scale))
     lap("vector_arithmetic")
     gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families), value_bias)
     lap("greater_than")
@@ -130,7 +120,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms,
                                 progress=progress)
     lap("edit_loss_prompts")
-    corpus = load_corpus(cfg.corpus, tok, progress=progress)
+    corpus = load_corpus(tok, **asdict(cfg.corpus), progress=progress)
     classes = el.residue_classes(tasks, moduli, list(e.corpus_families), residue_of)
     co_df = el.corpus_edit_loss(adapter, corpus.tokens, classes, directions, e.corpus_shift, float(e.scale),
                                 e.scale_ref, mlp0_norms, list(e.corpus_sources), e.batch_size, progress)
@@ -143,7 +133,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     datasets = {**_columns(va_task, "vector_arithmetic"), **_columns(va_res, "vector_arithmetic_residues"),
                 **_columns(va_sum, "vector_arithmetic_summary"), **_columns(gt_df, "greater_than"),
                 **_columns(pr_df, "edit_loss_prompts"), **_columns(co_df, "edit_loss_corpus")}
-    attrs = provenance(cfg, manifest, successor_head=head_label(layer, head),
+    attrs = provenance(manifest, **cfg.model.provenance(), norms=norms, successor_head=head_label(layer, head),
                        features_successor_head=feat_head,
                        head_mode=str(e.head_mode), mlp0_norms=mlp0_norms, residue_of=residue_of,
                        scale=float(e.scale), scale_ref=e.scale_ref, scales=scales, moduli=moduli,
@@ -155,7 +145,10 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     va.plot_scale_sweep(va_df, f"{name}: vector arithmetic (scale_ref={e.scale_ref})", outputs["sweep"])
     gt.plot(gt_df, f"{name}: greater-than bias (head OV vs MLP0 direct)", outputs["greater_fig"])
 
-    summary = summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions)
+    summary = editing_summary(model=cfg.model.name, norms=norms, head_mode=e.head_mode, scale=e.scale,
+                              scale_ref=e.scale_ref, moduli=moduli, paper_modulus=paper_modulus, layer=layer,
+                              head=head, feat_head=feat_head, tasks=tasks, va_df=va_df, va_sum=va_sum, gt_df=gt_df,
+                              pr_df=pr_df, co_df=co_df, directions=directions)
     summary.update(value_bias=value_bias, mlp0_norms=mlp0_norms, residue_of=residue_of,
                    n_prompt_edits=len(pr_df),
                    corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
@@ -163,68 +156,3 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
                    wall_s=round(time.time() - t0, 1))
     write_json(summary, outputs["summary"])
     return summary
-
-
-def summarise(cfg, layer, head, feat_head, tasks, va_df, va_sum, gt_df, pr_df, co_df, directions) -> dict:
-    """The ``editing_summary.json`` dict: head, success rates at ``editing.scale`` per source and
-    ``{family}_mod{m}`` (and ``numbers_20_29_mod10``), best scale per group, greater-than
-    numbers, loss changes, and the paper's Figure 5 numbers: ``beside_paper`` holds, per paper
-    group, ours with the paper's modulus (mod 10, like for like) next to the paper's value;
-    ``ours_past_paper`` holds the families edited with another modulus (days mod 7, months mod
-    12), which the paper did not study. Inputs: the tables of :func:`run`. Raises nothing."""
-    e = cfg.editing
-    pm = int(e.get("paper_modulus", va.PAPER_MODULUS))  # extra runs; 0: off
-    nums = sorted({v for t in tasks if t.family == "numbers" for v in t.index})
-    fam = va_sum[va_sum.kind != "task"]
-    best = {}
-    if len(va_df):
-        sw = va.sweep_table(va_df)
-        for (src, grp, m), g in sw.groupby(["source", "group", "modulus"]):
-            r = g.loc[g.success_rate.idxmax()]
-            best.setdefault(src, {})[va.group_key(grp, m)] = {"scale": float(r.scale),
-                                                             "success_rate": float(r.success_rate)}
-    moduli = dict(e.moduli)
-    missing = sorted(va.group_key(f, m) for f in moduli for m in va.task_moduli(f, moduli, pm)
-                     if not any(k[1] == m for k in directions))
-    sources = sorted(set(fam.source))
-    # the paper's numbers are for mod 10 whatever editing.paper_modulus adds: compare only those
-    past = sorted({(r.group, int(r.modulus)) for r in fam.itertuples() if int(r.modulus) != va.PAPER_MODULUS})
-    return {
-        "model": cfg.model.name, "successor_head": head_label(layer, head), "features_successor_head": feat_head,
-        "head_mode": e.head_mode, "norms": cfg.scores.norms, "scale": float(e.scale), "scale_ref": e.scale_ref,
-        "moduli": moduli, "paper_modulus": pm,
-        "number_tokens": (f"{nums[0]}-{nums[-1]} ({len(nums)} single tokens)" if nums else "none")
-        + ("" if any(20 <= v <= 29 for v in nums) else "; no 20-29: numbers_20_29 cannot be measured"),
-        "vector_arithmetic": {src: {va.group_key(r.group, r.modulus): {
-            "success_rate": r.success_rate, "n_pairs": r.n_pairs, "modulus": int(r.modulus)}
-            for r in g.itertuples()} for src, g in fam.groupby("source")},
-        "vector_arithmetic_best_scale": best,
-        "vector_arithmetic_control_scale0": _rates(va_df, 0.0),
-        "paper": va.PAPER,
-        "beside_paper": {grp: {**{src: _get_rate(fam, src, grp, va.PAPER_MODULUS) for src in sources},
-                               "paper": paper, "modulus": va.PAPER_MODULUS} for grp, paper in va.PAPER.items()},
-        "ours_past_paper": {va.group_key(grp, m): {**{src: _get_rate(fam, src, grp, m) for src in sources},
-                                                   "modulus": m, "paper": va.PAST_PAPER} for grp, m in past},
-        "families_without_directions": missing,
-        "greater_than": gt.summarise(gt_df),
-        "edit_loss_prompts": el.summarise_prompts(pr_df),
-        "edit_loss_corpus": el.summarise_corpus(co_df),
-    }
-
-
-def _get_rate(fam: pd.DataFrame, source: str, group: str, modulus: int):
-    """Success rate of ``group`` edited with ``modulus`` features from ``source``, else why not."""
-    r = fam[(fam.source == source) & (fam.group == group)]
-    if not len(r):
-        return "not measurable (no such tokens)"
-    r = r[r.modulus.astype(int) == int(modulus)]
-    return float(r.success_rate.iloc[0]) if len(r) else f"not edited with mod-{modulus} features"
-
-
-def _rates(va_df: pd.DataFrame, scale: float) -> dict:
-    if not len(va_df) or not np.isclose(va_df.scale.astype(float), scale).any():
-        return {}
-    t = va.sweep_table(va_df)
-    t = t[np.isclose(t.scale, scale)]
-    return {src: {va.group_key(r.group, r.modulus): float(r.success_rate) for r in g.itertuples()}
-            for src, g in t.groupby("source")}

@@ -61,11 +61,16 @@ import pandas as pd
 import torch
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.core.schema import DIRECTION_SOURCES as SOURCES, RESIDUE_OF, SCALE_REFS
 from successor_heads.core.effective_embedding import mlp0_embeddings
 from successor_heads.core.h5io import IncompleteOutputError, read_h5
 from successor_heads.core.ov import head_task_logits
 from successor_heads.core.paper import paper_number
+from successor_heads.core.tasks import RESIDUE_OF
+
+#: sets of feature directions in ``directions.h5`` (``editing.sources``)
+SOURCES = ("sae", "probe")
+#: edit scale relative to the projection on the feature or to the norm of the MLP0 output
+SCALE_REFS = ("projection", "norm")
 
 _FIGURE5 = paper_number("editing", "vector_arithmetic")
 #: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.
@@ -283,29 +288,6 @@ def paper_value(group: str, modulus: int, paper_modulus: int = PAPER_MODULUS):
     """The paper's figure for ``group`` when it was edited with the paper's modulus (``""`` for
     groups the paper does not report), else :data:`PAST_PAPER`."""
     return PAPER.get(group, "") if int(modulus) == int(paper_modulus) else PAST_PAPER
-
-
-def summarise(df: pd.DataFrame, scale: float) -> pd.DataFrame:
-    """Success per (source, group, modulus) at ``scale``: groups are each task, each family (all
-    its spacing/case variants pooled) and ``numbers_20_29``; a family edited with two moduli
-    (e.g. months with mod 10, the paper's, and mod 12, ours) gets one row per modulus.
-
-    Input: the output of :func:`vector_arithmetic`. Output columns ``source, group, kind,
-    modulus, n_pairs, n_success, success_rate, paper`` (``paper``: :func:`paper_value`, the
-    paper's Figure 5 number only on rows with the paper's modulus 10). Raises nothing.
-    """
-    d = df[np.isclose(df.scale.astype(float), scale)]
-    rows = []
-    for (source, n2029, m), g in d.groupby(["source", "numbers_20_29", "modulus"]):
-        keys = [("numbers_20_29", "group", g)] if n2029 else (
-            [(t, "task", gt) for t, gt in g.groupby("task")] + [(f, "family", gf) for f, gf in g.groupby("family")])
-        for name, kind, gg in keys:
-            n, k = int(gg.n_pairs.sum()), int(gg.n_success.sum())
-            rows.append({"source": source, "group": name, "kind": kind, "modulus": int(m), "n_pairs": n,
-                         "n_success": k, "success_rate": k / n if n else float("nan"),
-                         "paper": paper_value(name, m)})
-    return pd.DataFrame(rows, columns=["source", "group", "kind", "modulus", "n_pairs", "n_success",
-                                       "success_rate", "paper"])
 
 
 def per_task(df: pd.DataFrame) -> pd.DataFrame:

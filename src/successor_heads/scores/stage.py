@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
@@ -52,7 +53,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     """Score every head of ``cfg.model`` and write the outputs listed in the module docstring.
 
     Args:
-        cfg: resolved config (full, or the ``scores`` stage view).
+        cfg: the run's typed config (:class:`successor_heads.config.RootConfig`; a job's: its params).
         inputs: ``manifest``: the ``manifest.json`` of the folder written by
             :func:`successor_heads.models.fetch_model` (:func:`successor_heads.core.layout.inputs`).
         outputs: the paths to write, by the names of the module docstring
@@ -65,7 +66,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     model_dir = model_dir_of(inputs["manifest"])
     model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device)
     d = adapter.dims
-    tasks = build_tasks(tok, cfg.tasks)
+    tasks = build_tasks(tok, **asdict(cfg.tasks))
     report = tasks_report(tasks)
     write_csv(report, outputs["tasks"])
     idx, token_ids = task_indices(tasks)
@@ -77,10 +78,11 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
         results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress,
                                          value_bias, head_input_norm(mode, norms))
     chance = chance_level(idx)
-    prompts = ordinal_list_prompts(tok, tasks, cfg.behaviour.n_items, cfg.behaviour.max_per_family)
+    b = cfg.behaviour
+    prompts = ordinal_list_prompts(tok, tasks, n_items=b.n_items, max_per_family=b.max_per_family)
     bos = prompts_carry_bos(tok, prompts) if prompts else False
-    checked = candidate_heads(results, cfg.behaviour.top_k) if cfg.behaviour.top_k > 0 else None
-    drops, base_lp = behavioural_drops(adapter, tok, prompts, cfg.behaviour.ablation, progress, checked)
+    checked = candidate_heads(results, b.top_k) if b.top_k > 0 else None
+    drops, base_lp = behavioural_drops(adapter, tok, prompts, ablation=b.ablation, progress=progress, heads=checked)
     checked_label = _checked_label(checked, d)
 
     default = cfg.scores.default_mode
@@ -90,8 +92,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     for mode, r in results.items():
         datasets[f"scores_{mode}"] = r.per_task.astype(np.float32)
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
-    attrs = provenance(cfg, manifest, default_mode=default, modes=list(cfg.scores.modes),
-                       threshold=PAPER_THRESHOLD, n_prompts=len(prompts), ablation=cfg.behaviour.ablation,
+    attrs = provenance(manifest, **cfg.model.provenance(), default_mode=default, modes=list(cfg.scores.modes),
+                       threshold=PAPER_THRESHOLD, n_prompts=len(prompts), ablation=b.ablation,
                        behaviour_heads_checked=checked_label, **method_record(cfg, chance, bos),
                        dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
     write_h5(outputs["h5"], datasets, attrs)

@@ -64,25 +64,12 @@ from tqdm.auto import tqdm
 
 from successor_heads.core import hooks
 from successor_heads.core.adapters import Adapter
+from successor_heads.wild.capture import Capture, capture, compute_device, concat_captures
 from successor_heads.wild.direct_effect_fast import FastContraction, check_compute_dtype
 from successor_heads.wild.direct_effect_norms import (FINAL_NORMS, NormSpec, check_final_norm, norm_spec,  # noqa: F401
                                                       run_norm, unsupported_final_norm)
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class Capture:
-    """Clean activations at the scored positions (``N`` of them), float32.
-
-    ``z [N, n_layers, n_heads, d_head]``, ``resid [N, d_model]`` (input of the final norm),
-    ``attn_out [N, n_layers, d_model]`` (output of the attention projection; only for models
-    with a post-attention norm, else None).
-    """
-
-    z: torch.Tensor
-    resid: torch.Tensor
-    attn_out: torch.Tensor | None
-
 
 @dataclass
 class DirectEffects:
@@ -110,43 +97,6 @@ class DirectEffects:
     final_norm: str = "frozen"
     compute_dtype: str = "float32"
     profile: dict = field(default_factory=dict)
-
-
-def _compute_device(adapter: Adapter) -> torch.device:
-    return adapter.model.get_output_embeddings().weight.device
-
-
-@torch.no_grad()
-def capture(adapter: Adapter, input_ids: torch.Tensor, select: torch.Tensor | None = None) -> Capture:
-    """One forward pass of ``input_ids [batch, pos]`` (through the base model: no unembedding),
-    keeping the activations of :class:`Capture` at positions ``select [batch, pos]`` (bool;
-    None = all), flattened batch-major to ``N`` rows. Source: module docstring.
-    """
-    d, dev = adapter.dims, _compute_device(adapter)
-    post = adapter.attn_out_norm(0) is not None
-    got: dict[str, list] = {"z": [None] * d.n_layers, "a": [None] * d.n_layers, "resid": []}
-
-    def pick(x):
-        x = x.detach()
-        x = x[select.to(x.device)] if select is not None else x.reshape(-1, x.shape[-1])
-        return x.to(dev, torch.float32)
-
-    def z_hook(layer):
-        return lambda _m, args, kwargs: got["z"].__setitem__(layer, pick(hooks.first_input(args, kwargs)))
-
-    def a_hook(layer):
-        return lambda _m, args, kwargs, out: got["a"].__setitem__(layer, pick(out[0] if isinstance(out, tuple) else out))
-
-    pairs = [(adapter.o_proj(i), "pre", z_hook(i)) for i in range(d.n_layers)]
-    if post:
-        pairs += [(adapter.o_proj(i), "forward", a_hook(i)) for i in range(d.n_layers)]
-    pairs.append((adapter.final_norm(), "pre",
-                  lambda _m, args, kwargs: got["resid"].append(pick(hooks.first_input(args, kwargs)))))
-    base = adapter.model.base_model
-    with hooks.hooks(*pairs, with_kwargs=True):
-        base(input_ids=input_ids.to(adapter.device), use_cache=False)
-    z = torch.stack(got["z"], 1).reshape(-1, d.n_layers, d.n_heads, d.d_head)
-    return Capture(z, got["resid"][-1], torch.stack(got["a"], 1) if post else None)
 
 
 def mean_z(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, skip_first: bool = True,
@@ -184,7 +134,7 @@ class DirectEffectAblator:
                  final_norm: str = "frozen", compute_dtype: str = "float32", rows: int | None = None,
                  width: int | None = None, workers: int | None = None):
         self.a, self.d = adapter, adapter.dims
-        self.dev = _compute_device(adapter)
+        self.dev = compute_device(adapter)
         dtype = check_compute_dtype(compute_dtype)
         self.W_U = adapter.W_U.detach().to(self.dev, torch.float32)
         b = adapter.b_U
@@ -201,7 +151,12 @@ class DirectEffectAblator:
         self.block_rows = max(1, int(max_chunk_mb * 2**20 // (2 * 4 * self.d.d_vocab)))
         posts = [norm_spec(adapter.attn_out_norm(i), self.dev) for i in range(self.d.n_layers)] if self.post else None
         ok = fast is not False and self.spec is not None and (posts is None or all(p is not None for p in posts))
-        self.fastc = FastContraction(self, posts, dtype, rows, width, workers) if ok else None
+        self.fastc = FastContraction(
+            dims=self.d, spec=self.spec, device=self.dev, W_U=self.W_U, b_U=self.b_U, cap=self.cap,
+            W_O=[tuple(t.detach().to(self.dev, torch.float32) for t in adapter.W_O_layer(i)) for i in range(self.d.n_layers)],
+            post_norms=[adapter.attn_out_norm(i) for i in range(self.d.n_layers)] if self.post else None, posts=posts,
+            mean_z=self.mean_z, frozen=self.frozen, block_rows=self.block_rows, max_chunk_mb=max_chunk_mb, dtype=dtype,
+            rows=rows, width=width, workers=workers) if ok else None
         self.compute_dtype = compute_dtype if ok else "float32"
         if compute_dtype != "float32" and not ok:
             log.warning("wild.compute_dtype=%s applies to the fast path only; the exact path runs in float32",
@@ -370,23 +325,3 @@ def corpus_direct_effects(adapter: Adapter, tokens: torch.Tensor, mean_z_LHD: to
     pos = np.tile(np.arange(P - 1), n_ctx)
     return DirectEffects(loss, logit, bl, bg, tokens[:, 1:].reshape(-1).numpy(), ctx, pos,
                          "fast" if ab.fast else "exact", final_norm, ab.compute_dtype, profile)
-
-
-def concat_captures(caps: list[Capture], order: torch.Tensor | None = None) -> Capture:
-    """One :class:`Capture` of the positions of ``caps`` in turn, rows permuted by ``order`` [N]
-    (None: as they come)."""
-    def cat(ts):
-        t = torch.cat(ts) if len(ts) > 1 else ts[0]
-        return t if order is None else t[order]
-
-    return Capture(cat([c.z for c in caps]), cat([c.resid for c in caps]),
-                   None if caps[0].attn_out is None else cat([c.attn_out for c in caps]))
-
-
-def __getattr__(name: str):
-    # the slow reference lives in its own module (kept importable from here)
-    if name == "reference_per_head":
-        from successor_heads.wild.direct_effect_reference import reference_per_head
-
-        return reference_per_head
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -58,11 +58,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from successor_heads.core import schema
 from successor_heads.wild.direct_effect_norms import run_norm
 
 LOG2E = 1.0 / math.log(2.0)
-COMPUTE_DTYPES = {name: getattr(torch, name) for name in schema.COMPUTE_DTYPES}
+#: values of ``wild.compute_dtype``: the dtype of the per-head logit change (bfloat16: opt-in)
+COMPUTE_DTYPES = {name: getattr(torch, name) for name in ("float32", "bfloat16")}
 #: A shifted sum of exponentials outside [_TINY, inf) is recomputed with a max shift.
 _TINY = 2.0 ** -100
 #: Most vocabulary columns per chunk and rows per block (the [H, rows, width] float32 block
@@ -93,28 +93,38 @@ class FastContraction:
     counts 2 x multiply-adds of ``K`` and ``contraction``.
     """
 
-    def __init__(self, ab, posts, dtype: torch.dtype, rows: int | None = None, width: int | None = None,
-                 workers: int | None = None):
-        self.ab, self.d, self.f, self.posts, self.dtype = ab, ab.d, ab.spec, posts, dtype
+    def __init__(self, *, dims, spec, device: torch.device, W_U: torch.Tensor, b_U: torch.Tensor | None,
+                 cap: float | None, W_O: list[tuple[torch.Tensor, torch.Tensor]], post_norms: list | None,
+                 posts: list | None, mean_z: torch.Tensor, frozen: bool, block_rows: int, max_chunk_mb: float,
+                 dtype: torch.dtype, rows: int | None = None, width: int | None = None, workers: int | None = None):
+        """``dims``: the model's :class:`~successor_heads.core.adapters.Dims`; ``spec``: the final
+        norm's :class:`~successor_heads.wild.direct_effect_norms.NormSpec`; ``W_U [d_model,
+        d_vocab]`` and ``b_U [d_vocab]`` (or None) float32 on ``device``; ``cap``: the final logit
+        soft-cap (None: none); ``W_O``: per layer ``(W_O [n_heads, d_head, d_model], b_O
+        [d_model])``; ``post_norms``: per layer the post-attention norm module and ``posts`` its
+        NormSpec (both None without one); ``mean_z [n_layers, n_heads, d_head]``; ``frozen``:
+        ``final_norm == "frozen"``; ``block_rows``, ``max_chunk_mb``: the memory bound."""
+        self.d, self.f, self.posts, self.dtype = dims, spec, posts, dtype
+        self.dev, self.cap, self.mean_z, self.frozen = device, cap, mean_z, frozen
+        self.post_norms, self.block_rows, self.max_chunk_mb = post_norms, block_rows, max_chunk_mb
         self.max_rows, self.max_width, self.workers = rows or MAX_ROWS, width or MAX_WIDTH, workers
-        d, f, dev = ab.d, ab.spec, ab.dev
-        self.W_U = ab.W_U
+        d, f, dev = dims, spec, device
+        self.W_U = W_U
         self.W_Uc = self.W_U if dtype == torch.float32 else self.W_U.to(dtype)
         c = None if f.b is None else f.b @ self.W_U
-        self.c = c if ab.b_U is None else (ab.b_U if c is None else c + ab.b_U)
-        self.g = -2.0 / ab.cap if ab.cap else LOG2E  # log2 units; with a cap, -2 / cap before sigmoid
-        self.W_O, self.KW, self.a0 = [], [], []
+        self.c = c if b_U is None else (b_U if c is None else c + b_U)
+        self.g = -2.0 / cap if cap else LOG2E  # log2 units; with a cap, -2 / cap before sigmoid
+        self.W_O, self.b_O, self.KW, self.a0 = [W for W, _ in W_O], [b for _, b in W_O], [], []
         for layer in range(d.n_layers):
-            W, b = (t.detach().to(dev, torch.float32) for t in ab.a.W_O_layer(layer))
+            W, b = W_O[layer]
             G, bp = W, b
             if posts is not None:  # the post norm's linear part, applied per head and to b_O
                 p = posts[layer]
                 G, bp = p.P(W) * p.w, p.P(b) * p.w
             KW = f.P(G) * f.w  # Lf(G) [H, dh, M]
-            self.W_O.append(W)
             self.KW.append(KW)
             if posts is not None:
-                self.a0.append(torch.einsum("hd,hdm->m", ab.mean_z[layer], KW) + f.P(bp) * f.w)
+                self.a0.append(torch.einsum("hd,hdm->m", mean_z[layer], KW) + f.P(bp) * f.w)
         self.KWc = [k.to(dtype) for k in self.KW]
         self.timings: dict[str, float] = defaultdict(float)
         self.flops: dict[str, int] = defaultdict(int)
@@ -128,9 +138,9 @@ class FastContraction:
             return None
         for layer, p in enumerate(self.posts):
             a = cap.attn_out[:, layer]
-            if not torch.allclose(p(a), run_norm(self.ab.a.attn_out_norm(layer), a), rtol=tol, atol=tol):
+            if not torch.allclose(p(a), run_norm(self.post_norms[layer], a), rtol=tol, atol=tol):
                 return f"post-attention norm of layer {layer} does not match its RMSNorm/LayerNorm form"
-            W, b = self.W_O[layer], self.ab.a.W_O_layer(layer)[1].to(a.device, torch.float32)
+            W, b = self.W_O[layer], self.b_O[layer].to(a.device)
             a_hat = torch.einsum("nhd,hdm->nm", cap.z[:, layer], W) + b
             if not torch.allclose(a_hat, a, rtol=tol, atol=tol * float(a.abs().max())):
                 return f"attention output of layer {layer} is not the sum of its heads' outputs"
@@ -141,9 +151,9 @@ class FastContraction:
         chunk's ``[N, width]`` clean logits (two) and the blocks (``[H, rows, width]``, a few
         per worker) stay within ``max_chunk_mb``."""
         d = self.d
-        rows = max(1, min(N, self.max_rows, self.ab.block_rows))
+        rows = max(1, min(N, self.max_rows, self.block_rows))
         per_col = 4 * (2 * N + 3 * d.n_heads * rows * self.n_workers() + d.n_heads * d.d_head)
-        width = int(self.ab.max_chunk_mb * 2**20 // per_col)
+        width = int(self.max_chunk_mb * 2**20 // per_col)
         width = width // 128 * 128 if width >= 256 else max(8, width)
         return rows, min(width, self.max_width, d.d_vocab)
 
@@ -151,12 +161,12 @@ class FastContraction:
         return -(-self.d.d_vocab // self.blocking(N)[1])
 
     def n_workers(self) -> int:
-        if self.ab.dev.type != "cpu":
+        if self.dev.type != "cpu":
             return 1
         return max(1, self.workers or torch.get_num_threads())
 
     def _cap(self, x: torch.Tensor) -> torch.Tensor:
-        cap = self.ab.cap
+        cap = self.cap
         return torch.tanh(x / cap) * cap if cap else x
 
     # -- the computation ------------------------------------------------------------------
@@ -218,14 +228,14 @@ class FastContraction:
         """Per layer: the scalars ``gamma`` (None when frozen: ``inv`` shared by the heads),
         ``alpha`` (None without a post norm), ``beta`` ``[H, N]``, the left factor ``E`` of the
         direct form, and the exact float32 target logits ``[n_layers, H, N]``."""
-        d, f, ab = self.d, self.f, self.ab
+        d, f = self.d, self.f
         N, x = cap.resid.shape[0], cap.resid
         Lt = torch.empty(d.n_layers, d.n_heads, N, device=x.device)
         out = []
         step = max(1, int(2**26 // (4 * d.n_heads * d.d_model)))  # [H, step, M] temporaries of 64 MB
         new = lambda: torch.empty(d.n_heads, N, device=x.device)  # noqa: E731
         for layer in range(d.n_layers):
-            s = {"gamma": None if ab.frozen else new(), "alpha": None if self.posts is None else new(), "beta": new(),
+            s = {"gamma": None if self.frozen else new(), "alpha": None if self.posts is None else new(), "beta": new(),
                  "E": torch.empty(d.n_heads, N, d.d_model, dtype=self.dtype, device=x.device) if self.direct else None}
             for p0 in range(0, N, step):
                 r = slice(p0, min(N, p0 + step))
@@ -233,14 +243,14 @@ class FastContraction:
                 E = torch.bmm(dzT, self.KW[layer])  # Lf(post-linear part of d_h) [H, n, M]
                 Dt = (E * Wt[:, r].T).sum(-1)
                 gamma = inv[r][None]
-                if self.posts is not None or not ab.frozen:
+                if self.posts is not None or not self.frozen:
                     delta = dd = torch.bmm(dzT, self.W_O[layer])  # d_h [H, n, M]
                 if self.posts is not None:
                     p, a = self.posts[layer], cap.attn_out[r, layer]
                     s0, sd = p.inv_sigma(a)[:, 0], p.inv_sigma(a[None] + dd)[..., 0]
-                    if not ab.frozen:
+                    if not self.frozen:
                         delta = p.P(a) * p.w * (sd - s0)[..., None] + p.P(dd) * p.w * sd[..., None]
-                if not ab.frozen:
+                if not self.frozen:
                     s["gamma"][:, r] = gamma = f.inv_sigma(x[r][None] + delta)[..., 0]
                 L = gamma * Ut[r] + ct[r]
                 if self.posts is not None:
@@ -258,33 +268,33 @@ class FastContraction:
 
     def _dz(self, cap, layer: int, r=slice(None)) -> torch.Tensor:
         """``mean_z - z`` of one layer as ``[H, n, dh]`` float32."""
-        return (self.ab.mean_z[layer][:, None] - cap.z[r, layer].transpose(0, 1)).contiguous()
+        return (self.mean_z[layer][:, None] - cap.z[r, layer].transpose(0, 1)).contiguous()
 
     def _clean_chunk(self, Xf, inv, cols, lse0, pool, workers: int) -> dict:
         """Clean logits ``L0 = inv * U + c`` of the vocabulary columns ``cols`` (folded into the
         clean log-sum-exp ``lse0``) and the base of the blocks: ``B = (L0 - shift) * g``
         (frozen; shift: the row maximum, or 0 with a soft-cap) or ``U`` and its row maximum
         (recomputed). Rows are split over the ``pool``."""
-        N, ab = Xf.shape[0], self.ab
+        N = Xf.shape[0]
         c = None if self.c is None else self.c[cols]
         width = cols.stop - cols.start
         ch = {"c": c, "cmax": 0.0 if c is None else float(c.max())}
         new = lambda *shape: torch.empty(*shape, device=Xf.device)  # noqa: E731
-        if ab.frozen:  # L0 (for the rare max-shifted recompute) and B
+        if self.frozen:  # L0 (for the rare max-shifted recompute) and B
             ch.update(L0=new(N, width), B=new(N, width), shift=torch.zeros(N, device=Xf.device))
         else:
             ch.update(U=new(N, width), Umax=new(N))
 
         def part(r):
-            U = torch.mm(Xf[r], self.W_U[:, cols], out=ch["L0" if ab.frozen else "U"][r])
-            L0 = U.mul_(inv[r, None]) if ab.frozen else U * inv[r, None]
+            U = torch.mm(Xf[r], self.W_U[:, cols], out=ch["L0" if self.frozen else "U"][r])
+            L0 = U.mul_(inv[r, None]) if self.frozen else U * inv[r, None]
             if c is not None:
                 L0 += c
             lse0[r] = torch.logaddexp(lse0[r], torch.logsumexp(self._cap(L0), -1))
-            if not ab.frozen:
+            if not self.frozen:
                 ch["Umax"][r] = U.amax(-1)
                 return
-            if not ab.cap:
+            if not self.cap:
                 ch["shift"][r] = L0.amax(-1)
             torch.mul(L0 - ch["shift"][r, None], self.g, out=ch["B"][r])
 
@@ -314,15 +324,15 @@ class FastContraction:
     def _layer_chunk(self, cap, layer: int, s: dict, ch: dict, cols, rows: int, acc: torch.Tensor) -> dict:
         """Log-sum-exps of one layer's heads over the chunk ``cols``, folded into ``acc [H, N]``
         (rows of its own; one worker per layer). Returns thread seconds and flops per phase."""
-        ab, d, N = self.ab, self.d, acc.shape[1]
+        d, N = self.d, acc.shape[1]
         t0 = time.perf_counter()
-        fused = ab.frozen and self.posts is None and not self.direct
+        fused = self.frozen and self.posts is None and not self.direct
         X, R = self._factors(cap, layer, s, cols, fused)
         A0 = None if self.posts is None else self.a0[layer] @ self.W_U[:, cols]
         t1 = time.perf_counter()
         for p0 in range(0, N, rows):
             r = slice(p0, min(N, p0 + rows))
-            shift = ab.cap if ab.cap else (ch["shift"][r] if ab.frozen else None)
+            shift = self.cap if self.cap else (ch["shift"][r] if self.frozen else None)
             if fused and self.dtype == torch.float32:  # shift, log2 scale and beta folded in the product
                 y = torch.baddbmm(ch["B"][r], X[:, r], R)
             elif fused:  # bfloat16 product, float32 sum (converting first: mixed-dtype adds are slow)
@@ -330,8 +340,8 @@ class FastContraction:
             else:
                 y, sh = self._general(self._D(X, R, r), s, ch, A0, r)
                 shift = shift if sh is None else sh
-            if ab.cap:  # exp(cap * tanh(L / cap) - cap), y = -2 L / cap
-                y.sigmoid_().mul_(-2.0 * ab.cap * LOG2E)
+            if self.cap:  # exp(cap * tanh(L / cap) - cap), y = -2 L / cap
+                y.sigmoid_().mul_(-2.0 * self.cap * LOG2E)
             y = y.exp2_().sum(-1)
             lse = torch.log(y) + shift
             bad = ~((y > _TINY) & (y < math.inf))
@@ -360,7 +370,7 @@ class FastContraction:
         y.addcmul_((gam * g)[..., None], ch["U"][r])
         if ch["c"] is not None:
             y.add_(ch["c"] * g)
-        if self.ab.cap:
+        if self.cap:
             return y, None
         sh = gam * ch["Umax"][r] + ch["cmax"]  # an upper estimate of each row's clean-like maximum
         return y.sub_((sh * g)[..., None]), sh

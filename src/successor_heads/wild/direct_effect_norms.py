@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from successor_heads.core.schema import FINAL_NORMS  # values of wild.final_norm
+#: values of ``wild.final_norm``: the final-norm scale of the clean run (the paper's direct effect)
+#: or recomputed on the ablated residual
+FINAL_NORMS = ("frozen", "recomputed")
 
 
 def check_final_norm(final_norm: str) -> str:

@@ -1,8 +1,7 @@
 """Slow reference for the direct-effect mean ablation (paper Section 4.3): one full forward
 pass per head, the head's direct path patched by a hook at the final norm, then the model's own
 unembedding and soft-cap. Tests compare :mod:`successor_heads.wild.direct_effect` with it;
-benchmarks/bench_wild.py times it. Also importable as
-``successor_heads.wild.direct_effect.reference_per_head``.
+benchmarks/bench_wild.py times it.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.hooks import first_input, hooks
-from successor_heads.wild.direct_effect import capture
+from successor_heads.wild.capture import capture
 from successor_heads.wild.direct_effect_norms import check_final_norm, norm_spec, run_norm, unsupported_final_norm
 
 

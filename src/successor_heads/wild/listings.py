@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.wild.direct_effect import DirectEffectAblator, capture, concat_captures
+from successor_heads.wild.capture import capture, concat_captures
+from successor_heads.wild.direct_effect import DirectEffectAblator
 
 _ITEMS = [
     ["apples", "pears", "plums", "grapes", "lemons", "cherries"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
@@ -34,7 +35,7 @@ from successor_heads.core import plots
 from successor_heads.core.heads import flat_head_label, head_label
 from successor_heads.core.paper import paper_number
 from successor_heads.core.corpus import load_corpus
-from successor_heads.wild.direct_effect import check_compute_dtype, check_final_norm, corpus_direct_effects, mean_z
+from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
 from successor_heads.core.h5io import provenance, write_h5
 from successor_heads.wild.listings import listing_direct_effects, listing_prompts
 from successor_heads.core.loading import open_model
@@ -151,7 +152,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     """Run the wild stage for ``cfg.model`` and write the outputs of the module docstring.
 
     Args:
-        cfg: resolved config (full, or the ``wild`` stage view).
+        cfg: the run's typed config (:class:`successor_heads.config.RootConfig`; a job's: its params).
         inputs: ``manifest`` (the model folder's ``manifest.json``) and ``scores``
             (``successor_scores.h5``; its top ``wild.n_successor_heads`` heads under
             ``wild.score_mode`` are the successor heads): :func:`successor_heads.core.layout.inputs`.
@@ -165,22 +166,20 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     unrecognised final norm).
     """
     t0 = time.time()
-    final_norm = check_final_norm(cfg.wild.get("final_norm", "frozen"))
-    compute_dtype = cfg.wild.get("compute_dtype", "float32")
-    check_compute_dtype(compute_dtype)
-    heads = load_top_heads(inputs["scores"], int(cfg.wild.n_successor_heads), cfg.wild.score_mode,
-                           model=cfg.model.name, option="wild.score_mode")
+    w = cfg.wild
+    final_norm, compute_dtype = w.final_norm, w.compute_dtype
+    heads = load_top_heads(inputs["scores"], w.n_successor_heads, w.score_mode, model=cfg.model.name,
+                           option="wild.score_mode")
     model, tok, adapter, manifest = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
     d = adapter.dims
-    w = cfg.wild
-    corpus = load_corpus(cfg.corpus, tok, progress)
+    corpus = load_corpus(tok, **asdict(cfg.corpus), progress=progress)
     mz = mean_z(adapter, corpus.tokens, int(w.batch_size), skip_first=corpus.has_bos, progress=progress)
     de = corpus_direct_effects(adapter, corpus.tokens, mz, int(w.batch_size), int(w.max_chunk_mb), progress=progress,
                                final_norm=final_norm, compute_dtype=compute_dtype)
     method = de.method
     scale_note = (f"{corpus.n_contexts} contexts x {corpus.context_len} tokens of {corpus.name} "
                   f"(paper: {PAPER['n_contexts']} x {PAPER['context_len']} of {PAPER_CORPUS.value})")
-    attrs = provenance(cfg, manifest, corpus=corpus.name, corpus_source=corpus.description, n_contexts=corpus.n_contexts,
+    attrs = provenance(manifest, **cfg.model.provenance(), norms=cfg.scores.norms, corpus=corpus.name, corpus_source=corpus.description, n_contexts=corpus.n_contexts,
                        context_len=corpus.context_len, has_bos=corpus.has_bos, scale_note=scale_note, method=method,
                        final_norm=final_norm, compute_dtype=de.compute_dtype,
                        ablation="direct-effect mean ablation (mean z over all corpus positions"
@@ -196,7 +195,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     eff = effects(de.loss, de.base_loss, de.target_logit, de.base_logit)
     win = {c: winning_heads(e, float(w.min_increase)) for c, e in eff.items()}
     counts = {c: win_counts(v, d.n_layers, d.n_heads) for c, v in win.items()}
-    index = SuccessionIndex.from_tasks(build_tasks(tok, cfg.tasks))
+    index = SuccessionIndex.from_tasks(build_tasks(tok, **asdict(cfg.tasks)))
     winners = _winner_rows(tok, corpus.tokens.numpy(), de, win, eff, heads, d.n_heads, index, int(w.context_chars))
     write_csv(winners, outputs["winners"], SIGNIFICANT5)
     table = _category_table(winners[winners["head"] == head_label(*heads[0])])
@@ -208,7 +207,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     write_csv(hw.sort_values("wins_loss", ascending=False, kind="stable"), outputs["head_wins"], SIGNIFICANT5)
 
     prompts = listing_prompts(int(w.n_listing_prompts))
-    ls = listing_direct_effects(adapter, tok, prompts, mz, int(w.max_chunk_mb), bool(cfg.corpus.get("prepend_bos", True)),
+    ls = listing_direct_effects(adapter, tok, prompts, mz, int(w.max_chunk_mb), cfg.corpus.prepend_bos,
                                 progress, final_norm, compute_dtype)
     listings = _listing_table(prompts, ls, heads[0], d.n_heads, float(w.min_increase))
     write_csv(listings, outputs["listings"], SIGNIFICANT5)

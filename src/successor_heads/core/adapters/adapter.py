@@ -23,10 +23,12 @@ import copy
 import torch
 from torch import nn
 
-from successor_heads.core.schema import NORMS as NORM_OPTIONS
-
 from .parts import Dims, module_at as _module, stacked as _stacked
 from .spec import FamilySpec
+
+#: layer-norm conventions of the weight reads (docs/DESIGN.md, Norm conventions): raw skips the
+#: norms, applied folds them in; ``scores.norms`` takes its values from here
+NORM_OPTIONS = ("raw", "applied")
 
 
 def _check_norms(norms: str) -> None:
