@@ -29,7 +29,10 @@ def test_every_output_of_the_layout_exists(project):
         for name, path in layout.zoo_outputs(rule, results, "zoo").items():
             assert Path(path).is_file(), (rule, name)
         assert Path(layout.zoo_log(rule, results, "zoo")).is_file(), rule
-    assert Path(layout.config_file(results, "tiny-llama")).is_file()
+    # the config is recorded in each job's log (its params), not written beside the outputs
+    assert "config (this job's params): {'model': {'name': 'tiny-llama'" in Path(
+        layout.log("scores", results, "tiny-llama")).read_text()
+    assert not Path(layout.config_file(results, "tiny-llama")).exists()
 
 
 def test_scores_outputs(project):

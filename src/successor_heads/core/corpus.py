@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from successor_heads.core.config import ConfigError, bounded, one_of
 from successor_heads.core.hub import HUB_TIMEOUT_S
 
@@ -233,6 +231,8 @@ def cut_contexts(tokenizer, texts: list[str], n_contexts: int, context_len: int,
         )
     index = [(k * n_windows) // n_contexts for k in range(n_contexts)]
     rows = [([bos] if has_bos else []) + stream[w * width:(w + 1) * width] for w in index]
+    import torch
+
     return torch.tensor(rows, dtype=torch.long), has_bos, len(stream), n_windows, index
 
 

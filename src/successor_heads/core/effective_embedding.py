@@ -18,9 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
-
-#: effective-embedding modes of the successor score (docs/DESIGN.md, "Effective embedding modes")
-MODES = ("mlp0", "resid")
+from successor_heads.core import MODES
 
 
 

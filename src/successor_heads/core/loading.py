@@ -18,11 +18,10 @@ if TYPE_CHECKING:
     from successor_heads.core.adapters import Adapter
 
 
+from successor_heads.core import DTYPES
+
 log = logging.getLogger(__name__)
 
-#: The dtypes a model is loaded in (``model.dtype``; bfloat16 only on GPU).
-DTYPES = ("float32", "float16", "bfloat16")
-_DTYPES = DTYPES
 #: Written last by the models stage: a folder without it is not complete.
 MANIFEST = "manifest.json"
 
@@ -101,8 +100,8 @@ def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(DTYPES)}")
     torch_dtype = getattr(torch, dtype)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

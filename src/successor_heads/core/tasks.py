@@ -38,8 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import pandas as pd
-
 from successor_heads.core.config import bounded
 
 _NUMBER_WORDS = (
@@ -269,7 +267,7 @@ def scored_tasks(tasks: list[Task]) -> list[Task]:
     return [t for t in tasks if t.usable and not t.held_out]
 
 
-def tasks_report(tasks: list[Task], max_examples: int = 8) -> pd.DataFrame:
+def tasks_report(tasks: list[Task], max_examples: int = 8) -> "pd.DataFrame":
     """Per-task table of what the single-token filter kept and dropped.
 
     Input: tasks from ``build_tasks``; ``max_examples``, how many dropped items to list.
@@ -300,6 +298,8 @@ def tasks_report(tasks: list[Task], max_examples: int = 8) -> pd.DataFrame:
         )
     cols = ["task", "family", "spacing", "case", "n_items", "n_tokens_kept", "n_pairs_kept",
             "n_pairs_dropped", "dropped", "held_out", "usable"]
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=cols)
 
 

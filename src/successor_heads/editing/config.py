@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from successor_heads.core import MODES
 from successor_heads.core.config import bounded, one_of, require
-from successor_heads.core.effective_embedding import MODES
-from successor_heads.editing.vector_arithmetic import SCALE_REFS, SOURCES
+from successor_heads.editing import SCALE_REFS, SOURCES
 
 
 def _zero_or_modulus(v) -> bool:

@@ -66,11 +66,7 @@ from successor_heads.core.h5io import IncompleteOutputError, read_h5
 from successor_heads.core.ov import head_task_logits
 from successor_heads.core.paper import paper_number
 from successor_heads.core.tasks import RESIDUE_OF
-
-#: sets of feature directions in ``directions.h5`` (``editing.sources``)
-SOURCES = ("sae", "probe")
-#: edit scale relative to the projection on the feature or to the norm of the MLP0 output
-SCALE_REFS = ("projection", "norm")
+from successor_heads.editing import SCALE_REFS, SOURCES
 
 _FIGURE5 = paper_number("editing", "vector_arithmetic")
 #: Paper, Figure 5 (Pythia-1.4B, mod-10 features): success of vector arithmetic per task group.

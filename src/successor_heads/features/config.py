@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from successor_heads.core.adapters import NORM_OPTIONS
+from successor_heads.core import MODES, NORMS
 from successor_heads.core.config import bounded, one_of, require
-from successor_heads.core.effective_embedding import MODES
 from successor_heads.core.tasks import RESIDUE_OF
 
 
@@ -39,7 +38,7 @@ class FeaturesConfig:
         for key in ("n_saes", "d_sae", "steps", "batch_size", "probe_max_iter"):
             bounded(k + key, getattr(self, key), ge=1)
         bounded(k + "numbers_max", self.numbers_max, ge=0)
-        one_of(k + "norms", self.norms, NORM_OPTIONS)
+        one_of(k + "norms", self.norms, NORMS)
         bounded(k + "l1_coeff", self.l1_coeff, ge=0)
         bounded(k + "lr", self.lr, gt=0)
         bounded(k + "val_fraction", self.val_fraction, gt=0, lt=1)

@@ -9,7 +9,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from successor_heads.core.config import ConfigError, bounded, one_of
-from successor_heads.core.loading import DTYPES
+from successor_heads.core import DTYPES
 from successor_heads.models.sources import SOURCE_KINDS
 
 

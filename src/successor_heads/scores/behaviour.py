@@ -28,9 +28,7 @@ from tqdm.auto import tqdm
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.heads import head_label
 from successor_heads.core.hooks import hooks, mean_z
-
-#: what replaces a head's output in the behavioural check (``behaviour.ablation``)
-ABLATIONS = ("mean", "zero")
+from successor_heads.scores import ABLATIONS
 
 
 @contextlib.contextmanager

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from successor_heads.core.adapters import NORM_OPTIONS
+from successor_heads.core import MODES, NORMS
 from successor_heads.core.config import bounded, one_of
-from successor_heads.core.effective_embedding import MODES
-from successor_heads.scores.behaviour import ABLATIONS
+from successor_heads.scores import ABLATIONS
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class ScoresConfig:
     def __post_init__(self):
         one_of("scores.modes", self.modes, MODES, each=True, non_empty=True)
         one_of("scores.default_mode", self.default_mode, MODES)
-        one_of("scores.norms", self.norms, NORM_OPTIONS)
+        one_of("scores.norms", self.norms, NORMS)
         bounded("scores.batch_heads", self.batch_heads, ge=1)
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from successor_heads.core import MODES
 from successor_heads.core.config import bounded, one_of
-from successor_heads.core.effective_embedding import MODES
-from successor_heads.wild.direct_effect_fast import COMPUTE_DTYPES
-from successor_heads.wild.direct_effect_norms import FINAL_NORMS
+from successor_heads.wild import COMPUTE_DTYPE_NAMES, FINAL_NORMS
 
 
 @dataclass(frozen=True)
@@ -33,4 +32,4 @@ class WildConfig:
         bounded("wild.context_chars", self.context_chars, ge=0)
         one_of("wild.score_mode", self.score_mode, MODES, optional=True)
         one_of("wild.final_norm", self.final_norm, FINAL_NORMS)
-        one_of("wild.compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        one_of("wild.compute_dtype", self.compute_dtype, COMPUTE_DTYPE_NAMES)

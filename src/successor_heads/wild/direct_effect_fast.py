@@ -58,11 +58,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from successor_heads.wild import COMPUTE_DTYPE_NAMES
 from successor_heads.wild.direct_effect_norms import run_norm
 
 LOG2E = 1.0 / math.log(2.0)
-#: values of ``wild.compute_dtype``: the dtype of the per-head logit change (bfloat16: opt-in)
-COMPUTE_DTYPES = {name: getattr(torch, name) for name in ("float32", "bfloat16")}
+#: ``wild.compute_dtype`` name -> torch dtype of the per-head logit change
+COMPUTE_DTYPES = {name: getattr(torch, name) for name in COMPUTE_DTYPE_NAMES}
 #: A shifted sum of exponentials outside [_TINY, inf) is recomputed with a max shift.
 _TINY = 2.0 ** -100
 #: Most vocabulary columns per chunk and rows per block (the [H, rows, width] float32 block

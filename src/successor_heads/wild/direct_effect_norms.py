@@ -10,9 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: values of ``wild.final_norm``: the final-norm scale of the clean run (the paper's direct effect)
-#: or recomputed on the ablated residual
-FINAL_NORMS = ("frozen", "recomputed")
+from successor_heads.wild import FINAL_NORMS
 
 
 def check_final_norm(final_norm: str) -> str:

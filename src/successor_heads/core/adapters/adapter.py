@@ -26,9 +26,7 @@ from torch import nn
 from .parts import Dims, module_at as _module, stacked as _stacked
 from .spec import FamilySpec
 
-#: layer-norm conventions of the weight reads (docs/DESIGN.md, Norm conventions): raw skips the
-#: norms, applied folds them in; ``scores.norms`` takes its values from here
-NORM_OPTIONS = ("raw", "applied")
+from successor_heads.core import NORMS as NORM_OPTIONS
 
 
 def _check_norms(norms: str) -> None:
