@@ -69,7 +69,7 @@ def main() -> None:
         model, tok = make_model(args.tiny)
     a = get_adapter(model)
     weights_mb = sum(p.numel() for p in model.parameters()) * 4 / 2**20
-    idx, ids = task_indices(build_tasks(tok, **{"numbers_max": 200, "include_roman": True}))
+    idx, ids = task_indices(build_tasks(tok, numbers_max=200, include_roman=True))
     print(f"model: {args.model_dir or args.tiny}  dims: {a.dims}  fp32 weights: {weights_mb:.0f} MB")
     print(f"tasks: {len(idx)}  tokens: {len(ids)}  pairs: {sum(t.n_pairs for t in idx)}  norms: {args.norms}")
     for mode in ("mlp0", "resid"):

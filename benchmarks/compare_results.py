@@ -2,7 +2,7 @@
 attributes) under the given models' folders and the zoo folder.
 
     python benchmarks/compare_results.py OLD_RESULTS NEW_RESULTS [--models smollm2-135m gemma3-270m]
-        [--zoo zoo] [--tol 1e-6]
+        [--zoo zoo] [--tol 1e-6] [--include 'smollm2-135m/successor_scores*' ...]
 
 Numbers are equal when ``|a - b| <= tol + tol * |b|`` (NaN equals NaN); strings and other values
 must be identical. Not compared: figures (PNG), the model folders (weights, shared), logs, and the
@@ -14,6 +14,7 @@ summary; exits 1 when a compared value differs or a file is missing on one side.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import sys
@@ -69,7 +70,8 @@ def compare_csv(a: Path, b: Path, tol: float, where: str, out: list[str]) -> int
             u, v = x[c].to_numpy(float), y[c].to_numpy(float)
             bad = ~(np.isclose(u, v, rtol=tol, atol=tol) | (np.isnan(u) & np.isnan(v)))
         else:
-            bad = (x[c].astype(str) != y[c].astype(str)).to_numpy()
+            u, v = x[c].astype(object).where(x[c].notna(), "<NA>"), y[c].astype(object).where(y[c].notna(), "<NA>")
+            bad = (u.astype(str).to_numpy(dtype=object) != v.astype(str).to_numpy(dtype=object))
         if bad.any():
             i = int(np.argmax(bad))
             out.append(f"{where}[{c}]: {int(bad.sum())} rows differ, e.g. row {i}: {x[c].iloc[i]!r} != {y[c].iloc[i]!r}")
@@ -136,11 +138,14 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     p.add_argument("--zoo", default="zoo")
     p.add_argument("--tol", type=float, default=1e-6)
+    p.add_argument("--include", nargs="+", default=["*"],
+                   help="only files whose path under results/ matches one of these globs (e.g. a stage's files)")
     a = p.parse_args(argv)
     out: list[str] = []
     n_files = n_values = 0
     for folder in [*a.models, a.zoo]:
-        old, new = files(a.old, folder), files(a.new, folder)
+        old, new = ({f for f in files(r, folder) if any(fnmatch.fnmatch(f, g) for g in a.include)}
+                    for r in (a.old, a.new))
         for rel in sorted(old ^ new):
             out.append(f"{rel}: only in {'new' if rel in new else 'old'}")
         for rel in sorted(old & new):

@@ -64,7 +64,7 @@ def test_days_and_months_wrap():
 
 def test_numbers_do_not_wrap_and_use_their_value_as_index():
     tok = fake_tokenizer([f" {i}" for i in range(1, 6)])
-    nums = by_name(build_tasks(tok, **{"numbers_max": 5, "include_roman": False}))["numbers_spaced"]
+    nums = by_name(build_tasks(tok, numbers_max=5, include_roman=False))["numbers_spaced"]
     assert nums.tokens == [" 1", " 2", " 3", " 4", " 5"]
     assert nums.successor == [1, 2, 3, 4, -1]
     assert nums.pairs == [(0, 1), (1, 2), (2, 3), (3, 4)]
@@ -132,7 +132,7 @@ def test_roman_is_held_out():
 @pytest.mark.parametrize("bad", [1, 0, -3, True, "10", 2.5])
 def test_numbers_max_must_be_an_integer_at_least_two(bad):
     with pytest.raises(ValueError, match="numbers_max"):
-        build_tasks(fake_tokenizer([]), **{"numbers_max": bad})
+        build_tasks(fake_tokenizer([]), numbers_max=bad)
     if not isinstance(bad, float):  # the config section says so when the run is composed
         with pytest.raises(ValueError, match=r"tasks\.numbers_max=.*must be >= 2"):
             TasksConfig(numbers_max=bad)

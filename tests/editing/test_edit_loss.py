@@ -84,7 +84,7 @@ def test_gemma_applied_norms_edit_after_post_mlp_norm(tokenizer):
 def test_prompt_edits_line_up(tokenizer):
     model, tok = make_model("qwen2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=30, include_roman=False)
     cases = el.prompt_cases(tok, tasks, max_per_family=3, max_targets=2)
     assert {c["family"] for c in cases} >= {"days", "months", "number_words", "letters", "numbers"}
     by = {t.name: t for t in tasks}
@@ -112,7 +112,7 @@ def test_prompt_edits_line_up(tokenizer):
 def test_corpus_edit_loss(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=30, include_roman=False)
     text = ("On Monday we counted one two three and then 1 2 3 4 5 in March. The quick brown fox "
             "jumps over the lazy dog, first and second, 12 and 13 on Friday. ") * 3
     ids = tok(text)["input_ids"][:96]

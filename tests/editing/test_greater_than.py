@@ -15,7 +15,7 @@ LAYER, HEAD = 1, 0
 
 
 def _numbers(tok, n=6):
-    tasks = build_tasks(tok, **{"numbers_max": n, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=n, include_roman=False)
     task = next(t for t in tasks if t.name == "numbers_spaced")
     assert task.index == list(range(1, n + 1))
     return task
@@ -66,7 +66,7 @@ def test_shares_by_hand():
 def test_number_words_by_value_and_errors(tokenizer, tmp_path):
     model, tok = make_model("gpt2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=30, include_roman=False)
     df = gt.greater_than(a, 1, 1, tasks)
     words = df[df.task == "number_words_spaced_lower"]
     assert words.set_index("token").value[" seven"].iloc[0] == 7
@@ -83,7 +83,7 @@ def test_value_bias_moves_only_the_head_path(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     randomize_biases(model, 3.0, ("c_attn.bias",))
     a = get_adapter(model)
-    tasks = build_tasks(tok, **{"numbers_max": 30, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=30, include_roman=False)
     off, on = gt.greater_than(a, 1, 1, tasks), gt.greater_than(a, 1, 1, tasks, value_bias=True)
     mlp_off, mlp_on = off[off.path == "mlp0"], on[on.path == "mlp0"]
     np.testing.assert_allclose(mlp_off.share_greater, mlp_on.share_greater)

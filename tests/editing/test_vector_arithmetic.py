@@ -37,7 +37,7 @@ def planted(tokenizer):
     numbers task 1..9 (mod 10, values = positions = numbers)."""
     model, tok = make_model("llama", tokenizer)
     a = get_adapter(model)
-    task = _task(build_tasks(tok, **{"numbers_max": 9, "include_roman": False}), "numbers_spaced")
+    task = _task(build_tasks(tok, numbers_max=9, include_roman=False), "numbers_spaced")
     assert task.index == list(range(1, 10))
     torch.manual_seed(0)
     F = torch.linalg.qr(torch.randn(a.dims.d_model, 10))[0].T  # [10, d_model] orthonormal rows
@@ -80,7 +80,7 @@ def test_nan_directions_skip_pairs(planted):
 
 
 def test_edit_pairs_definition(tokenizer):
-    tasks = build_tasks(tokenizer, **{"numbers_max": 200, "include_roman": False})
+    tasks = build_tasks(tokenizer, numbers_max=200, include_roman=False)
     nums = _task(tasks, "numbers_spaced")
     p = va.edit_pairs(nums, 10)
     k23 = nums.index.index(23)
@@ -121,7 +121,7 @@ def test_edit_vectors_scale_refs():
 def test_vector_arithmetic_on_real_embeddings_runs_every_family(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     a = get_adapter(model)
-    tasks = build_tasks(tok, **{"numbers_max": 40, "include_roman": False})
+    tasks = build_tasks(tok, numbers_max=40, include_roman=False)
     torch.manual_seed(1)
     dirs = {(s, m): torch.nn.functional.normalize(torch.randn(m, a.dims.d_model), dim=-1)
             for s in ("sae", "probe") for m in (10, 7, 12)}
@@ -154,7 +154,7 @@ def test_task_moduli_and_paper_modulus_off(tokenizer):
     assert va.group_key("months", 10) == "months_mod10"
     model, tok = make_model("gpt2", tokenizer)
     a = get_adapter(model)
-    tasks = [t for t in build_tasks(tok, **{"numbers_max": 12, "include_roman": False})
+    tasks = [t for t in build_tasks(tok, numbers_max=12, include_roman=False)
              if t.family in ("days", "months")]
     dirs = {("sae", m): torch.nn.functional.normalize(torch.randn(m, a.dims.d_model), dim=-1) for m in (7, 10, 12)}
     off = va.vector_arithmetic(a, 1, 2, tasks, dirs, [1.0], paper_modulus=0)

@@ -33,7 +33,7 @@ from tests.support.tiny import make_model, randomize_biases, save_tiny_model
 @pytest.fixture(scope="module")
 def rows_and_x(tokenizer):
     model, tok = make_model("llama", tokenizer)
-    rows = activation_rows(tok, build_tasks(tok, **{"numbers_max": 30}), numbers_max=40)
+    rows = activation_rows(tok, build_tasks(tok, numbers_max=30), numbers_max=40)
     return model, tok, rows, mlp0_embeddings(get_adapter(model), rows.token_ids)
 
 
@@ -113,7 +113,7 @@ def test_bad_inputs(tmp_path, rows_and_x, tokenizer):
     empty.pre_tokenizer = pre_tokenizers.Whitespace()
     empty = PreTrainedTokenizerFast(tokenizer_object=empty, unk_token="[UNK]")
     with pytest.raises(ValueError, match="empty token set"):
-        activation_rows(empty, build_tasks(empty, **{"numbers_max": 5}), numbers_max=5)
+        activation_rows(empty, build_tasks(empty, numbers_max=5), numbers_max=5)
     with pytest.raises(ValueError, match="expected"):
         write_cache(tmp_path / "c.h5", rows, x[:-1])
     with pytest.raises(ValueError, match="empty"):
@@ -195,7 +195,7 @@ def test_head_score_value_bias(tokenizer):
     model, tok = make_model("gpt2", tokenizer)
     randomize_biases(model, 1.0, ("c_attn.bias",))
     a = get_adapter(model)
-    rows = activation_rows(tok, build_tasks(tok, **{"numbers_max": 12}), numbers_max=12)
+    rows = activation_rows(tok, build_tasks(tok, numbers_max=12), numbers_max=12)
     x = mlp0_embeddings(a, rows.token_ids)
     r = torch.arange(len(rows))
     plain, norm0 = head_score_fn(a, 1, 2, rows)

@@ -36,24 +36,25 @@ def make_project(tmp: Path, family: str = "llama", name: str = "tiny-llama") -> 
 
 
 def snakemake_command(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, config=(),
-                      env=None) -> tuple[list[str], dict[str, str]]:
+                      env=None, zoo_name: str | None = "zoo") -> tuple[list[str], dict[str, str]]:
     """The command line and environment :func:`snakemake` runs (for tests that need a
-    ``subprocess.Popen``). ``config``: extra ``--config`` items (e.g. ``"stages=[scores]"``; the
-    zoo's tables go to ``results/zoo`` unless one names another ``zoo_name``); ``env``: extra
-    environment variables for snakemake and its jobs."""
+    ``subprocess.Popen``). ``config``: extra ``--config`` items (e.g. ``"stages=[scores]"``);
+    ``env``: extra environment variables for snakemake and its jobs; ``zoo_name``: the zoo's
+    folder under ``results/`` (None: the workflow names it after the zoo's members)."""
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp),
         "--cores", "2", "--config", f"zoo=[{','.join(models)}]", f"config_dir={tmp / 'config'}",
-        f"overrides=[{','.join(overrides)}]", "zoo_name=zoo", *config, *args,
+        f"overrides=[{','.join(overrides)}]", *([f"zoo_name={zoo_name}"] if zoo_name else []), *config, *args,
     ]
     return cmd, dict(os.environ, PYTHONPATH=str(REPO / "src"), **(env or {}))
 
 
 def snakemake(tmp: Path, *args: str, models=("tiny-llama",), overrides=TINY_OVERRIDES, timeout=900,
-              check=True, config=(), env=None) -> subprocess.CompletedProcess:
+              check=True, config=(), env=None, zoo_name: str | None = "zoo") -> subprocess.CompletedProcess:
     """Run the repo's Snakefile in ``tmp`` (results land in ``tmp/results``); see
     :func:`snakemake_command` for ``config`` and ``env``."""
-    cmd, env = snakemake_command(tmp, *args, models=models, overrides=overrides, config=config, env=env)
+    cmd, env = snakemake_command(tmp, *args, models=models, overrides=overrides, config=config, env=env,
+                                 zoo_name=zoo_name)
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

@@ -69,8 +69,7 @@ def test_a_zoo_given_on_the_command_line_plans_its_own_tables(finished, tmp_path
     finished run's results/zoo/."""
     project = tmp_path / "project"
     shutil.copytree(finished, project, symlinks=True)
-    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"],
-                     config=("zoo_name=null",))
+    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"], zoo_name=None)
     out = proc.stdout + proc.stderr
     assert "results/zoo-tiny-llama/successor_heads.csv" in out and "results/zoo/" not in out
     assert job_stats(out) == {"zoo_table": 1, "paper_table": 1, "all": 1}
