@@ -2,8 +2,9 @@
 behavioural check and the direct effects, and get plain pandas DataFrames back.
 
 Every function is built from the library functions the stages use, with the stages' config
-defaults (:mod:`successor_heads.core.schema`), so it gives the same numbers as
-``successor-heads scores`` and ``successor-heads wild`` for the same options::
+defaults (the sections' dataclasses, e.g. :class:`successor_heads.scores.config.ScoresConfig`),
+so it gives the same numbers as ``successor-heads scores`` and ``successor-heads wild`` for the
+same options::
 
     import successor_heads as sh
 

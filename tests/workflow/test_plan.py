@@ -20,14 +20,14 @@ MODEL = "tiny-llama"
 
 #: key changed -> the jobs planned (each once, for the one model); `all` is the default target
 PLANS = {
-    # read by the zoo table only (its own view, results/zoo/config/zoo_table.yaml): the scores
+    # in the zoo table's params only (successor_heads.config.PARAMS["zoo_table"]): the scores
     # job counts heads above the paper's fixed 0.5
     "scores.threshold=0.4": {"zoo_table", "all"},
     # read by the wild job only; the paper table reads its summary
     "wild.batch_size=8": {"wild", "paper_table", "all"},
     # read by the features job only (not by cache_activations); editing reads its directions
     "features.d_sae=32": {"features", "editing", "paper_table", "all"},
-    # scheduling only: in no view
+    # scheduling only: in no job's params
     "model.resources.cpus=1": set(),
 }
 

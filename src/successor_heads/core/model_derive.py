@@ -144,7 +144,7 @@ def derive_model(spec: Any) -> dict[str, Any]:
             or ``gguf``.
 
     Returns:
-        A mapping following :class:`~successor_heads.core.schema.ModelConfig`: ``name`` (the
+        A mapping following :class:`~successor_heads.models.config.ModelConfig`: ``name`` (the
 X, ``source`` (kind ``hf``
         with ``repo_id`` and ``revision``, or ``local`` with the absolute ``path``) and
         ``resources`` (:func:`resources_for`).

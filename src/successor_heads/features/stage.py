@@ -110,7 +110,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     """Run the stage (module docstring) for ``cfg.model``.
 
     Args:
-        cfg: resolved config (full, or the ``features`` stage view).
+        cfg: the run's typed config (:class:`successor_heads.config.RootConfig`; a job's: its params).
         inputs: ``manifest`` (the model folder's ``manifest.json``), ``activations`` (the cache,
             built for this config), ``scores`` (``successor_scores.h5``): the names of
             :func:`successor_heads.core.layout.inputs`.
