@@ -54,6 +54,17 @@ FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3") + NEW_FAMILIES
 #: Tiny models that are a variant of a family's config, not a family of their own: Llama 3
 #: (``model_type`` ``llama``, rope scaling of type ``llama3``, 4 query heads per KV head).
 VARIANTS = {"llama3": "llama"}
+#: Checkpoint layouts a family reads from the config (``FamilySpec.variant``), each a tiny model
+#: of its family's config with the settings listed: Falcon-40B/180B's grouped KV heads and two
+#: parallel norms, Falcon-RW's per-head q/k/v, sequential block and ALiBi, GPT-BigCode without
+#: multi-query, StableLM-2-12B's parallel residual.
+CHECKPOINT_VARIANTS = {
+    "falcon_new": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}),
+    "falcon_rw": ("falcon", {"multi_query": False, "parallel_attn": False, "alibi": True, "bias": True}),
+    "gpt_bigcode_mha": ("gpt_bigcode", {"multi_query": False}),
+    "stablelm_parallel": ("stablelm", {"use_parallel_residual": True}),
+}
+VARIANTS.update({name: family for name, (family, _) in CHECKPOINT_VARIANTS.items()})
 
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -140,8 +151,10 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
     import transformers as tr
 
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    if family in DENSE:
-        model_type, extra = DENSE[family]
+    if family in DENSE or family in CHECKPOINT_VARIANTS:
+        base, settings = CHECKPOINT_VARIANTS.get(family, (family, {}))
+        model_type, extra = DENSE[base]
+        extra = {**extra, **settings}
         kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
                   num_key_value_heads=n_heads // 2, head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                   max_position_embeddings=512, tie_word_embeddings=False, **common)

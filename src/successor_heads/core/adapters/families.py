@@ -167,7 +167,10 @@ COHERE = replace(
 NEMOTRON = replace(LLAMA, name="nemotron", model_types=("nemotron",), norm="layernorm_1p", mlp_kind="dense")
 # GPT-BigCode (StarCoder 1, SantaCoder): GPT-2's layout in nn.Linear, one shared KV head.
 def _bigcode_variant(cfg: Any) -> dict[str, Any]:
-    return {} if getattr(cfg, "multi_query", True) else dict(multi_query=False)
+    """Without multi-query, c_attn's rows are q, k, v interleaved head by head."""
+    if getattr(cfg, "multi_query", True):
+        return {}
+    return dict(multi_query=False, qkv="fused_per_head", kv_heads_attr="num_attention_heads")
 
 
 GPT_BIGCODE = replace(
