@@ -26,13 +26,15 @@ import torch
 #: adapter family (``successor_heads.core.adapters.FAMILIES``).
 NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt")
 #: The second wave of dense families, each built from its transformers config class through
-#: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed.
+#: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
+#: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
+#: tiny random model still move the log-probs measurably).
 DENSE = {
     "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
     "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
     "arcee": ("arcee", {}), "gemma": ("gemma", {}), "olmo": ("olmo", {}), "olmo3": ("olmo3", {}),
     "exaone4": ("exaone4", {}), "glm4": ("glm4", {}), "glm": ("glm", {}), "starcoder2": ("starcoder2", {}),
-    "stablelm": ("stablelm", {}), "phi": ("phi", {}), "cohere": ("cohere", {}), "nemotron": ("nemotron", {}),
+    "stablelm": ("stablelm", {}), "phi": ("phi", {}), "cohere": ("cohere", {"logit_scale": 4.0}), "nemotron": ("nemotron", {}),
     "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
     "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None}),
     "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),

@@ -233,16 +233,18 @@ class Adapter:
         """``[d_model, d_vocab]`` unembedding (W_E transposed when embeddings are tied), times the
         family's logit scale where it has one (Cohere's ``logit_scale``)."""
         W = self.model.get_output_embeddings().weight.T
-        return W * self._logit_scale if self._logit_scale is not None else W
+        return W * self.logit_scale if self.logit_scale is not None else W
 
     @property
     def b_U(self) -> torch.Tensor | None:
         """``[d_vocab]`` unembedding bias (times the logit scale, as :attr:`W_U`), or None."""
         b = getattr(self.model.get_output_embeddings(), "bias", None)
-        return b * self._logit_scale if (b is not None and self._logit_scale is not None) else b
+        return b * self.logit_scale if (b is not None and self.logit_scale is not None) else b
 
     @property
-    def _logit_scale(self) -> float | None:
+    def logit_scale(self) -> float | None:
+        """The constant the model multiplies its logits by (Cohere's ``logit_scale``), or None;
+        :attr:`W_U` and :attr:`b_U` include it."""
         key = self.spec.logit_scale
         return getattr(self.cfg, key, None) if key else None
 
