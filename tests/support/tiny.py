@@ -32,7 +32,7 @@ NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo"
 DENSE = {
     "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
     "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
-    "arcee": ("arcee", {}), "gemma": ("gemma", {}), "olmo": ("olmo", {}), "olmo3": ("olmo3", {}),
+    "arcee": ("arcee", {}), "gemma": ("gemma", {"tie_word_embeddings": True}), "olmo": ("olmo", {}), "olmo3": ("olmo3", {}),
     "exaone4": ("exaone4", {}), "glm4": ("glm4", {}), "glm": ("glm", {}), "starcoder2": ("starcoder2", {}),
     "stablelm": ("stablelm", {}), "phi": ("phi", {}), "cohere": ("cohere", {"logit_scale": 4.0}), "nemotron": ("nemotron", {}),
     "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
