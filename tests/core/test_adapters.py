@@ -85,8 +85,8 @@ def test_gqa_mapping(tokenizer):
 
 def test_unknown_family_is_refused(tokenizer):
     model, _ = make_model("gpt2", tokenizer)
-    model.config.model_type = "mamba"
-    with pytest.raises(ValueError, match="no adapter for model_type='mamba'"):
+    model.config.model_type = "baichuan"
+    with pytest.raises(ValueError, match="no adapter for model_type='baichuan'"):
         get_adapter(model)
 
 
@@ -98,10 +98,20 @@ def test_registry_names_every_family_and_model_type(tokenizer):
         assert a.family == family and a.spec is SPECS[family]
 
 
+#: Families whose attention and MLP read the same residual, and those with norms after attention
+#: and after the MLP (before the residual add), from their transformers code.
+PARALLEL = ("gpt_neox", "gptj", "phi", "cohere", "codegen", "falcon")
+POST_NORMS = ("gemma3", "gemma2", "olmo2", "olmo3", "exaone4", "glm4")
+NO_INPUT_NORMS = ("olmo2", "olmo3", "exaone4")
+
+
 def _declared_norm(kind, module, x):
-    eps = getattr(module, "eps", getattr(module, "variance_epsilon", None))
-    if kind == "layernorm":
-        return F.layer_norm(x, module.weight.shape, module.weight, getattr(module, "bias", None), eps)
+    eps = getattr(module, "eps", getattr(module, "variance_epsilon", 1e-5))
+    weight = getattr(module, "weight", None)  # OLMo's LayerNorm has no parameters
+    if kind in ("layernorm", "layernorm_1p"):
+        if kind == "layernorm_1p":
+            weight = 1 + weight
+        return F.layer_norm(x, (x.shape[-1],), weight, getattr(module, "bias", None), eps)
     scale = 1 + module.weight if kind == "rmsnorm_1p" else module.weight
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * scale
 
@@ -126,15 +136,21 @@ def test_declared_facts_hold(family, tokenizer):
     assert (a.o_proj(0).bias is not None) == s.output_bias
     assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)
     assert s.attn_softcap is None or hasattr(model.config, s.attn_softcap)
-    assert any("gate" in name for name, _ in a.mlp(0).named_children()) == (s.mlp_kind == "gated")
-    assert a.parallel_attn_mlp == (family in ("gpt_neox", "gptj"))
-    assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family not in ("gemma3", "gemma2", "olmo2"))
-    assert (a.attn_in_norm(0) is None) == (a.mlp_in_norm(0) is None) == (family == "olmo2")
+    if s.moe_router is None:
+        assert any("gate" in name for name, _ in a.mlp(0).named_children()) == (s.mlp_kind == "gated")
+    else:  # a mixture of experts: layer 0 has its router
+        assert a.router(0) is not None and "experts" in dict(a.mlp(0).named_children())
+    assert a.parallel_attn_mlp == (family in PARALLEL)
+    assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family not in POST_NORMS)
+    assert (a.attn_in_norm(0) is None) == (a.mlp_in_norm(0) is None) == (family in NO_INPUT_NORMS)
     assert (a.b_U is not None) == s.unembed_bias
-    assert any(n in ("q_norm", "k_norm") for n, _ in a.attn(0).named_children()) == s.qk_norm
+    qk_names = ("q_norm", "k_norm", "query_layernorm", "key_layernorm")
+    assert any(n in qk_names for n, _ in a.attn(0).named_children()) == s.qk_norm
     learned = any(isinstance(m, torch.nn.Embedding) and m is not model.get_input_embeddings()
                   for m in model.modules())
     assert learned == (s.positions == "learned")
+    sinusoidal = any("Sinusoidal" in type(m).__name__ for m in model.modules())
+    assert sinusoidal == (s.positions == "sinusoidal")
 
 
 def test_parallel_flag_of_the_checkpoint_wins(tokenizer):

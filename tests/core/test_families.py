@@ -16,9 +16,9 @@ import torch
 
 from successor_heads.core.adapters import FAMILIES as SPECS
 from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, is_moe
-from tests.support.tiny import FAMILIES, NEW_FAMILIES, make_model
+from tests.support.tiny import FAMILIES, MOE, NEW_FAMILIES, make_model
 
-MOE_TYPES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "phimoe", "granitemoe"]
+MOE_TYPES = ["granitemoe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
 
 
 def _stub(model_type, **config):
@@ -29,25 +29,47 @@ def test_new_families_are_declared_and_tiny_models_exist():
     assert set(NEW_FAMILIES) <= set(SPECS) and set(FAMILIES) == set(SPECS)
     for mt in ("llama", "mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt"):
         assert mt in MODEL_TYPES
+    for mt in ("falcon", "stablelm", "phi", "starcoder2", "gpt_bigcode", "codegen", "cohere", "olmo",
+               "olmo3", "gemma", "mpt", "xglm", "nemotron", "exaone", "glm4", "smollm3", "ministral3"):
+        assert mt in MODEL_TYPES
 
 
 @pytest.mark.parametrize("model_type", MOE_TYPES)
 def test_mixture_of_experts_is_refused_as_such(model_type):
     assert is_moe(model_type)
-    with pytest.raises(ValueError, match="mixture-of-experts model: MoE models are not supported"):
+    with pytest.raises(ValueError, match="mixture-of-experts model this project does not declare"):
+        get_adapter(_stub(model_type))
+
+
+@pytest.mark.parametrize(("model_type", "why"), [
+    ("deepseek_v2", "multi-head latent attention"), ("deepseek_v3", "multi-head latent attention"),
+    ("jetmoe", "mixture of attention experts"),
+])
+def test_attention_without_a_fixed_ov_circuit_is_refused_with_the_reason(model_type, why):
+    with pytest.raises(ValueError, match=why):
         get_adapter(_stub(model_type))
 
 
 def test_expert_count_in_the_config_marks_moe():
     """A model type that is otherwise supported but whose config has experts is refused too."""
-    with pytest.raises(ValueError, match="MoE models are not supported"):
+    with pytest.raises(ValueError, match="MoE models of this family are not supported"):
         get_adapter(_stub("qwen2", num_experts=8))
     assert not is_moe("qwen2", SimpleNamespace(num_experts=0))
 
 
+@pytest.mark.parametrize(("model_type", "why"), [
+    ("mamba", "has no attention heads"), ("rwkv", "has no attention heads"),
+    ("jamba", "hybrid whose layers are not all attention layers"),
+    ("qwen3_next", "hybrid whose layers are not all attention layers"),
+])
+def test_models_without_attention_heads_are_refused_with_the_reason(model_type, why):
+    with pytest.raises(ValueError, match=f"model_type='{model_type}' .*{why}"):
+        get_adapter(_stub(model_type))
+
+
 def test_unknown_model_type_lists_the_supported_ones():
-    with pytest.raises(ValueError, match="no adapter for model_type='mamba'") as err:
-        get_adapter(_stub("mamba"))
+    with pytest.raises(ValueError, match="no adapter for model_type='baichuan'") as err:
+        get_adapter(_stub("baichuan"))
     assert all(mt in str(err.value) for mt in MODEL_TYPES)
     assert "mixture" not in str(err.value)
 
@@ -84,7 +106,9 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         a.attn(0).register_forward_hook(
             lambda _m, _i, out: got.__setitem__("attn", out[0] if isinstance(out, tuple) else out)),
         first.register_forward_pre_hook(lambda _m, args: got.__setitem__("mlp_in", args[0])),
-        a.mlp_out(0).register_forward_hook(lambda _m, _i, out: got.__setitem__("mlp_out", out)),
+        # a copy: Falcon adds the attention output into the MLP's output tensor in place
+        a.mlp_out(0).register_forward_hook(
+            lambda _m, _i, out: got.__setitem__("mlp_out", (out[0] if isinstance(out, tuple) else out).clone())),
     ]
     try:
         with torch.no_grad():
@@ -98,7 +122,9 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
     want = a.run_f32(a.mlp_in_norm(0), h)
     torch.testing.assert_close(got["mlp_in"].reshape(want.shape), want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(a.mlp(0)(got["mlp_in"]), got["mlp_out"], atol=1e-6, rtol=1e-6)
+        out = a.mlp(0)(got["mlp_in"])
+        out = out[0] if isinstance(out, tuple) else out  # gpt-oss's MLP also returns its router scores
+        torch.testing.assert_close(out, got["mlp_out"], atol=1e-6, rtol=1e-6)
     assert a.mlp(0) is a.mlp(0)  # made once: hooks and float32 copies find the same module
 
 
@@ -108,11 +134,48 @@ def test_mlp0_applied_runs_the_declared_norms(family, tokenizer):
     family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
     model, _ = make_model(family, tokenizer)
     a = get_adapter(model)
-    x = torch.randn(5, a.dims.d_model)
+    x = torch.randn(1, 5, a.dims.d_model)  # [batch, pos, d_model], as an MoE block reads it
+    first = lambda y: y[0] if isinstance(y, tuple) else y  # noqa: E731 (gpt-oss: (out, router scores))
     with torch.no_grad():
-        raw = a.mlp(0)(x)
-        applied = a.mlp(0)(a.run_f32(a.mlp_in_norm(0), x))
+        raw = first(a.mlp(0)(x))
+        applied = first(a.mlp(0)(a.run_f32(a.mlp_in_norm(0), x)))
         if a.mlp_out_norm(0) is not None:
             applied = a.mlp_out_norm(0)(applied)
     torch.testing.assert_close(a.mlp0(x, "raw"), raw)
     torch.testing.assert_close(a.mlp0(x, "applied"), applied)
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_moe_mlp0_is_the_first_moe_block_on_each_token_alone(family, tokenizer):
+    """For a mixture of experts, ``mlp0`` is the family's own first MoE block (router, top-k
+    experts, shared experts) applied to each token alone: on the inputs that block saw in the
+    model's forward pass it gives the block's outputs, and :meth:`Adapter.mlp0_experts` gives the
+    experts its router picked (top-k as configured)."""
+    model, tok = make_model(family, tokenizer)
+    a = get_adapter(model)
+    seen, got, picked = [], [], []
+    hooks = [
+        a.mlp(0).register_forward_pre_hook(lambda _m, args: seen.append(args[0].reshape(-1, a.dims.d_model))),
+        a.mlp_out(0).register_forward_hook(
+            lambda _m, _i, out: got.append((out[0] if isinstance(out, tuple) else out).reshape(-1, a.dims.d_model))),
+        a.router(0).register_forward_hook(lambda _m, _i, out: picked.append(out[-1])),
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
+    finally:
+        for h in hooks:
+            h.remove()
+    x_in, out, experts = seen[0], got[0], picked[0]
+    torch.testing.assert_close(a.mlp0(x_in), out, atol=1e-5, rtol=1e-5)
+    mine = a.mlp0_experts(x_in)
+    assert mine.shape == (len(x_in), model.config.num_experts_per_tok)
+    assert torch.equal(mine.sort(-1).values, experts.sort(-1).values)
+    emb = a.embed(torch.arange(3, 15))  # on the embeddings themselves: the scores' effective embedding
+    assert a.mlp0(emb).shape == emb.shape and a.mlp0_experts(emb).shape == (12, model.config.num_experts_per_tok)
+
+
+def test_dense_families_have_no_router(tokenizer):
+    model, _ = make_model("llama", tokenizer)
+    a = get_adapter(model)
+    assert a.router(0) is None and a.mlp0_experts(a.embed(torch.arange(3))) is None

@@ -8,7 +8,7 @@ from successor_heads.core.adapters import get_adapter
 from successor_heads.core.hooks import mean_z
 from successor_heads.scores.behaviour import (_group_by_length, _target_logprobs, behavioural_drops, patch_each_head,
                                               patch_head_z, prompts_carry_bos)
-from tests.support.tiny import FAMILIES, make_model
+from tests.support.tiny import CORE_FAMILIES, FAMILIES, make_model
 
 PROMPTS = [
     {"prompt": "Monday, Tuesday, Wednesday,", "target": " Thursday"},
@@ -26,8 +26,7 @@ def _prompts(tok):
     return out
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize(("family", "bos"), [(f, False) for f in FAMILIES] + [(f, True) for f in CORE_FAMILIES])
 def test_batched_drops_equal_one_head_at_a_time(family, bos, tokenizer):
     model, tok = make_model(family, _with_bos(tokenizer) if bos else tokenizer)
     a = get_adapter(model)
@@ -135,8 +134,7 @@ def test_bos_is_neither_ablated_nor_in_the_mean(tokenizer):
     assert not torch.allclose(everywhere[-1][:, 0], clean[-1][:, 0])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize(("family", "bos"), [(f, False) for f in FAMILIES] + [(f, True) for f in CORE_FAMILIES])
 def test_cached_prefix_equals_full_forward(family, bos, tokenizer):
     """Starting each layer's ablated batch from the cached clean residual gives the drops of the
     whole-model path (every family's layer arguments: rotary embeddings, masks, Gemma3's

@@ -1,5 +1,7 @@
 """Llama 3 (``model_type`` ``llama``: the Llama family's spec, with rope scaling of type
-``llama3`` and four query heads per KV head) through every path the other families are tested
+``llama3`` and four query heads per KV head) and the checkpoint variants a family reads from its
+config (tests.support.tiny.CHECKPOINT_VARIANTS: Falcon-40B and Falcon-RW layouts, GPT-BigCode
+without multi-query, StableLM's parallel residual) through every path the other families are tested
 on (docs/DESIGN.md, "Architecture facts"): per-head outputs sum to transformers' attention output,
 a planted successor head scores 1.0 and a copying head 0.0, the batched behavioural ablation and
 the cached-prefix path equal their references, and both direct-effect paths equal one head at a
@@ -31,8 +33,31 @@ def variant(request, tokenizer):
 def test_variant_is_its_familys_spec(variant):
     name, model, _, a = variant
     assert a.family == VARIANTS[name]
-    assert model.config.rope_parameters["rope_type"] == "llama3"
-    assert a.dims.n_heads // a.dims.n_kv_heads == 4
+    s, d = a.spec, a.dims
+    if name == "llama3":
+        assert model.config.rope_parameters["rope_type"] == "llama3"
+        assert d.n_heads // d.n_kv_heads == 4
+    elif name == "falcon_new":  # grouped KV heads, separate attention and MLP norms, parallel
+        assert (s.qkv, d.n_kv_heads, s.attn_in_norm, s.mlp_in_norm) == ("fused_grouped", 2, "ln_attn", "ln_mlp")
+        assert a.parallel_attn_mlp
+    elif name == "falcon_rw":  # q/k/v per head, sequential block, ALiBi
+        assert (s.qkv, d.n_kv_heads, s.positions, a.parallel_attn_mlp) == ("fused_per_head", 4, "alibi", False)
+    elif name == "gpt_bigcode_mha":
+        assert (s.qkv, d.n_kv_heads) == ("fused_per_head", 4)
+    else:
+        assert name == "stablelm_parallel" and a.parallel_attn_mlp and s.mlp_in_norm == "input_layernorm"
+
+
+@pytest.mark.parametrize("name", sorted(set(VARIANTS) - {"llama3"}))
+def test_checkpoint_variant_planted_and_mlp_order(name, tokenizer):
+    """A planted successor head scores 1.0 and a copier 0.0 in each checkpoint variant, and layer
+    0's MLP input in the model's forward pass is the declared norm of the declared residual."""
+    from tests.core.test_families import test_mlp_reads_what_the_declared_order_gives
+
+    model, tok = make_model(name, tokenizer)
+    per_task, _ = planted_scores(get_adapter(model), tok, 2)
+    assert per_task[1, 0, 0] == 1.0 and per_task[1, 2, 0] == 0.0
+    test_mlp_reads_what_the_declared_order_gives(name, tokenizer)
 
 
 @pytest.mark.parametrize("layer", [0, 1])

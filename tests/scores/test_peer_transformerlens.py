@@ -24,7 +24,27 @@ from tests.support.tiny import FAMILIES, make_model, randomize_biases
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+#: Families TransformerLens 4.3 does not boot from a transformers folder, and why.
+TL_DOES_NOT_BOOT = {
+    "phimoe": "TransformerLens 4.3 looks for PhiMoEForCausalLM; transformers 5 names it PhimoeForCausalLM",
+}
+#: Families whose MLP0 TransformerLens 4.3 cannot run alone, and why (W_OV, read-outs and the
+#: ``resid`` scores still compared).
+TL_NO_MLP0 = {
+    "mpt": "TransformerLens 4.3 calls MPT's MLP module without the residual it needs, and its W_in, W_out "
+           "and act_fn give an MLP 1e-3 apart from transformers' own module (which our mlp0 runs)",
+}
+#: Families whose ``resid`` read-out TransformerLens 4.3 cannot give, and why (the other checks run).
+TL_NO_RESID = {
+    "codegen": "TransformerLens 4.3's run_with_cache fails on CodeGen (CodeGenAttention has no embed_positions)",
+    "cohere": "TransformerLens 4.3's ln1 output for Cohere differs from transformers' input_layernorm "
+              "(read-outs up to 6e-3 apart); transformers parity holds (tests/core/test_adapters.py)",
+}
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(f, marks=pytest.mark.skip(reason=TL_DOES_NOT_BOOT[f])) if f in TL_DOES_NOT_BOOT else f
+    for f in FAMILIES])
 def peers(request, tmp_path_factory, tokenizer):
     """``(adapter, tokenizer, bridge)`` for one family: our adapter on the transformers model and
     TransformerLens' bridge booted from the same saved folder."""
@@ -56,16 +76,26 @@ def _tl_x(bridge, ids: torch.Tensor, mode: str, prefix: list[int]) -> torch.Tens
 
 
 def _tl_mlp0(bridge, x: torch.Tensor) -> torch.Tensor:
-    """TransformerLens' first MLP on ``x``: its module, or where TL keeps the MLP's linears on
-    the block (OPT: a "containerless" MLP it refuses to call alone) TL's own ``W_in``, ``b_in``,
+    """TransformerLens' first MLP on ``x``: its module, or where TL cannot call it alone (OPT: a
+    "containerless" MLP; MPT: a module that also adds the residual) TL's own ``W_in``, ``b_in``,
     ``W_out``, ``b_out`` and ``cfg.act_fn``."""
     try:
-        return bridge.blocks[0].mlp(x)
-    except RuntimeError as err:
-        if "containerless" not in str(err):
+        out = bridge.blocks[0].mlp(x)
+        return out[0] if isinstance(out, tuple) else out  # gpt-oss's MLP: (out, router scores)
+    except (RuntimeError, TypeError) as err:
+        # OPT: containerless; MPT: TL calls an MLP module that also wants the residual
+        if "containerless" not in str(err) and "residual" not in str(err):
             raise
     act = {"relu": torch.relu, "gelu": torch.nn.functional.gelu}[bridge.cfg.act_fn]
-    return act(x @ bridge.W_in[0] + bridge.b_in[0]) @ bridge.W_out[0] + bridge.b_out[0]
+    return act(x @ bridge.W_in[0] + _bias(bridge, "b_in")) @ bridge.W_out[0] + _bias(bridge, "b_out")
+
+
+def _bias(bridge, name: str):
+    """TL's layer-0 MLP bias ``name``, or 0.0 where the model has none (MPT: TL raises then)."""
+    try:
+        return getattr(bridge, name)[0]
+    except AttributeError:
+        return 0.0
 
 
 def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
@@ -103,6 +133,8 @@ def test_ov_read_out_is_the_bias_free_circuit(peers):
 
 def test_mlp0_effective_embedding_equals_transformerlens(peers):
     a, tok, bridge = peers
+    if a.family in TL_NO_MLP0:
+        pytest.skip(TL_NO_MLP0[a.family])
     ids = torch.arange(5, 40)
     ours = effective_embeddings(a, ids, "mlp0", "raw")
     torch.testing.assert_close(ours, _tl_x(bridge, ids, "mlp0", []), **TOL)
@@ -113,6 +145,10 @@ def test_mlp0_effective_embedding_equals_transformerlens(peers):
 @pytest.mark.parametrize("mode", ["mlp0", "resid"])
 def test_successor_scores_equal_transformerlens(peers, mode):
     a, tok, bridge = peers
+    if mode == "resid" and a.family in TL_NO_RESID:
+        pytest.skip(TL_NO_RESID[a.family])
+    if mode == "mlp0" and a.family in TL_NO_MLP0:
+        pytest.skip(TL_NO_MLP0[a.family])
     tasks, ids = task_indices(build_tasks(tok))
     prefix = neutral_prefix(tok)
     x = effective_embeddings(a, ids, mode, "raw", prefix_ids=prefix)

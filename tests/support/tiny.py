@@ -3,11 +3,21 @@
 Built from transformers configs with no download (docs/DESIGN.md: tests build tiny models of every
 architecture). The tokenizer is a byte-level BPE trained in memory on the succession tasks'
 items and a little English, so task tokens are single tokens as in GPT-2's tokenizer.
+
+Each tiny model, tokenizer and saved folder is built once per test run and shared: the
+family-parametrised tests multiply with every family, so :func:`make_model` hands out a deep
+copy of a model built once (tests change weights in place), :func:`make_tokenizer` a copy of one
+trained tokenizer, and :func:`save_tiny_model` a copy of a folder saved once.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
+import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,10 +25,52 @@ import torch
 #: The paper zoo's families, then those added later (:data:`NEW_FAMILIES`); each name is an
 #: adapter family (``successor_heads.core.adapters.FAMILIES``).
 NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt")
+#: The second wave of dense families, each built from its transformers config class through
+#: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
+#: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
+#: tiny random model still move the log-probs measurably).
+DENSE = {
+    "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
+    "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
+    "arcee": ("arcee", {}), "gemma": ("gemma", {"tie_word_embeddings": True}), "olmo": ("olmo", {}), "olmo3": ("olmo3", {}),
+    "exaone4": ("exaone4", {}), "glm4": ("glm4", {}), "glm": ("glm", {}), "starcoder2": ("starcoder2", {}),
+    "stablelm": ("stablelm", {}), "phi": ("phi", {}), "cohere": ("cohere", {"logit_scale": 4.0}), "nemotron": ("nemotron", {}),
+    "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
+    "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None}),
+    "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),
+}
+#: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert).
+MOE = {
+    "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "olmoe": ("olmoe", {"num_experts": 4, "num_experts_per_tok": 2}),
+    "qwen2_moe": ("qwen2_moe", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                "shared_expert_intermediate_size": 32, "decoder_sparse_step": 1, "mlp_only_layers": []}),
+    "qwen3_moe": ("qwen3_moe", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                "decoder_sparse_step": 1, "mlp_only_layers": []}),
+    "phimoe": ("phimoe", {"num_local_experts": 4, "num_experts_per_tok": 2, "attention_bias": True}),
+    "gpt_oss": ("gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 4}),
+}
+DENSE.update(MOE)
+NEW_FAMILIES += tuple(DENSE)
 FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3") + NEW_FAMILIES
+#: The families before the second wave: option and code-path tests that do not depend on the
+#: architecture (chunking, block shapes, BOS handling, ...) run on these; the per-family checks
+#: the families are declared by run on all of :data:`FAMILIES`.
+CORE_FAMILIES = FAMILIES[:13]
 #: Tiny models that are a variant of a family's config, not a family of their own: Llama 3
 #: (``model_type`` ``llama``, rope scaling of type ``llama3``, 4 query heads per KV head).
 VARIANTS = {"llama3": "llama"}
+#: Checkpoint layouts a family reads from the config (``FamilySpec.variant``), each a tiny model
+#: of its family's config with the settings listed: Falcon-40B/180B's grouped KV heads and two
+#: parallel norms, Falcon-RW's per-head q/k/v, sequential block and ALiBi, GPT-BigCode without
+#: multi-query, StableLM-2-12B's parallel residual.
+CHECKPOINT_VARIANTS = {
+    "falcon_new": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}),
+    "falcon_rw": ("falcon", {"multi_query": False, "parallel_attn": False, "alibi": True, "bias": True}),
+    "gpt_bigcode_mha": ("gpt_bigcode", {"multi_query": False}),
+    "stablelm_parallel": ("stablelm", {"use_parallel_residual": True}),
+}
+VARIANTS.update({name: family for name, (family, _) in CHECKPOINT_VARIANTS.items()})
 
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -44,7 +96,13 @@ def _training_text() -> list[str]:
 
 
 def make_tokenizer(vocab_size: int = 2048):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` (GPT-2 style, ``<|endoftext|>`` as BOS/EOS)."""
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (GPT-2 style, ``<|endoftext|>`` as BOS/EOS);
+    a copy of one trained once per ``vocab_size``, so a caller may change it."""
+    return copy.deepcopy(_trained_tokenizer(vocab_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -99,6 +157,15 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
     import transformers as tr
 
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if family in DENSE or family in CHECKPOINT_VARIANTS:
+        base, settings = CHECKPOINT_VARIANTS.get(family, (family, {}))
+        model_type, extra = DENSE[base]
+        extra = {**extra, **settings}
+        kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+                  num_key_value_heads=n_heads // 2, head_dim=d_model // n_heads, intermediate_size=4 * d_model,
+                  max_position_embeddings=512, tie_word_embeddings=False, **common)
+        kw.update(extra)
+        return tr.AutoConfig.for_model(model_type, **{k: v for k, v in kw.items() if v is not None})
     if family == "gptj":  # rotary on the first half of each head, parallel block
         return tr.GPTJConfig(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=512,
                              rotary_dim=d_model // n_heads // 2, **common)
@@ -135,12 +202,25 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
 
 
 def make_model(family: str, tokenizer=None, seed: int = 0, **kw):
-    """``(model, tokenizer)``: a tiny random-weight causal LM in eval mode (eager attention)."""
+    """``(model, tokenizer)``: a tiny random-weight causal LM in eval mode (eager attention).
+
+    The model is a deep copy of one built once per ``(family, vocabulary size, seed, kw)``; torch's
+    global generator is left as building it leaves it (seeded with ``seed``, then drawn from), so
+    tests that draw after this call see the same numbers as with a fresh build.
+    """
+    tokenizer = tokenizer or make_tokenizer()
+    model, rng = _built_model(family, len(tokenizer), seed, tuple(sorted(kw.items())))
+    torch.set_rng_state(rng)
+    return copy.deepcopy(model), tokenizer
+
+
+@functools.lru_cache(maxsize=None)
+def _built_model(family: str, vocab_size: int, seed: int, kw: tuple):
+    """``(model, rng_state)``: the tiny model :func:`make_model` copies, and torch's generator state after building it."""
     from transformers import AutoModelForCausalLM
 
-    tokenizer = tokenizer or make_tokenizer()
     torch.manual_seed(seed)
-    cfg = make_config(family, len(tokenizer), **kw)
+    cfg = make_config(family, vocab_size, **dict(kw))
     cfg._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     # Random norm weights, so tests see whether norms are applied (defaults are all ones/zeros).
@@ -148,13 +228,22 @@ def make_model(family: str, tokenizer=None, seed: int = 0, **kw):
         for name, p in model.named_parameters():
             if "norm" in name or "ln" in name:
                 p.add_(0.3 * torch.randn_like(p))
-    return model, tokenizer
+    return model, torch.get_rng_state()
 
 
 def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Save a tiny model + tokenizer as a transformers folder at ``path`` (for ``local`` sources)."""
-    model, tok = make_model(family, seed=seed)
+    """Save a tiny model + tokenizer as a transformers folder at ``path`` (for ``local`` sources):
+    a copy of a folder saved once per ``(family, seed)`` in a temporary folder of this process."""
     path = Path(path)
+    shutil.copytree(_saved_folder(family, seed), path, dirs_exist_ok=True)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _saved_folder(family: str, seed: int) -> Path:
+    model, tok = make_model(family, seed=seed)
+    path = Path(tempfile.mkdtemp(prefix=f"tiny-{family}-"))
+    atexit.register(shutil.rmtree, path, True)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -214,27 +303,34 @@ def plant_head(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tenso
 def plant_readout(adapter, layer: int, head: int, x_TM: torch.Tensor, token_ids, target_TT: torch.Tensor) -> None:
     """Plant ``W_V W_O`` of one head so that its OV read-out ``x_t W_V W_O W_U[:, token_ids]``
     equals ``target_TT [n_tokens, n_tokens]`` for the rows ``x_TM [n_tokens, d_model]`` (exact
-    when the rank, at most ``n_tokens``, fits in ``d_head``); see :func:`plant_head`."""
+    when the rank, at most ``n_tokens``, fits in ``d_head``); see :func:`plant_head`. In a
+    multi-query model every head gets the same ``W_V``, so heads planted one after another agree."""
     U = adapter.W_U[:, token_ids].detach()
+    dh = adapter.dims.d_head
+    if adapter.dims.n_kv_heads == 1:
+        # multi-query: all heads share one W_V, so plant the same W_V for every head (the top
+        # right singular vectors of x, injective on its rows) and solve W_O for the target
+        W_V = torch.linalg.svd(x_TM)[2][:dh].T
+        W_O = torch.linalg.pinv(x_TM @ W_V) @ target_TT @ torch.linalg.pinv(U)
+        plant_head(adapter.model, layer, head, W_V, W_O)
+        return
     M = torch.linalg.pinv(x_TM) @ target_TT @ torch.linalg.pinv(U)
     Uu, S, Vh = torch.linalg.svd(M)
-    dh = adapter.dims.d_head
     plant_head(adapter.model, layer, head, Uu[:, :dh] * S[:dh], Vh[:dh])
 
 
 @torch.no_grad()
 def _plant_through_adapter(model, layer: int, head: int, W_V: torch.Tensor, W_O: torch.Tensor) -> None:
-    """:func:`plant_head` for :data:`NEW_FAMILIES`: the rows of ``W_V`` and columns of ``W_O``
-    found where the family's spec says they are (all ``nn.Linear``, ``[d_out, d_in]``)."""
+    """:func:`plant_head` for :data:`NEW_FAMILIES`: the rows of ``W_V`` (``Adapter.v_rows``) and
+    columns of ``W_O`` found where the family's spec says they are (all ``nn.Linear``, ``[d_out, d_in]``)."""
     from successor_heads.core.adapters import get_adapter
 
     a = get_adapter(model)
     d = a.dims
     kv = head // (d.n_heads // d.n_kv_heads)
     v, o = a.v_proj(layer), a.o_proj(layer)
-    first = (d.n_heads + d.n_kv_heads) * d.d_head if a.spec.qkv == "fused" else 0
-    assert a.spec.qkv in ("separate", "fused") and not a.spec.weights_in_out
-    rows = slice(first + kv * d.d_head, first + (kv + 1) * d.d_head)
+    assert not a.spec.weights_in_out
+    rows = a.v_rows()[kv]  # where the family's q/k/v layout keeps this KV head's value rows
     v.weight[rows, :] = W_V.T
     if v.bias is not None:
         v.bias[rows] = 0

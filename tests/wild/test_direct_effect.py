@@ -17,7 +17,7 @@ from successor_heads.wild import direct_effect_fast
 from successor_heads.wild.capture import capture
 from successor_heads.wild.direct_effect import FINAL_NORMS, DirectEffectAblator, corpus_direct_effects, mean_z
 from successor_heads.wild.direct_effect_reference import reference_per_head
-from tests.support.tiny import FAMILIES, make_model
+from tests.support.tiny import CORE_FAMILIES, FAMILIES, make_model
 
 TEXTS = ["Monday, Tuesday, Wednesday, Thursday 1 2 3 4 the lazy dog jumps over the fox",
          "January February March April May June 7 8 9 10 11 12 one two three"]
@@ -35,6 +35,10 @@ def _sel(ids):
     sel = torch.ones_like(ids, dtype=torch.bool)
     sel[:, -1] = False
     return sel
+
+
+#: Code-path tests (not per-family facts) run on the families before the second wave only.
+on_core_families = pytest.mark.parametrize("setup", CORE_FAMILIES, indirect=True)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -81,6 +85,7 @@ def test_fast_equals_exact_and_bfloat16_is_close(setup, final_norm):
     np.testing.assert_array_equal(bf.target_logit, fast.target_logit)
 
 
+@on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
 def test_direct_form_for_few_positions(setup, final_norm):
     """With fewer positions than d_head * d_model / (d_model - d_head) the fast path skips
@@ -95,6 +100,7 @@ def test_direct_form_for_few_positions(setup, final_norm):
     np.testing.assert_allclose(loss.numpy().reshape(len(ref), -1), ref, atol=ATOL, rtol=0)
 
 
+@on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
 def test_deltas_beyond_the_float_range_are_recomputed(setup, final_norm, monkeypatch):
     """A mean far from the head's outputs (ablation effects of 100+ nats without a soft-cap)
@@ -120,6 +126,7 @@ def test_deltas_beyond_the_float_range_are_recomputed(setup, final_norm, monkeyp
         assert np.abs(exact.loss - exact.base_loss).max() > 100 and calls
 
 
+@on_core_families
 def test_frozen_and_recomputed_differ(setup):
     """The option is not a no-op: one pass and the references both tell the two apart."""
     _, a, ids, mz, refs = setup
@@ -158,6 +165,7 @@ def _hand_frozen_loss(a, ids, mz, layer, head):
     return (logits.logsumexp(-1) - logits.gather(-1, tgt[:, None])[:, 0]).detach().numpy()
 
 
+@on_core_families
 def test_frozen_equals_hand_formula(setup):
     """Frozen, default path (fast except Gemma3) on head L1H2 equals the formula by hand, and
     the recomputed result does not."""
@@ -170,6 +178,7 @@ def test_frozen_equals_hand_formula(setup):
     assert np.abs(rec.loss[1, 2] - hand).max() > 10 * ATOL
 
 
+@on_core_families
 def test_baseline_equals_model_loss(setup):
     _, a, ids, mz, _ = setup
     with torch.no_grad():
@@ -184,6 +193,7 @@ def test_baseline_equals_model_loss(setup):
     assert np.array_equal(de.target_ids, ids[:, 1:].reshape(-1).numpy())
 
 
+@on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
 def test_chunking_does_not_change_results(setup, final_norm):
     """A tiny memory cap (5 rows of d_vocab logits) forces token chunks and one head per block."""
@@ -198,6 +208,7 @@ def test_chunking_does_not_change_results(setup, final_norm):
     np.testing.assert_allclose(de.loss.reshape(len(ref), -1), ref, atol=ATOL, rtol=0)
 
 
+@on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
 def test_block_shape_and_threads_do_not_change_results(setup, final_norm):
     """Other block shapes and one worker thread give the same numbers; torch's thread count is
@@ -213,6 +224,7 @@ def test_block_shape_and_threads_do_not_change_results(setup, final_norm):
             np.testing.assert_allclose(x.numpy(), y.numpy(), atol=ATOL, rtol=0)
 
 
+@on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
 def test_mean_ablation_of_a_constant_head_is_a_no_op(setup, final_norm):
     """When the mean equals the head's actual z everywhere, nothing changes (exactly)."""
@@ -241,6 +253,7 @@ def test_gemma3_post_norm_is_not_linear(tokenizer):
         assert np.abs(loss[1, 0].numpy() - ref[0]).max() > 100 * ATOL
 
 
+@on_core_families
 def test_targets_must_match_capture(setup):
     _, a, ids, mz, _ = setup
     cap = capture(a, ids)

@@ -16,7 +16,7 @@ import torch
 
 from successor_heads.core import layout
 from successor_heads.core.h5io import read_h5
-from tests.support.tiny import NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_readout, save_tiny_model
+from tests.support.tiny import CHECKPOINT_VARIANTS, DENSE, MOE, NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_readout, save_tiny_model
 from tests.support.workflow_project import REPO, TINY_OVERRIDES, snakemake
 
 pytestmark = pytest.mark.dag
@@ -43,7 +43,12 @@ def test_cli_scores_on_a_folder(tmp_path):
     assert "kind: local" in (results / "local-tiny-gpt2" / "config.yaml").read_text()
 
 
-@pytest.mark.parametrize("family", [*NEW_FAMILIES, *VARIANTS])
+#: The first wave of added families (each through its own process and the workflow); the second
+#: wave (tests.support.tiny.DENSE) runs the same command in this process, which costs far less.
+FIRST_WAVE = [f for f in NEW_FAMILIES if f not in DENSE] + [v for v in VARIANTS if v not in CHECKPOINT_VARIANTS]
+
+
+@pytest.mark.parametrize("family", FIRST_WAVE)
 def test_cli_scores_on_a_folder_of_each_new_family(family, tmp_path):
     """`successor-heads scores model=<folder>` derives the family from config.json and runs offline."""
     folder = save_tiny_model(family, tmp_path / "weights" / f"tiny-{family}")
@@ -56,9 +61,28 @@ def test_cli_scores_on_a_folder_of_each_new_family(family, tmp_path):
     assert summary["family"] == VARIANTS.get(family, family)
 
 
+@pytest.mark.parametrize("family", [*DENSE, *CHECKPOINT_VARIANTS])
+def test_cli_scores_in_process_on_a_folder_of_each_dense_family(family, tmp_path, monkeypatch):
+    """`successor-heads scores model=<folder>` (the CLI's own ``main``) on a tiny folder of each
+    second-wave family and checkpoint variant: the family is derived from config.json and the
+    scores are written."""
+    from successor_heads.cli import main
+
+    folder = save_tiny_model(family, tmp_path / "weights" / f"tiny-{family}")
+    monkeypatch.chdir(_project(tmp_path))
+    assert main(["scores", f"model={folder}", *TINY_OVERRIDES]) == 0
+    summary = json.loads((tmp_path / "results" / f"local-tiny-{family}" / "scores_summary.json").read_text())
+    assert summary["family"] == VARIANTS.get(family, family)
+    h5 = layout.outputs("scores", tmp_path / "results", f"local-tiny-{family}")["h5"]
+    data, _ = read_h5(h5)
+    assert ("mlp0_router_experts" in data) == (family in MOE)  # the router's choice per task token
+    if family in MOE:
+        assert data["mlp0_router_experts"].shape == (len(data["mlp0_token_ids"]), 2)
+
+
 def test_workflow_on_a_folder_of_each_new_family(tmp_path):
     """One zoo of tiny folders, one per new family (and the Llama 3 variant), through the workflow."""
-    names = [*NEW_FAMILIES, *VARIANTS]
+    names = FIRST_WAVE
     folders = [save_tiny_model(f, tmp_path / "weights" / f"tiny-{f}") for f in names]
     snakemake(_project(tmp_path), models=tuple(str(f) for f in folders), config=("stages=[scores]",), timeout=1800)
     results = tmp_path / "results"

@@ -76,6 +76,7 @@ def _family(model_type: str | None, where: str, config: dict | None = None) -> s
         raise ConfigError(
             f"{where}: model_type={model_type!r} is not supported; supported model types: "
             f"{', '.join(sorted(MODEL_TYPES))} (mixture-of-experts models are out of scope)"
+            + (f"; {e}" if "attention" in str(e) else "")  # no attention heads, or a hybrid: say so
         ) from None
 
 

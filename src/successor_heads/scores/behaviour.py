@@ -291,10 +291,13 @@ def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> to
 
 def _logprobs_last(adapter: Adapter, h_last: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     """Log-prob of ``tgt [B]`` from the last-position residual ``h_last [B, 1, d_model]`` after the
-    last layer: final norm, the model's output embedding, then the final logit soft-cap
-    (:attr:`Adapter.logit_softcap`, Gemma 2/3) when set, as the causal-LM heads do.
+    last layer: final norm, the model's output embedding, the logit scale (:attr:`Adapter.logit_scale`,
+    Cohere) and the final logit soft-cap (:attr:`Adapter.logit_softcap`, Gemma 2/3) when set, as
+    the causal-LM heads do.
     ``[B]`` float32 on CPU."""
     logits = adapter.model.get_output_embeddings()(adapter.final_norm()(h_last))
+    if adapter.logit_scale is not None:  # Cohere: logits times logit_scale
+        logits = logits * adapter.logit_scale
     cap = adapter.logit_softcap
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap

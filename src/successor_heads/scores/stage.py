@@ -4,7 +4,9 @@ behavioural check, tables and figures (paper Section 2 and Figure 2; docs/DESIGN
 Outputs (:data:`successor_heads.core.layout.OUTPUTS` ``["scores"]``, in ``results/{model}/``):
 ``successor_scores.h5`` (``h5``), ``successor_scores.csv`` (``csv``), ``tasks.csv`` (``tasks``),
 ``successor_heatmap.png`` (``heatmap``), ``top_head_tasks.png`` (``top``), ``scores_summary.json``
-(``summary``).
+(``summary``). For a mixture-of-experts model the HDF5 file also records, for each task token
+(``mlp0_token_ids``), the experts layer 0's router picks for its ``mlp0`` embedding
+(``mlp0_router_experts [n_tokens, top_k]``).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
         results[mode] = successor_scores(adapter, x, token_ids, idx, norms, cfg.scores.batch_heads, progress,
                                          value_bias, head_input_norm(mode, norms))
     chance = chance_level(idx)
+    # mixture of experts: which experts layer 0's router picks for each task token's mlp0 embedding
+    experts = adapter.mlp0_experts(adapter.embed(token_ids), norms)
     b = cfg.behaviour
     prompts = ordinal_list_prompts(tok, tasks, n_items=b.n_items, max_per_family=b.max_per_family)
     bos = prompts_carry_bos(tok, prompts) if prompts else False
@@ -92,10 +96,15 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     for mode, r in results.items():
         datasets[f"scores_{mode}"] = r.per_task.astype(np.float32)
         datasets[f"overall_{mode}"] = r.overall.astype(np.float32)
+    if experts is not None:
+        datasets["mlp0_token_ids"] = token_ids.numpy().astype(np.int64)
+        datasets["mlp0_router_experts"] = experts.cpu().numpy().astype(np.int64)
     attrs = provenance(manifest, **cfg.model.provenance(), default_mode=default, modes=list(cfg.scores.modes),
                        threshold=PAPER_THRESHOLD, n_prompts=len(prompts), ablation=b.ablation,
                        behaviour_heads_checked=checked_label, **method_record(cfg, chance, bos),
-                       dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]")
+                       dims="scores_*: [n_layers, n_heads, n_tasks]; overall_*, behaviour_logprob_drop: [n_layers, n_heads]"
+                       + ("; mlp0_router_experts: [n_tokens, top_k] (mixture of experts: layer 0's router choice "
+                          "for each of mlp0_token_ids)" if experts is not None else ""))
     write_h5(outputs["h5"], datasets, attrs)
 
     rows = []

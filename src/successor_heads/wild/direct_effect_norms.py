@@ -60,17 +60,27 @@ class NormSpec:
         return out + self.b if self.b is not None else out
 
 
+#: LayerNorms that are not ``nn.LayerNorm`` (or change its weight): Cohere's (no bias), OLMo's
+#: (no parameters, eps 1e-5) and Nemotron's (``1 + weight``); the direct effect checks each
+#: against the module at run time.
+_OTHER_LAYERNORMS = ("CohereLayerNorm", "OlmoLayerNorm", "NemotronLayerNorm1P")
+
+
 def norm_spec(module: nn.Module, dev: torch.device) -> NormSpec | None:
-    """Recognise ``nn.LayerNorm`` and ``*RMSNorm`` modules (Gemma's ``1 + weight`` included) as a
+    """Recognise ``nn.LayerNorm``-like modules (:data:`_OTHER_LAYERNORMS`: Cohere, OLMo, Nemotron's
+    ``1 + weight``) and ``*RMSNorm`` modules (Gemma's ``1 + weight`` included) as a
     float32 :class:`NormSpec` on ``dev``; None for anything else (then the recomputed final norm
     takes the exact path through the module, and the frozen one is not available)."""
     name = type(module).__name__
     w = getattr(module, "weight", None)
-    if isinstance(module, nn.LayerNorm):
-        d = module.normalized_shape[-1]
-        w = torch.ones(d) if w is None else w
-        b = None if module.bias is None else module.bias.detach().to(dev, torch.float32)
-        return NormSpec(True, w.detach().to(dev, torch.float32), b, float(module.eps))
+    if isinstance(module, nn.LayerNorm) or name in _OTHER_LAYERNORMS:
+        shape = getattr(module, "normalized_shape", None)
+        d = w.shape[-1] if w is not None else (shape if isinstance(shape, int) else shape[-1])
+        w = torch.ones(d) if w is None else (1.0 + w if name.endswith("1P") else w)
+        bias = getattr(module, "bias", None)
+        b = None if bias is None else bias.detach().to(dev, torch.float32)
+        eps = getattr(module, "eps", getattr(module, "variance_epsilon", 1e-5))
+        return NormSpec(True, w.detach().to(dev, torch.float32), b, float(eps))
     if "RMSNorm" in name and w is not None:
         eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
         if eps is None:

@@ -19,7 +19,8 @@ def get_adapter(model) -> Adapter:
         The model's :class:`Adapter`.
 
     Raises:
-        ValueError: a mixture-of-experts model (MoE is not supported), a model type with no
+        ValueError: a mixture-of-experts model of an undeclared family, a model without attention
+            heads, a hybrid, multi-head latent attention (DeepSeek-V2/V3), a model type with no
             adapter (the message lists the supported ones), or a checkpoint its family turns
             down (e.g. OPT-350m's post-norms; the message says why). See docs/DESIGN.md,
             "Architecture facts".

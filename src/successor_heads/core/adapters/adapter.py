@@ -65,10 +65,11 @@ class Adapter:
         c = self.cfg
         n_heads = c.num_attention_heads
         d_head = getattr(c, "head_dim", None) or c.hidden_size // n_heads
+        n_kv = 1 if self.spec.multi_query else getattr(c, self.spec.kv_heads_attr, None) or n_heads
         return Dims(
             n_layers=c.num_hidden_layers,
             n_heads=n_heads,
-            n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+            n_kv_heads=n_kv,
             d_model=c.hidden_size,
             d_head=d_head,
             d_vocab=self.W_E.shape[0],
@@ -147,19 +148,33 @@ class Adapter:
         """``module``'s weight as ``[d_out, d_in]`` (a view)."""
         return module.weight.T if self.spec.weights_in_out else module.weight
 
-    def _v_weight(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(W_V [n_kv_heads, d_model, d_head], b_V [n_kv_heads, d_head] | None)`` of one layer (views)."""
+    def v_rows(self) -> torch.Tensor:
+        """``[n_kv_heads, d_head]`` long: which output rows of :meth:`v_proj` (as ``[d_out, d_in]``)
+        hold each key/value head's value weights, for the family's ``FamilySpec.qkv`` layout."""
         d, qkv = self.dims, self.spec.qkv
+        k, dh, j = d.n_kv_heads, d.d_head, torch.arange(d.d_head)
+        kv = torch.arange(k)[:, None]
+        if qkv == "separate":
+            return kv * dh + j
+        if qkv == "fused":
+            return (d.n_heads + k) * dh + kv * dh + j
+        if qkv == "fused_per_head":  # [n_heads, 3, d_head]; n_kv_heads == n_heads
+            return kv * 3 * dh + 2 * dh + j
+        if qkv == "fused_grouped":  # [n_kv, group + 2, d_head]: the group's queries, k, v
+            group = d.n_heads // k
+            return kv * (group + 2) * dh + (group + 1) * dh + j
+        # fused_codegen: [4, 3 (q, v, k), local]; value row r of the [n_heads * d_head] value
+        # vector sits in block r // local at offset r % local
+        local = d.n_heads * dh // 4
+        r = kv * dh + j
+        return (r // local) * 3 * local + local + r % local
+
+    def _v_weight(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W_V [n_kv_heads, d_model, d_head], b_V [n_kv_heads, d_head] | None)`` of one layer."""
         proj = self.v_proj(layer)
         W, b = self._out_in(proj), proj.bias
-        if qkv == "fused_per_head":
-            W = W.reshape(d.n_heads, 3, d.d_head, -1)[:, 2]
-            return W.transpose(1, 2), None if b is None else b.reshape(d.n_heads, 3, d.d_head)[:, 2]
-        if qkv == "fused":
-            rows = slice((d.n_heads + d.n_kv_heads) * d.d_head, (d.n_heads + 2 * d.n_kv_heads) * d.d_head)
-            W, b = W[rows], None if b is None else b[rows]
-        W = W.reshape(d.n_kv_heads, d.d_head, -1)
-        return W.transpose(1, 2), None if b is None else b.reshape(d.n_kv_heads, d.d_head)
+        rows = self.v_rows().to(W.device)
+        return W[rows].transpose(1, 2), None if b is None else b[rows]
 
     def W_V_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One layer's value weights, grouped-query heads expanded (paper Section 2, ``W_V^h``).
@@ -215,20 +230,31 @@ class Adapter:
 
     @property
     def W_U(self) -> torch.Tensor:
-        """``[d_model, d_vocab]`` unembedding (W_E transposed when embeddings are tied)."""
-        return self.model.get_output_embeddings().weight.T
+        """``[d_model, d_vocab]`` unembedding (W_E transposed when embeddings are tied), times the
+        family's logit scale where it has one (Cohere's ``logit_scale``)."""
+        W = self.model.get_output_embeddings().weight.T
+        return W * self.logit_scale if self.logit_scale is not None else W
 
     @property
     def b_U(self) -> torch.Tensor | None:
-        """``[d_vocab]`` unembedding bias, or None."""
-        return getattr(self.model.get_output_embeddings(), "bias", None)
+        """``[d_vocab]`` unembedding bias (times the logit scale, as :attr:`W_U`), or None."""
+        b = getattr(self.model.get_output_embeddings(), "bias", None)
+        return b * self.logit_scale if (b is not None and self.logit_scale is not None) else b
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The constant the model multiplies its logits by (Cohere's ``logit_scale``), or None;
+        :attr:`W_U` and :attr:`b_U` include it."""
+        key = self.spec.logit_scale
+        return getattr(self.cfg, key, None) if key else None
 
     # --- the circuits -------------------------------------------------------------------
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings as the model's first layer sees them (no positions).
 
         The family's embedding scale (``FamilySpec.embed_scale``) is applied by its own
-        embedding module, so it is included.
+        embedding module, so it is included; so is the embedding norm where the family has one
+        (``FamilySpec.embed_norm``, BLOOM).
 
         Args:
             token_ids: ``[...]`` integer ids.
@@ -236,7 +262,9 @@ class Adapter:
         Returns:
             ``[..., d_model]`` in the model's dtype, on :attr:`device`.
         """
-        return self.model.get_input_embeddings()(token_ids.to(self.device))
+        x = self.model.get_input_embeddings()(token_ids.to(self.device))
+        norm = _module(self.model, self.spec.embed_norm)
+        return x if norm is None else norm(x)
 
     def mlp0(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
         """MLP0's output for residual input ``x`` (paper Section 2: effective embedding ``MLP0(W_E[t])``).
@@ -255,11 +283,49 @@ class Adapter:
         _check_norms(norms)
         x = x.to(self.device, torch.float32)
         h = self.run_f32(self.mlp_in_norm(0), x) if norms == "applied" else x
-        out = self.run_f32(self.mlp(0), h)
+        if self.spec.moe_router is None:
+            out = self.run_f32(self.mlp(0), h)
+        else:  # an MoE block reads [batch, pos, d_model]: the tokens as one sequence
+            out = self.run_f32(self.mlp(0), h.reshape(1, -1, h.shape[-1])).reshape(h.shape)
         post = self.mlp_out_norm(0)
         if norms == "applied" and post is not None:
             out = self.run_f32(post, out)
         return out
+
+    def router(self, layer: int) -> nn.Module | None:
+        """The router of layer ``layer``'s mixture-of-experts MLP, or None (a dense family or a
+        dense layer of an MoE model)."""
+        path = self.spec.moe_router
+        if path is None:
+            return None
+        try:
+            return _module(self.mlp(layer), path)
+        except AttributeError:
+            return None
+
+    @torch.no_grad()
+    def mlp0_experts(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor | None:
+        """The experts layer 0's router picks for each input of :meth:`mlp0` (ours: the record of
+        which experts make a token's ``mlp0`` effective embedding in a mixture-of-experts model).
+
+        Args:
+            x: ``[n_tokens, d_model]`` residual vectors (the token embeddings).
+            norms: as in :meth:`mlp0` (``"applied"`` routes the normed input, as the model does).
+
+        Returns:
+            long ``[n_tokens, top_k]`` expert indices in the router's order, or None where layer
+            0's MLP is dense.
+
+        Raises:
+            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
+        """
+        _check_norms(norms)
+        router = self.router(0)
+        if router is None:
+            return None
+        x = x.to(self.device, torch.float32).reshape(-1, self.dims.d_model)
+        h = self.run_f32(self.mlp_in_norm(0), x) if norms == "applied" else x
+        return router(h.to(next(router.parameters()).dtype))[-1].long()
 
     def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None,
            value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
@@ -326,7 +392,8 @@ class Adapter:
             if id(module) not in cache:
                 cache[id(module)] = copy.deepcopy(module).float()
             module = cache[id(module)]
-        return module(x.to(self.device, torch.float32)).float()
+        out = module(x.to(self.device, torch.float32))
+        return (out[0] if isinstance(out, tuple) else out).float()  # gpt-oss's MLP: (out, router scores)
 
     def unembed(self, x: torch.Tensor, norms: str = "raw", token_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Float32 logits for residual vectors (the ``W_U`` end of the paper's Section 2 circuit).

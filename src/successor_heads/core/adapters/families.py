@@ -6,7 +6,9 @@ with q/k norms; Phi-3 is Llama with one fused ``qkv_proj`` (and a fused ``gate_u
 its MLP module); OLMo-2 is Llama with its norms after attention and after the MLP instead of
 before them; Gemma3 is Llama with sandwich norms in Gemma's ``(1 + w)`` convention, an embedding
 scaled by sqrt(d_model) and soft-caps, and Gemma 2 is Gemma3 without q/k norms. Llama 3 is
-``model_type`` ``llama``. Mixture-of-experts families are refused (:func:`family_of`).
+``model_type`` ``llama``. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE, PhiMoE,
+gpt-oss) declare their router (``moe_router``); other MoE models, models without attention heads,
+hybrids and multi-head latent attention (DeepSeek-V2/V3) are refused with the reason (:func:`family_of`).
 """
 
 from __future__ import annotations
@@ -102,9 +104,150 @@ OPT = FamilySpec(
     norm="layernorm", value_bias=True, output_bias=True, positions="learned", refuse=_opt_refuse,
 )
 
+# --- dense families added with the second wave (docs/DESIGN.md, Architecture facts) -----------
+# Llama's layout under another name (their differences act on attention patterns only: NoPE
+# layers, sliding windows, rope variants) or with a different MLP form.
+SMOLLM3 = replace(LLAMA, name="smollm3", model_types=("smollm3",))
+MINISTRAL = replace(LLAMA, name="ministral", model_types=("ministral", "ministral3"))
+EXAONE = replace(LLAMA, name="exaone", model_types=("exaone",))
+SEED_OSS = replace(LLAMA, name="seed_oss", model_types=("seed_oss",), value_bias=True)
+ERNIE4_5 = replace(LLAMA, name="ernie4_5", model_types=("ernie4_5",))
+HUNYUAN_DENSE = replace(LLAMA, name="hunyuan_v1_dense", model_types=("hunyuan_v1_dense",), qk_norm=True)
+# ReLU^2 up/down MLP, no gate.
+ARCEE = replace(LLAMA, name="arcee", model_types=("arcee",), mlp_kind="dense")
+# Gemma 1: Llama's layout in Gemma's (1 + w) norms, its embedding module scales by sqrt(d_model).
+GEMMA = replace(LLAMA, name="gemma", model_types=("gemma",), norm="rmsnorm_1p", embed_scale="sqrt_d_model")
+# OLMo 1: non-parametric LayerNorms (no weight, no bias).
+def _olmo_refuse(cfg: Any) -> str | None:
+    """OLMo checkpoints whose q/k/v are clipped (``clip_qkv``): the OV circuit is not linear."""
+    clip = getattr(cfg, "clip_qkv", None)
+    return f"its q/k/v projections are clipped (clip_qkv={clip}), so a head's OV circuit is not linear" if clip else None
+
+
+OLMO = replace(LLAMA, name="olmo", model_types=("olmo",), norm="layernorm", refuse=_olmo_refuse)
+# OLMo 3: OLMo-2's post-norm layout (sliding-window layers change attention patterns only).
+OLMO3 = replace(OLMO2, name="olmo3", model_types=("olmo3",))
+# EXAONE 4: OLMo-2's post-norm layout with q/k norms.
+EXAONE4 = replace(OLMO2, name="exaone4", model_types=("exaone4",))
+# GLM-4: input norms plus norms after attention and after the MLP (before the residual add);
+# gate and up fused in one gate_up_proj; q/k/v biases.
+GLM4 = replace(
+    LLAMA, name="glm4", model_types=("glm4",), attn_out_norm="post_self_attn_layernorm",
+    mlp_out_norm="post_mlp_layernorm", value_bias=True,
+)
+GLM = replace(LLAMA, name="glm", model_types=("glm",), value_bias=True)
+# StarCoder2: LayerNorm, biases everywhere, a c_fc/c_proj MLP.
+STARCODER2 = replace(
+    LLAMA, name="starcoder2", model_types=("starcoder2",), norm="layernorm", mlp_kind="dense",
+    value_bias=True, output_bias=True,
+)
+
+
+def _stablelm_variant(cfg: Any) -> dict[str, Any]:
+    """StableLM-2-12B's parallel residual: one input norm feeds attention and MLP."""
+    if getattr(cfg, "use_parallel_residual", False):
+        return dict(mlp_in_norm="input_layernorm", parallel_attn_mlp=True)
+    return {}
+
+
+STABLELM = replace(LLAMA, name="stablelm", model_types=("stablelm",), norm="layernorm", variant=_stablelm_variant)
+# Phi-1/2: one input_layernorm feeds attention and MLP (parallel block); fc1/fc2 MLP; biases,
+# also on the unembedding.
+PHI = replace(
+    LLAMA, name="phi", model_types=("phi",), final_norm="model.final_layernorm", o_proj="dense",
+    mlp_in_norm="input_layernorm", parallel_attn_mlp=True, norm="layernorm", mlp_kind="dense",
+    value_bias=True, output_bias=True, unembed_bias=True,
+)
+# Cohere (Command-R): parallel block with one (bias-free) LayerNorm; logits times logit_scale.
+COHERE = replace(
+    LLAMA, name="cohere", model_types=("cohere",), mlp_in_norm="input_layernorm",
+    parallel_attn_mlp=True, norm="layernorm", logit_scale="logit_scale",
+)
+# Nemotron: LayerNorm in the (1 + w) convention, ReLU^2 up/down MLP.
+NEMOTRON = replace(LLAMA, name="nemotron", model_types=("nemotron",), norm="layernorm_1p", mlp_kind="dense")
+# GPT-BigCode (StarCoder 1, SantaCoder): GPT-2's layout in nn.Linear, one shared KV head.
+def _bigcode_variant(cfg: Any) -> dict[str, Any]:
+    """Without multi-query, c_attn's rows are q, k, v interleaved head by head."""
+    if getattr(cfg, "multi_query", True):
+        return {}
+    return dict(multi_query=False, qkv="fused_per_head", kv_heads_attr="num_attention_heads")
+
+
+GPT_BIGCODE = replace(
+    GPT2, name="gpt_bigcode", model_types=("gpt_bigcode",), weights_in_out=False, multi_query=True,
+    variant=_bigcode_variant,
+)
+# MPT: ALiBi, one fused Wqkv [q | k | v], bias-free LayerNorms, an up/down MLP whose module
+# also adds the residual (so its parts are run, as OPT's).
+def _mpt_refuse(cfg: Any) -> str | None:
+    clip = getattr(getattr(cfg, "attn_config", None), "clip_qkv", None)
+    return f"its q/k/v projections are clipped (clip_qkv={clip}), so a head's OV circuit is not linear" if clip else None
+
+
+MPT = FamilySpec(
+    "mpt", ("mpt",), layers="transformer.blocks", final_norm="transformer.norm_f", attn="attn",
+    v_proj="Wqkv", o_proj="out_proj", qkv="fused", attn_in_norm="norm_1", mlp_in_norm="norm_2",
+    mlp=("ffn.up_proj", "ffn.act", "ffn.down_proj"), mlp_kind="dense", norm="layernorm",
+    positions="alibi", refuse=_mpt_refuse,
+    kv_heads_attr="num_attention_heads",
+)
+# CodeGen: one ln_1 feeds attention and MLP (parallel block); q/v/k fused in four blocks.
+CODEGEN = replace(
+    GPTJ, name="codegen", model_types=("codegen",), v_proj="qkv_proj", qkv="fused_codegen",
+    kv_heads_attr="num_attention_heads",
+)
+# XGLM: OPT's layout (fc1, activation, fc2 on the layer) with sinusoidal positions and an
+# embedding scaled by sqrt(d_model).
+XGLM = replace(
+    OPT, name="xglm", model_types=("xglm",), layers="model.layers", final_norm="model.layer_norm",
+    positions="sinusoidal", embed_scale="sqrt_d_model", refuse=None, kv_heads_attr="num_attention_heads",
+)
+
+
+def _falcon_variant(cfg: Any) -> dict[str, Any]:
+    """Falcon's three decoder layouts (FALCON below is Falcon-7B's: one shared KV head, one
+    input norm feeding a parallel block)."""
+    if getattr(cfg, "new_decoder_architecture", False):  # Falcon-40B/180B: grouped KV heads
+        two = getattr(cfg, "num_ln_in_parallel_attn", None) in (None, 2)
+        return dict(qkv="fused_grouped", multi_query=False, kv_heads_attr="num_kv_heads",
+                    attn_in_norm="ln_attn" if two else "input_layernorm",
+                    mlp_in_norm="ln_mlp" if two else "input_layernorm", parallel_attn_mlp=True)
+    changes: dict[str, Any] = {}
+    if not getattr(cfg, "multi_query", True):  # Falcon-RW: q/k/v interleaved per head
+        changes.update(qkv="fused_per_head", multi_query=False, kv_heads_attr="num_attention_heads")
+    if not getattr(cfg, "parallel_attn", True):
+        changes.update(mlp_in_norm="post_attention_layernorm", parallel_attn_mlp=False)
+    if getattr(cfg, "alibi", False):
+        changes.update(positions="alibi")
+    return changes
+
+
+FALCON = FamilySpec(
+    "falcon", ("falcon",), layers="transformer.h", final_norm="transformer.ln_f",
+    attn="self_attention", v_proj="query_key_value", o_proj="dense", qkv="fused", multi_query=True,
+    attn_in_norm="input_layernorm", mlp_in_norm="input_layernorm", parallel_attn_mlp=True,
+    mlp="mlp", mlp_kind="dense", norm="layernorm", variant=_falcon_variant,
+)
+
+# --- mixture-of-experts families: MLP0 is the first layer's MoE block (router, top-k experts,
+# shared experts), run as the family's own module; attention is dense as in Llama.
+MIXTRAL = replace(LLAMA, name="mixtral", model_types=("mixtral",), moe_router="gate")
+OLMOE = replace(LLAMA, name="olmoe", model_types=("olmoe",), moe_router="gate", qk_norm=True)
+QWEN2_MOE = replace(QWEN2, name="qwen2_moe", model_types=("qwen2_moe",), moe_router="gate")
+QWEN3_MOE = replace(QWEN3, name="qwen3_moe", model_types=("qwen3_moe",), moe_router="gate")
+PHIMOE = replace(LLAMA, name="phimoe", model_types=("phimoe",), moe_router="router", norm="layernorm",
+                 value_bias=True, output_bias=True)
+# gpt-oss: attention sinks and alternating sliding-window layers act on attention patterns only;
+# biases on q/k/v/o; its MLP returns (output, router scores).
+GPT_OSS = replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe_router="router", value_bias=True,
+                  output_bias=True)
+
 #: Every supported family by its config name (``model.family``).
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
-    GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT)}
+    GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
+    SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
+    GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
+    FALCON, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}
@@ -114,6 +257,37 @@ MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in
 _EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 #: Mixture-of-experts model types whose name does not say "moe".
 _MOE_TYPES = ("mixtral", "deepseek_v2", "deepseek_v3", "dbrx", "jamba", "arctic", "jetmoe", "phimoe")
+
+
+#: Model types with no attention heads at all (state-space and recurrent models).
+NO_ATTENTION = ("mamba", "mamba2", "falcon_mamba", "rwkv", "rwkv7", "xlstm")
+#: Hybrids: attention layers mixed with state-space, linear-attention or recurrent layers.
+HYBRIDS = ("jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h", "granitemoehybrid", "qwen3_next",
+           "qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe", "olmo_hybrid", "recurrent_gemma", "kimi_linear",
+           "bailing_hybrid")
+
+
+#: Families transformers ships that are refused for a reason of their own.
+_REFUSED = {
+    mt: f"model_type={mt!r} uses multi-head latent attention: each head's values come from a shared "
+        "compressed latent through an RMSNorm (kv_a_proj, kv_a_layernorm, kv_b_proj), so a head's OV "
+        "circuit is not one matrix W_V W_O of the residual stream and its successor score is not defined"
+    for mt in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k25", "glm4_moe_lite", "minicpm3", "sarvam_mla")
+}
+_REFUSED["jetmoe"] = ("model_type='jetmoe' has a mixture of attention experts (MoA): which query and "
+                      "output projections (W_O) a head uses is picked by a router per token, so a head has "
+                      "no fixed OV circuit")
+
+
+def _no_heads(model_type: str | None) -> str | None:
+    """Why a model without (only) attention heads is refused, or None."""
+    if model_type in NO_ATTENTION:
+        return (f"model_type={model_type!r} has no attention heads (a state-space or recurrent model): "
+                "a successor head is an attention head, so there is nothing to score")
+    if model_type in HYBRIDS:
+        return (f"model_type={model_type!r} is a hybrid whose layers are not all attention layers "
+                "(state-space, linear-attention or recurrent layers): hybrids are not supported yet")
+    return None
 
 
 def is_moe(model_type: str | None, config: Any = None) -> bool:
@@ -137,14 +311,22 @@ def family_of(model_type: str | None, config: Any = None) -> FamilySpec:
         The family's spec from :data:`FAMILIES`.
 
     Raises:
-        ValueError: a mixture-of-experts model (not supported: the message says so); a
+        ValueError: a model without attention heads (Mamba, RWKV) or a hybrid whose layers are
+            not all attention (the message says which); a
+            mixture-of-experts model (not supported: the message says so); a
             ``model_type`` no family covers (the message lists the supported ones); a checkpoint
             its family's ``refuse`` check turns down (the message says why).
     """
-    if is_moe(model_type, config):
+    why = _no_heads(model_type) or _REFUSED.get(model_type or "")
+    if why:
+        raise ValueError(why)
+    declared = MODEL_TYPES.get(model_type)
+    if (declared is None or declared.moe_router is None) and is_moe(model_type, config):
         raise ValueError(
-            f"model_type={model_type!r} is a mixture-of-experts model: MoE models are not "
-            f"supported. Supported model types: {', '.join(sorted(MODEL_TYPES))}"
+            f"model_type={model_type!r} is a mixture-of-experts model this project does not declare: "
+            f"MoE models of this family are not supported. Supported mixture-of-experts families: "
+            f"{', '.join(sorted(s.name for s in FAMILIES.values() if s.moe_router))}; supported model types: "
+            f"{', '.join(sorted(MODEL_TYPES))}"
         )
     if model_type not in MODEL_TYPES:
         raise ValueError(
@@ -155,4 +337,5 @@ def family_of(model_type: str | None, config: Any = None) -> FamilySpec:
     why = spec.refuse(config) if (spec.refuse is not None and config is not None) else None
     if why:
         raise ValueError(f"{spec.name} checkpoint not supported: {why}")
-    return spec
+    changes = spec.variant(config) if (spec.variant is not None and config is not None) else None
+    return replace(spec, **changes) if changes else spec

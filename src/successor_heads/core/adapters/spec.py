@@ -24,19 +24,26 @@ from typing import Any, Literal, get_args
 #: ``n_kv_heads * d_head`` output rows); ``fused``: one projection whose output rows are the
 #: blocks ``[q (n_heads * d_head) | k (n_kv_heads * d_head) | v (n_kv_heads * d_head)]`` (GPT-2's
 #: ``c_attn``); ``fused_per_head``: one projection whose rows are ``[n_heads, 3, d_head]``, i.e.
-#: q, k, v interleaved head by head (GPT-NeoX's ``query_key_value``).
-QKVLayout = Literal["separate", "fused", "fused_per_head"]
+#: q, k, v interleaved head by head (GPT-NeoX's ``query_key_value``); ``fused_grouped``: rows
+#: ``[n_kv_heads, n_heads / n_kv_heads + 2, d_head]``, each KV group's queries then its key and
+#: value (Falcon's new decoder architecture); ``fused_codegen``: rows ``[4, 3, n_heads * d_head / 4]``,
+#: four blocks of ``[q | v | k]`` (CodeGen's ``qkv_proj``, heads in block order).
+QKVLayout = Literal["separate", "fused", "fused_per_head", "fused_grouped", "fused_codegen"]
 #: ``layernorm``: ``(x - mean) / sigma * w + b``; ``rmsnorm``: ``x / rms(x) * w``;
-#: ``rmsnorm_1p``: ``x / rms(x) * (1 + w)`` (Gemma).
-NormKind = Literal["layernorm", "rmsnorm", "rmsnorm_1p"]
+#: ``rmsnorm_1p``: ``x / rms(x) * (1 + w)`` (Gemma); ``layernorm_1p``: ``(x - mean) / sigma * (1 + w) + b``
+#: (Nemotron). A layernorm without weight or bias (OLMo's non-parametric one) is ``layernorm``
+#: with ``w = 1``, ``b = 0``.
+NormKind = Literal["layernorm", "rmsnorm", "rmsnorm_1p", "layernorm_1p"]
 #: ``none``: the first layer sees ``W_E[t]``; ``sqrt_d_model``: it sees ``W_E[t] * sqrt(d_model)`` (Gemma).
 EmbedScale = Literal["none", "sqrt_d_model"]
 #: ``dense``: ``W_out act(W_in x)``; ``gated``: ``W_down (act(W_gate x) * W_up x)`` (Phi-3 holds
 #: ``W_gate`` and ``W_up`` in one fused ``gate_up_proj``).
 MLPKind = Literal["dense", "gated"]
 #: ``learned``: absolute position embeddings added to the token embedding (GPT-2, GPT-Neo, OPT);
-#: ``rotary``: q and k rotated, nothing added to the residual stream.
-PositionKind = Literal["learned", "rotary"]
+#: ``sinusoidal``: fixed sinusoidal embeddings added to the token embedding (XGLM); ``rotary``:
+#: q and k rotated, nothing added to the residual stream; ``alibi``: a per-head linear bias on
+#: the attention scores (BLOOM, MPT), nothing added to the residual stream.
+PositionKind = Literal["learned", "sinusoidal", "rotary", "alibi"]
 
 _CHOICES = {"qkv": QKVLayout, "norm": NormKind, "embed_scale": EmbedScale, "mlp_kind": MLPKind,
             "positions": PositionKind}
@@ -88,6 +95,21 @@ class FamilySpec:
         positions: how positions enter (:data:`PositionKind`).
         refuse: None, or a function of the transformers config returning why a checkpoint of
             this family cannot be read with these paths (e.g. OPT-350m's post-norms), else None.
+        embed_norm: path (from the causal LM) of a norm applied to the token embedding before
+            the first layer (BLOOM's ``word_embeddings_layernorm``), or None; :meth:`Adapter.embed`
+            applies it.
+        logit_scale: config attribute of a constant the logits are multiplied by (Cohere's
+            ``logit_scale``), or None; folded into ``Adapter.W_U``.
+        multi_query: one key/value head shared by all query heads (GPT-BigCode, Falcon-7B).
+        kv_heads_attr: config attribute holding the number of key/value heads (absent or None:
+            ``n_heads``), unless ``multi_query``.
+        moe_router: path, inside a mixture-of-experts MLP module, of its router (whose forward
+            on ``[n_tokens, d_model]`` returns ``(logits, weights, expert indices)``), or None
+            for a dense MLP. The MLP module itself (router, experts, shared experts) is run for
+            ``mlp0``; a layer whose MLP has no router (Qwen2-MoE's ``mlp_only_layers``) is dense.
+        variant: None, or a function of the transformers config returning the fields that differ
+            for that checkpoint (Falcon's decoder architectures, StableLM's parallel residual);
+            :func:`~successor_heads.core.adapters.families.family_of` applies them.
 
     Raises:
         ValueError: on construction, a choice outside its allowed values or no ``model_types``.
@@ -120,6 +142,12 @@ class FamilySpec:
     qk_norm: bool = False
     positions: PositionKind = "rotary"
     refuse: Callable[[Any], str | None] | None = None
+    embed_norm: str | None = None
+    logit_scale: str | None = None
+    multi_query: bool = False
+    kv_heads_attr: str = "num_key_value_heads"
+    variant: Callable[[Any], dict[str, Any]] | None = None
+    moe_router: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model_types:
