@@ -30,7 +30,7 @@ __all__ = ["LoadedModel", "load", "successor_scores", "behavioural_check", "dire
 _SCORES, _BEHAVIOUR, _WILD = ScoresConfig(), BehaviourConfig(), WildConfig()
 
 
-def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu", memory: str = "auto") -> LoadedModel:
     """Load a model folder written by the models stage (``successor-heads fetch model=<name>``
     writes ``results/<name>/model``; a ``local`` source copies any transformers folder there).
 
@@ -39,6 +39,10 @@ def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cp
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (scores are computed in float32
             whatever the dtype).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        memory: ``"auto"`` (stream the weights from disk when they exceed half the memory
+            available), ``"in_memory"`` or ``"streamed"``: a streamed model reads each layer's
+            weights only while it is used, with the same numbers
+            (:func:`~successor_heads.core.loading.open_model`; ``manifest["memory"]`` says which).
 
     Returns:
         A :class:`~successor_heads.core.loading.LoadedModel` ``(model, tokenizer, adapter,
@@ -49,9 +53,9 @@ def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cp
     Raises:
         successor_heads.core.loading.ModelFetchError: the folder or its manifest is missing (the
             message names the command that fetches it).
-        ValueError: unknown dtype, or a model family without an adapter.
+        ValueError: unknown dtype or memory choice, or a model family without an adapter.
     """
-    return open_model(model_dir, dtype, device)
+    return open_model(model_dir, dtype, device, memory)
 
 
 def _tasks(loaded: LoadedModel, tasks) -> list:

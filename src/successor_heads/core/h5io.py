@@ -230,6 +230,8 @@ def provenance(cfg, manifest: Mapping[str, Any] | None = None, **extra: Any) -> 
         "quantization": quantization_label(manifest),
         "dtype": m.dtype,
         "norms": cfg.scores.norms if "scores" in cfg else "n/a",
+        # how the stage held the model (successor_heads.core.loading.open_model)
+        "memory": manifest.get("memory", "in_memory"),
         "package_versions": package_versions(),
     }
     out.update(extra)

@@ -128,7 +128,7 @@ def _apply_umask(folder: Path) -> None:
     os.umask(mask)
     os.chmod(folder, 0o777 & ~mask)
     for p in folder.iterdir():
-        if p.is_file():
+        if p.is_file() and p.stat().st_nlink == 1:  # a hard-linked weight file keeps its source's mode
             os.chmod(p, 0o666 & ~mask)
 
 

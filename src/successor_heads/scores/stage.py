@@ -63,7 +63,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     """
     t0 = time.time()
     model_dir = model_dir_of(inputs["manifest"])
-    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device, **memory_options(cfg))
     d = adapter.dims
     tasks = build_tasks(tok, cfg.tasks)
     report = tasks_report(tasks)
@@ -122,12 +122,21 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
     summary.update(method_record(cfg, chance, bos))
-    summary.update(n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
+    summary.update(memory=manifest["memory"], n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
                    wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))
     write_json(summary, outputs["summary"])
     return summary
+
+
+def memory_options(cfg) -> dict:
+    """``open_model``'s ``memory`` and ``mem_mb`` from a resolved config: ``model.memory`` (default
+    ``in_memory`` for a config without the key) and ``model.resources.mem_mb``."""
+    from omegaconf import OmegaConf
+
+    return {"memory": OmegaConf.select(cfg, "model.memory", default="in_memory"),
+            "mem_mb": OmegaConf.select(cfg, "model.resources.mem_mb", default=None)}
 
 
 def method_record(cfg, chance: float, bos: bool) -> dict:
