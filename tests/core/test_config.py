@@ -179,6 +179,7 @@ def default_views():
     ("corpus.n_contexts=4", {"editing", "wild"}),
     ("model.resources.cpus=8", set()),  # threads and resources: scheduling only
     ("model.resources.mem_mb=100", set()),
+    ("model.memory=streamed", {"scores"}),  # how the scores stage holds the weights (recorded)
     ("model.dtype=bfloat16", set(VIEW_KEYS) - {"zoo_table"}),
 ])
 def test_a_key_changes_exactly_the_views_that_read_it(default_views, override, changed):

@@ -42,7 +42,7 @@ VIEW_KEYS: dict[str, tuple[str, ...]] = {
     "models": ("model.name", "model.family", "model.dtype", "model.n_params", "model.source"),
     "activations": (*_PROVENANCE, "tasks", "features.numbers_max", "features.norms"),
     # scores.threshold is the zoo table's (the stage counts heads above the paper's 0.5)
-    "scores": (*_PROVENANCE, "tasks", "scores.modes", "scores.default_mode", "scores.norms",
+    "scores": (*_PROVENANCE, "model.memory", "tasks", "scores.modes", "scores.default_mode", "scores.norms",
                "scores.value_bias", "scores.batch_heads", "behaviour"),
     "features": (*_PROVENANCE, "seed", "tasks", "scores.norms", "scores.value_bias", "features"),
     # features.norms / residue_of: used when directions.h5 lacks those attributes

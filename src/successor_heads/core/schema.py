@@ -31,6 +31,9 @@ NORMS = ("raw", "applied")
 SOURCE_KINDS = ("hf", "pypi_wheel", "local")
 #: the dtype a model is loaded in (bfloat16 only on GPU)
 DTYPES = ("float32", "float16", "bfloat16")
+#: ``model.memory``: ``auto`` streams the weights from disk when they exceed a share of the memory
+#: available (successor_heads.core.streaming.choose_memory); the others force one way.
+MEMORY = ("auto", "in_memory", "streamed")
 #: what replaces a head's output in the behavioural check
 ABLATIONS = ("mean", "zero")
 #: natural-text sources of the corpus group
@@ -124,6 +127,8 @@ class ModelConfig:
     n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
     source: SourceConfig = field(default_factory=SourceConfig)
     dtype: str = rule("float32", choices=DTYPES)
+    # how the scores stage holds the weights: in memory, or streamed layer by layer from disk
+    memory: str = rule("auto", choices=MEMORY)
     # heads per mode that the behavioural check ablates (0: every head); large models on CPU
     # set it in their file, config.yaml passes it on as behaviour.top_k
     behaviour_top_k: int = rule(0, ge=0, hint="0: every head, else heads per mode")

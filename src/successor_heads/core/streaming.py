@@ -35,9 +35,11 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from successor_heads.core.schema import MEMORY
+
 #: ``model.memory`` choices: ``auto`` streams when the weights at the run's dtype exceed
 #: :data:`STREAM_SHARE` of the memory available; ``in_memory`` and ``streamed`` force one way.
-MEMORY_CHOICES = ("auto", "in_memory", "streamed")
+MEMORY_CHOICES = MEMORY
 #: Share of the available memory (psutil's ``available``, or ``model.resources.mem_mb`` when
 #: smaller) above which ``auto`` streams: the rest is left for activations and the other stages' data.
 STREAM_SHARE = 0.5

@@ -132,7 +132,9 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
 
 def memory_options(cfg) -> dict:
     """``open_model``'s ``memory`` and ``mem_mb`` from a resolved config: ``model.memory`` (default
-    ``in_memory`` for a config without the key) and ``model.resources.mem_mb``."""
+    ``in_memory`` for a config without the key) and ``model.resources.mem_mb`` where the config
+    carries it (the CLI's full config; the workflow's stage view leaves resources out, being
+    scheduling only, so ``auto`` then compares with psutil's available memory alone)."""
     from omegaconf import OmegaConf
 
     return {"memory": OmegaConf.select(cfg, "model.memory", default="in_memory"),
