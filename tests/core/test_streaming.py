@@ -192,3 +192,24 @@ def test_fetch_refuses_a_tensor_of_the_wrong_shape(folder, tmp_path):
     save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ModelFetchError, match=f"tensor {name} has shape"):
         check_weights(bad)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_real_default_models_streamed_scores_equal_in_memory(name):
+    """The fetched default models (``results/<name>/model``, as the main command writes them):
+    weights-only scores streamed == in memory, exactly, and the resid embeddings of the first
+    tokens within 1e-5."""
+    from pathlib import Path
+
+    folder = Path(f"results/{name}/model")
+    if not (folder / "manifest.json").is_file():
+        pytest.skip(f"{folder} not fetched (run `successor-heads fetch model={name}`)")
+    mem, streamed = _open_both(folder)
+    a, b = _scores(mem, "mlp0"), _scores(streamed, "mlp0")
+    np.testing.assert_array_equal(a.per_task, b.per_task)
+    ids = task_indices(build_tasks(mem.tokenizer))[1][:16]
+    prefix = neutral_prefix(mem.tokenizer)
+    xa = effective_embeddings(mem.adapter, ids, "resid", prefix_ids=prefix)
+    xb = effective_embeddings(streamed.adapter, ids, "resid", prefix_ids=prefix)
+    torch.testing.assert_close(xb, xa, atol=1e-5, rtol=0)

