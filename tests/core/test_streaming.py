@@ -213,3 +213,31 @@ def test_real_default_models_streamed_scores_equal_in_memory(name):
     xa = effective_embeddings(mem.adapter, ids, "resid", prefix_ids=prefix)
     xb = effective_embeddings(streamed.adapter, ids, "resid", prefix_ids=prefix)
     torch.testing.assert_close(xb, xa, atol=1e-5, rtol=0)
+
+
+def test_scores_stage_bf16_streamed_end_to_end_writes_float32(tmp_path, tokenizer):
+    """``successor-heads scores`` on a local folder in bfloat16, streamed and in memory: the same
+    CSV, float32 datasets in the HDF5 (never raw bf16), and ``memory`` recorded in both outputs."""
+    from pathlib import Path
+
+    from successor_heads.cli import main
+    from successor_heads.core.h5io import read_h5
+
+    src = tmp_path / "tiny-llama"
+    model, tok = make_model("llama", tokenizer)
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    config_dir = Path(__file__).resolve().parents[2] / "config"
+    csv = {}
+    for memory in ("in_memory", "streamed"):
+        results = tmp_path / memory
+        assert main(["scores", f"model={src}", "model.dtype=bfloat16", f"model.memory={memory}",
+                     f"results_dir={results}", "--config-dir", str(config_dir)]) == 0
+        out = results / "local-tiny-llama"
+        csv[memory] = (out / "successor_scores.csv").read_text()
+        datasets, attrs = read_h5(out / "successor_scores.h5")
+        assert attrs["memory"] == memory and attrs["dtype"] == "bfloat16"
+        floats = [v for v in datasets.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+        assert floats and all(v.dtype == np.float32 for v in floats)
+        assert json.loads((out / "scores_summary.json").read_text())["memory"] == memory
+    assert csv["in_memory"] == csv["streamed"]
