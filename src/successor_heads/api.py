@@ -208,7 +208,8 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
     Raises:
         successor_heads.core.corpus.CorpusError: the corpus cannot be loaded or is too short.
         ValueError: contexts shorter than 2 tokens, unknown ``final_norm`` or
-            ``compute_dtype``, a head out of range.
+            ``compute_dtype``, a head out of range, a model streamed from disk (not supported
+            here yet: load it with ``memory="in_memory"``).
     """
     import numpy as np
     import pandas as pd
@@ -220,6 +221,9 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
 
     check_final_norm(final_norm)
     check_compute_dtype(compute_dtype)
+    if loaded.manifest.get("memory") == "streamed":
+        raise ValueError("direct_effects needs the model in memory (it was streamed from disk): "
+                         "load it with successor_heads.load(..., memory='in_memory')")
     a, tok = loaded.adapter, loaded.tokenizer
     d = a.dims
     cols = ([(layer, head) for layer in range(d.n_layers) for head in range(d.n_heads)] if heads is None
