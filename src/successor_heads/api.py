@@ -35,7 +35,7 @@ __all__ = ["LoadedModel", "load", "successor_scores", "behavioural_check", "dire
 _SCORES, _BEHAVIOUR, _WILD = ScoresConfig(), BehaviourConfig(), WildConfig()
 
 
-def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu", memory: str = "auto") -> LoadedModel:
     """Load a model folder written by the models stage (``successor-heads fetch model=<name>``
     writes ``results/<name>/model``; a ``local`` source copies any transformers folder there).
 
@@ -44,6 +44,10 @@ def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cp
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (scores are computed in float32
             whatever the dtype).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        memory: ``"auto"`` (stream the weights from disk when they exceed half the memory
+            available), ``"in_memory"`` or ``"streamed"``: a streamed model reads each layer's
+            weights only while it is used, with the same numbers
+            (:func:`~successor_heads.core.loading.open_model`; ``manifest["memory"]`` says which).
 
     Returns:
         A :class:`~successor_heads.core.loading.LoadedModel` ``(model, tokenizer, adapter,
@@ -54,9 +58,9 @@ def load(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cp
     Raises:
         successor_heads.core.loading.ModelFetchError: the folder or its manifest is missing (the
             message names the command that fetches it).
-        ValueError: unknown dtype, or a model family without an adapter.
+        ValueError: unknown dtype or memory choice, or a model family without an adapter.
     """
-    return open_model(model_dir, dtype, device)
+    return open_model(model_dir, dtype, device, memory)
 
 
 def _tasks(loaded: LoadedModel, tasks) -> list:
@@ -208,7 +212,8 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
     Raises:
         successor_heads.core.corpus.CorpusError: the corpus cannot be loaded or is too short.
         ValueError: contexts shorter than 2 tokens, unknown ``final_norm`` or
-            ``compute_dtype``, a head out of range.
+            ``compute_dtype``, a head out of range, a model streamed from disk (not supported
+            here yet: load it with ``memory="in_memory"``).
     """
     import numpy as np
     import pandas as pd
@@ -220,6 +225,9 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
 
     check_final_norm(final_norm)
     check_compute_dtype(compute_dtype)
+    if loaded.manifest.get("memory") == "streamed":
+        raise ValueError("direct_effects needs the model in memory (it was streamed from disk): "
+                         "load it with successor_heads.load(..., memory='in_memory')")
     a, tok = loaded.adapter, loaded.tokenizer
     d = a.dims
     cols = ([(layer, head) for layer in range(d.n_layers) for head in range(d.n_heads)] if heads is None

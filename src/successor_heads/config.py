@@ -74,7 +74,7 @@ _PROVENANCE = ("model.name", "model.family", "model.dtype", "model.n_params", "m
 PARAMS: dict[str, tuple[str, ...]] = {
     "fetch_model": ("model.name", "model.family", "model.dtype", "model.n_params", "model.source"),
     "cache_activations": (*_PROVENANCE, "tasks", "features.numbers_max", "features.norms"),
-    "successor_scores": (*_PROVENANCE, "tasks", "scores.modes", "scores.default_mode", "scores.norms",
+    "successor_scores": (*_PROVENANCE, "model.memory", "tasks", "scores.modes", "scores.default_mode", "scores.norms",
                          "scores.value_bias", "scores.batch_heads", "behaviour"),
     "features": (*_PROVENANCE, "seed", "tasks", "scores.modes", "scores.norms", "scores.value_bias", "features"),
     "editing": (*_PROVENANCE, "tasks", "corpus", "scores.modes", "scores.norms", "scores.value_bias",

@@ -187,6 +187,7 @@ def default_params():
     ("corpus.n_contexts=4", {"editing", "wild"}),
     ("model.resources.cpus=8", set()),  # threads and resources: scheduling only
     ("model.resources.mem_mb=100", set()),
+    ("model.memory=streamed", {"successor_scores"}),  # how the scores stage holds the weights (recorded)
     ("model.dtype=bfloat16", set(PARAMS) - {"zoo_table"}),
 ])
 def test_a_key_changes_exactly_the_params_that_read_it(default_params, override, changed):

@@ -114,3 +114,31 @@ def test_conversion_parses_the_gguf_once(tiny, tmp_path, monkeypatch):
     assert got.keys() == want.keys()
     for key in want:  # the same dequantized weights, bit for bit
         assert torch.equal(got[key], want[key]), key
+
+
+def test_tensor_by_tensor_conversion_equals_the_whole_model_one(tiny, tmp_path, monkeypatch):
+    """A GGUF larger than memory is dequantized one tensor at a time into shards
+    (models/gguf_stream.py): the same tensors, bit for bit, as transformers' whole-model load, an
+    index over several shards, and the fetch chooses it when memory is short."""
+    from successor_heads.core import streaming
+    from successor_heads.models.gguf_stream import convert_gguf_streamed
+
+    _, gguf_path, _ = tiny
+    out = tmp_path / "streamed"
+    out.mkdir()
+    manifest = {}
+    convert_gguf_streamed(gguf_path, out, manifest, shard_bytes=64 * 1024)
+    assert len(list(out.glob("model-*.safetensors"))) > 1 and (out / "model.safetensors.index.json").is_file()
+    ref, _ = gguf_direct(gguf_path)
+    (out / "manifest.json").write_text("{}")
+    got = load_model(out)[0].state_dict()
+    want = ref.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert manifest["n_params"] == sum(p.numel() for p in ref.parameters())
+    # the fetch streams the conversion when the float32 weights exceed the share of memory
+    monkeypatch.setattr(streaming, "STREAM_SHARE", 1e-12)
+    fetched = tmp_path / "fetched" / "model"
+    fetch_model(local_cfg(gguf_path, "fetched"), fetched)
+    assert read_manifest(fetched)["conversion"].startswith("gguf dequantized tensor by tensor")

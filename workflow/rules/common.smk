@@ -12,6 +12,7 @@ from snakemake.logging import logger
 from successor_heads import config as run_config
 from successor_heads.core import layout
 from successor_heads.core.h5io import set_aside_incomplete
+from successor_heads.core.model_derive import streamed_mem_mb
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
 CONFIG_DIR = Path(config["config_dir"])
@@ -60,8 +61,12 @@ def model_cfg(wildcards):
     return MODEL_CFG[wildcards.model]
 
 
-def res(key):
+def res(key, streams=False):
     """Snakemake resource taken from the model's config (config/model/<name>.yaml: resources).
+
+    ``streams``: the rule's stage honours ``model.memory``; for a model set to ``streamed`` its
+    ``mem_mb`` is what streaming needs (successor_heads.core.model_derive.streamed_mem_mb), not
+    the weights' size.
 
     Also used as `threads: res("cpus")`: a rule's cores are the model's cpus (Snakemake caps
     them at --cores; on SLURM they become --cpus-per-task), and every job script sets torch's
@@ -70,7 +75,10 @@ def res(key):
     """
 
     def get(wildcards, attempt=1):
-        value = getattr(MODEL_CFG[wildcards.model].model.resources, key)
+        m = MODEL_CFG[wildcards.model].model
+        value = getattr(m.resources, key)
+        if key == "mem_mb" and streams and m.memory == "streamed":
+            value = streamed_mem_mb(m.n_params, m.dtype, value)
         if key in ("mem_mb", "runtime"):
             return int(value) * attempt
         return value

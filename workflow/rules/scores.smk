@@ -22,7 +22,7 @@ rule successor_scores:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=res("mem_mb"),
+        mem_mb=res("mem_mb", streams=True),
         runtime=res("runtime"),
         gpu=res("gpu"),
     threads: res("cpus")

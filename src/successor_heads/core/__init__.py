@@ -12,3 +12,6 @@ MODES = ("mlp0", "resid")
 NORMS = ("raw", "applied")
 #: the dtypes a model is loaded in (core.loading.open_model; bfloat16 only on GPU)
 DTYPES = ("float32", "float16", "bfloat16")
+#: how a stage holds a model's weights (core.loading.open_model, core.streaming; docs/DESIGN.md,
+#: "Large models"): auto streams them from disk when they exceed a share of the memory available
+MEMORY = ("auto", "in_memory", "streamed")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core import MODES
+from successor_heads.core.streaming import resident, streamed_of
 
 
 
@@ -90,7 +91,10 @@ def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw", batch_size:
     if ids.numel() == 0:
         raise ValueError("token_ids is empty: nothing to embed")
     chunks = [ids] if batch_size is None else ids.split(batch_size)
-    out = [adapter.mlp0(adapter.embed(c), norms).float() for c in chunks]
+    # a streamed model reads W_E and layer 0's MLP (and its norms) for this block only
+    with resident(adapter.model, adapter.model.get_input_embeddings(), adapter.mlp_in_norm(0), adapter.mlp(0),
+                  adapter.mlp_out_norm(0)):
+        out = [adapter.mlp0(adapter.embed(c), norms).float() for c in chunks]
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
@@ -110,7 +114,8 @@ def effective_embeddings(
     applied (``"applied"``), expanded (a view, no copy) over layers. ``resid``: hidden state
     entering layer L at the last position of ``prefix_ids + [t]`` (``norms`` does not apply:
     these are the model's real activations, un-normed; scoring applies the head's input norm,
-    see :func:`head_input_norm`).
+    see :func:`head_input_norm`). A model streamed from disk runs all tokens in one batch, so
+    each decoder layer is read once.
 
     Raises:
         ValueError: unknown ``mode``, or an empty ``token_ids``.
@@ -125,6 +130,8 @@ def effective_embeddings(
         x_TM = mlp0_embeddings(adapter, token_ids, norms)
         return x_TM.unsqueeze(0).expand(n_layers, *x_TM.shape)
     prefix = list(prefix_ids or [])
+    if streamed_of(adapter.model) is not None:
+        batch_size = max(batch_size, len(token_ids))  # one pass: each layer is read from disk once
     out = []
     chunks = token_ids.split(batch_size)
     for chunk in tqdm(chunks, desc="resid effective embeddings", disable=not progress):

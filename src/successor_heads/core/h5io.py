@@ -233,6 +233,8 @@ def provenance(manifest: Mapping[str, Any] | None = None, *, model: str, family:
         "quantization": quantization_label(manifest),
         "dtype": dtype,
         "norms": norms,
+        # how the stage held the model (successor_heads.core.loading.open_model)
+        "memory": manifest.get("memory", "in_memory"),
         "package_versions": package_versions(),
     }
     out.update(extra)

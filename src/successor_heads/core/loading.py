@@ -44,7 +44,8 @@ class LoadedModel(NamedTuple):
     manifest: dict
 
 
-def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu", memory: str = "in_memory",
+               mem_mb: int | None = None) -> LoadedModel:
     """Open a folder written by :func:`successor_heads.models.fetch.fetch_model` for a stage.
 
     The one entry point of every analysis stage (scores, features, editing, wild) to the models
@@ -59,20 +60,65 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
         model_dir: the folder (``results/{model}/model``), which must hold ``manifest.json``.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (the stored weights are converted).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`load_model`).
+        memory: ``"in_memory"`` (load every weight), ``"streamed"`` (build the model on the meta
+            device and read each module's weights from disk only while it runs or is read:
+            :mod:`successor_heads.core.streaming`) or ``"auto"`` (streams when the weights at
+            ``dtype`` exceed a share of the memory available or of ``mem_mb``:
+            :func:`successor_heads.core.streaming.choose_memory`). Which was used:
+            :func:`successor_heads.core.streaming.memory_used` of the model.
+        mem_mb: the job's memory limit (``model.resources.mem_mb``) for ``memory="auto"``.
 
     Returns:
-        :class:`LoadedModel` ``(model, tokenizer, adapter, manifest)``.
+        :class:`LoadedModel` ``(model, tokenizer, adapter, manifest)``; ``manifest["memory"]``
+        says how the model is held (``"in_memory"`` or ``"streamed"``).
 
     Raises:
         ModelFetchError: folder or manifest missing or unreadable (says which command fetches it).
-        ValueError: unknown dtype, or no adapter for the model's ``model_type`` (the message
-            lists the supported families).
+        ValueError: unknown dtype or memory choice, or no adapter for the model's ``model_type``
+            (the message lists the supported families).
     """
     from successor_heads.core.adapters import get_adapter
+    from successor_heads.core.streaming import choose_memory, memory_used, weight_bytes
 
     manifest = read_manifest(model_dir)
-    model, tokenizer = load_model(model_dir, dtype, device)
+    if memory != "in_memory" and choose_memory(memory, weight_bytes(model_dir, dtype) if memory == "auto" else 0,
+                                               mem_mb) == "streamed":
+        model, tokenizer = stream_model(model_dir, dtype, device)
+    else:
+        model, tokenizer = load_model(model_dir, dtype, device)
+    manifest["memory"] = memory_used(model)  # read by every output's provenance
     return LoadedModel(model, tokenizer, get_adapter(model), manifest)
+
+
+def stream_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    """As :func:`load_model`, but the model is built on the meta device and each module's weights are
+    read from the folder's safetensors only while it runs (:class:`successor_heads.core.streaming.StreamedModel`,
+    hooks attached to every decoder layer): a forward pass holds one decoder layer at a time.
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        ModelFetchError: folder or manifest missing. ValueError: unknown dtype, a model type with
+        no adapter, or a parameter missing from the checkpoint.
+    """
+    from transformers import AutoTokenizer
+
+    from successor_heads.core.adapters import get_adapter
+    from successor_heads.core.streaming import StreamedModel
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    stream = StreamedModel(model_dir, dtype, device)
+    stream.attach_hooks(get_adapter(stream.model).layers())
+    log.info("streaming %s (%s, %s) from %s", manifest.get("model"), dtype, device, model_dir)
+    return stream.model, AutoTokenizer.from_pretrained(str(model_dir))
 
 
 def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):

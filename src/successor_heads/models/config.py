@@ -9,7 +9,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from successor_heads.core.config import ConfigError, bounded, one_of
-from successor_heads.core import DTYPES
+from successor_heads.core import DTYPES, MEMORY
 from successor_heads.models.sources import SOURCE_KINDS
 
 
@@ -65,6 +65,9 @@ class ModelConfig:
     n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
     source: SourceConfig = MISSING
     dtype: str = "float32"
+    # how the scores stage holds the weights: in memory, or streamed from disk layer by layer
+    # (auto: streamed when they exceed a share of the memory available; core/streaming.py)
+    memory: str = "auto"
     # heads per mode that the behavioural check ablates (0: every head); large models on CPU set
     # it in their file, config.yaml passes it on as behaviour.top_k
     behaviour_top_k: int = 0
@@ -85,4 +88,5 @@ class ModelConfig:
 
     def __post_init__(self):
         one_of("model.dtype", self.dtype, DTYPES)
+        one_of("model.memory", self.memory, MEMORY)
         bounded("model.behaviour_top_k", self.behaviour_top_k, ge=0, hint="0: every head, else heads per mode")

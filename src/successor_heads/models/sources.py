@@ -20,6 +20,7 @@ A GGUF file from either of the last two is dequantized by
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -110,40 +111,52 @@ def hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
 
 
 def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
-    """Copy a transformers folder's config, tokenizer and weights (safetensors, else .bin).
+    """Bring a transformers folder's config, tokenizer and weights into ``dest`` and check them.
+
+    Weight files are hard-linked where the filesystem allows (else copied), so a model is not
+    stored twice; ``pytorch_model*.bin`` weights (when there are no safetensors) become
+    safetensors shard by shard (:func:`successor_heads.models.weights.bin_to_safetensors`). The
+    result is checked (:func:`successor_heads.models.weights.check_weights`) before the caller
+    marks the folder fetched.
 
     Args:
         folder: a hub snapshot or a local ``save_pretrained`` folder (symlinks are followed).
-        dest: the folder to copy into.
-        manifest: updated in place: ``conversion``, ``n_params`` and ``dtype`` (counted on the
-            meta device from ``config.json``), ``n_params_method``.
+        dest: the folder to fill.
+        manifest: updated in place: ``conversion``, ``weight_files`` (``linked`` or ``copied``
+            per file), ``n_params`` (from the safetensors headers), ``n_params_method``, ``dtype``.
 
     Raises:
-        ModelFetchError: ``folder`` holds no weights (``*.safetensors`` or ``pytorch_model*.bin``).
+        ModelFetchError: ``folder`` holds no weights (``*.safetensors`` or ``pytorch_model*.bin``);
+            a weight file is truncated or invalid, or a tensor the model needs is missing or
+            misshapen (one line naming the file and the fault).
     """
+    from successor_heads.models.weights import bin_to_safetensors, check_weights, link_or_copy
+
     folder = Path(folder)
     files: set[Path] = set()
     for pat in _KEEP_PATTERNS:
         files.update(p for p in folder.glob(pat) if p.is_file())
-    if not any(p.suffix == ".safetensors" for p in files):
-        files.update(p for p in folder.glob("pytorch_model*.bin") if p.is_file())
-    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+    has_safetensors = any(p.suffix == ".safetensors" for p in files)
+    has_bin = any(p.is_file() for p in folder.glob("pytorch_model*.bin"))
+    if not has_safetensors and not has_bin:
         raise ModelFetchError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin)")
+    if not has_safetensors:
+        files.discard(folder / "pytorch_model.bin.index.json")
+    how = {}
     for p in sorted(files):
-        log.info("copying %s (%.1f MB)", p.name, p.stat().st_size / 1e6)
-        shutil.copyfile(p, dest / p.name)  # follows hub-cache symlinks
-    manifest["conversion"] = "copied"
-    manifest["n_params"], manifest["dtype"] = _count_params_meta(dest)
-    manifest["n_params_method"] = "parameters of the model built from config.json on the meta device"
-
-
-def _count_params_meta(folder: Path) -> tuple[int, str | None]:
-    """Parameter count of the architecture in ``folder/config.json`` (no weights loaded) and its dtype."""
-    import json
-
-    from successor_heads.core.param_count import count_params
-
-    return count_params(json.loads((folder / "config.json").read_text()))
+        if p.suffix == ".safetensors":
+            how[p.name] = link_or_copy(p, dest / p.name)
+            log.info("%s %s (%.1f MB)", how[p.name], p.name, p.stat().st_size / 1e6)
+        else:
+            shutil.copyfile(p, dest / p.name)  # follows hub-cache symlinks
+    if not has_safetensors:
+        how.update({name: "converted from pytorch_model*.bin" for name in bin_to_safetensors(folder, dest)})
+    manifest["conversion"] = "linked or copied" if has_safetensors else "pytorch_model*.bin converted to safetensors"
+    manifest["weight_files"] = how
+    manifest["n_params"] = check_weights(dest)
+    manifest["n_params_method"] = "elements of the stored tensors (safetensors headers)"
+    config = json.loads((dest / "config.json").read_text())  # check_weights has read it
+    manifest["dtype"] = config.get("dtype") or config.get("torch_dtype")
 
 
 # --------------------------------------------------------------------------------------------

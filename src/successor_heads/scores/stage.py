@@ -51,7 +51,8 @@ def task_indices(tasks) -> tuple[list[TaskIndex], torch.Tensor]:
     return idx, torch.tensor(union, dtype=torch.long)
 
 
-def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
+def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True,
+        mem_mb: int | None = None) -> dict:
     """Score every head of ``cfg.model`` and write the outputs listed in the module docstring.
 
     Args:
@@ -60,13 +61,16 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             :func:`successor_heads.models.fetch_model` (:func:`successor_heads.core.layout.inputs`).
         outputs: the paths to write, by the names of the module docstring
             (:func:`successor_heads.core.layout.outputs`).
+        mem_mb: the job's memory (MB; the workflow passes the rule's ``mem_mb`` resource), which
+            ``model.memory=auto`` compares the weights with; None: ``cfg.model.resources.mem_mb``.
 
     Returns: the summary dict also written to ``outputs["summary"]``.
     Raises: ValueError when no task survives the single-token filter.
     """
     t0 = time.time()
     model_dir = model_dir_of(inputs["manifest"])
-    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device, memory=cfg.model.memory,
+                                               mem_mb=cfg.model.resources.mem_mb if mem_mb is None else mem_mb)
     d = adapter.dims
     tasks = build_tasks(tok, **asdict(cfg.tasks))
     report = tasks_report(tasks)
@@ -133,7 +137,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
     summary.update(method_record(cfg, chance, bos))
-    summary.update(n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
+    summary.update(memory=manifest["memory"], n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
                    wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),
                    pairs_dropped=int(report.n_pairs_dropped.sum()))

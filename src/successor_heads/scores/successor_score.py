@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.ov import ov_readout
+from successor_heads.core.streaming import resident
 
 
 @dataclass
@@ -130,6 +131,22 @@ def successor_scores(
         task_pos = [torch.tensor([pos[t] for t in task.token_ids], dtype=torch.long) for task in tasks]
     except KeyError as e:
         raise ValueError(f"task token id {e} is not among token_ids") from e
+    # a streamed model (successor_heads.core.streaming) reads W_U and the final norm once, then
+    # each layer's norms and value/output projections only while that layer is scored
+    with resident(adapter.model, adapter.model.get_output_embeddings(), adapter.final_norm()):
+        return _score_layers(adapter, x_LTM, tasks, task_pos, norms, batch_heads, progress, value_bias, input_norm)
+
+
+def _layer_weights(adapter: Adapter, layer: int):
+    """What scoring ``layer`` reads: its attention input norm, value and output projections and
+    post-attention norm (resident for the block when the model is streamed)."""
+    return resident(adapter.model, adapter.attn_in_norm(layer), adapter.v_proj(layer), adapter.o_proj(layer),
+                    adapter.attn_out_norm(layer))
+
+
+def _score_layers(adapter: Adapter, x_LTM, tasks, task_pos, norms, batch_heads, progress, value_bias,
+                  input_norm) -> ScoreResult:
+    """The body of :func:`successor_scores` once the unembedding is resident."""
     unembed = [tuple(None if w is None else w.float() for w in adapter.unembed_columns(torch.tensor(task.token_ids)))
                for task in tasks]
     # only tokens that have a successor are scored: their rows among token_ids, and the
@@ -144,7 +161,8 @@ def successor_scores(
     per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
     per_task_t = torch.full((d.n_heads, len(tasks)), float("nan"), device=adapter.device)
     for layer in tqdm(range(d.n_layers), desc="successor scores", disable=not progress):
-        h_HTM = _readout_all_heads(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm)
+        with _layer_weights(adapter, layer):
+            h_HTM = _readout_all_heads(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm)
         # only each task's own block of logits is needed: unembedding every token against every
         # other (n_tokens^2) costs far more than the tasks' blocks together
         for k, (rows, target, (W_U, b_U)) in enumerate(zip(pair_rows, pair_target, unembed)):

@@ -23,10 +23,11 @@ import copy
 import torch
 from torch import nn
 
+from successor_heads.core import NORMS as NORM_OPTIONS
+from successor_heads.core.streaming import streamed_of
+
 from .parts import Dims, module_at as _module, stacked as _stacked
 from .spec import FamilySpec
-
-from successor_heads.core import NORMS as NORM_OPTIONS
 
 
 def _check_norms(norms: str) -> None:
@@ -220,8 +221,10 @@ class Adapter:
 
     @property
     def device(self) -> torch.device:
-        """Where the embedding table (and so the adapter's outputs) live."""
-        return self.W_E.device
+        """Where the embedding table (and so the adapter's outputs) live; for a model streamed
+        from disk (:mod:`successor_heads.core.streaming`), where its weights are loaded."""
+        stream = streamed_of(self.model)
+        return stream.device if stream is not None else self.W_E.device
 
     @property
     def W_E(self) -> torch.Tensor:

@@ -1,0 +1,247 @@
+"""Benchmark: a model larger than memory, streamed from disk (successor_heads.core.streaming).
+
+Builds a synthetic Llama-shaped model in a temporary folder (default: Llama-2-13B's shape, 40
+layers, d_model 5120, 40 heads, d_mlp 13824, the vocabulary of an offline tokenizer, random
+bfloat16 weights written one tensor at a time: about 26 GB on disk), then measures, each part in
+a fresh subprocess so that its peak RSS is its own:
+
+(a) weights-only ``mlp0`` successor scores of every head, streamed: wall time, peak RSS, and the
+    time to read the tensors it needs from disk (measured first, in the same run) as a ratio;
+    the folder's files are dropped from the page cache before each of the two timings;
+(b) ``resid`` embeddings and the behavioural check of the top 16 heads (by (a)'s scores) on
+    the default prompt set, streamed: wall time, peak RSS and the ratio to the compute-bound
+    estimate (2 x parameters x tokens at the run's own measured matmul rate);
+(c) (b) for a 7B-shaped model stored in bfloat16 and run in float32 (``--part c``).
+
+The folder is deleted when done. Targets (issue 16): (a) peak RSS <= 8 GB and wall <= 2x the
+disk-read time; (b) peak RSS <= 16 GB. Printed only; no test asserts them.
+
+    python benchmarks/bench_streaming.py --parts a                       # the 13B shape, part (a)
+    python benchmarks/bench_streaming.py --parts a,b --layers 4 --d-model 1024 --heads 8 --d-mlp 2816   # dry run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+SHAPES = {"13b": dict(layers=40, d_model=5120, heads=40, d_mlp=13824),
+          "7b": dict(layers=32, d_model=4096, heads=32, d_mlp=11008)}
+
+
+def build(folder: Path, tokenizer_dir: Path, layers: int, d_model: int, heads: int, d_mlp: int) -> float:
+    """Write a random bfloat16 Llama of this shape into ``folder`` (one shard per layer); returns GB."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, LlamaConfig
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    vocab = len(tok)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=heads, tie_word_embeddings=False,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, dtype="bfloat16")
+    cfg.architectures = ["LlamaForCausalLM"]
+    folder.mkdir(parents=True)
+    cfg.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    gen = torch.Generator().manual_seed(0)
+    # one pool of N(0, 1) values, each tensor a copy of a random window of it: drawing 13B
+    # normal numbers would take longer than the measurements themselves on a small machine
+    pool = torch.randn(64 * 2**20 + 1, generator=gen).to(torch.bfloat16)
+
+    def rand(*shape, scale=0.02):
+        n = 1
+        for k in shape:
+            n *= k
+        start = int(torch.randint(0, pool.numel(), (1,), generator=gen))
+        flat = pool.roll(-start).repeat(-(-n // pool.numel()))[:n]
+        return (flat * scale).reshape(shape).contiguous()
+
+    def shards():  # made one at a time: memory holds one layer's tensors
+        yield "model-embed.safetensors", {"model.embed_tokens.weight": rand(vocab, d_model),
+                                          "lm_head.weight": rand(vocab, d_model),
+                                          "model.norm.weight": 1 + rand(d_model, scale=0.1)}
+        for i in range(layers):
+            p = f"model.layers.{i}."
+            yield f"model-layer{i:03d}.safetensors", {
+                p + "input_layernorm.weight": 1 + rand(d_model, scale=0.1),
+                p + "post_attention_layernorm.weight": 1 + rand(d_model, scale=0.1),
+                **{p + f"self_attn.{n}.weight": rand(d_model, d_model) for n in ("q_proj", "k_proj", "v_proj", "o_proj")},
+                p + "mlp.gate_proj.weight": rand(d_mlp, d_model), p + "mlp.up_proj.weight": rand(d_mlp, d_model),
+                p + "mlp.down_proj.weight": rand(d_model, d_mlp)}
+
+    weight_map, total = {}, 0
+    for name, tensors in shards():
+        save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in tensors})
+        total += sum(t.numel() * 2 for t in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (folder / "manifest.json").write_text(json.dumps({"model": "synthetic", "conversion": "benchmark"}))
+    return total / 1e9
+
+
+def _evict(folder: Path) -> None:
+    """Drop the folder's weight files from the page cache (``POSIX_FADV_DONTNEED``; no root
+    needed, other files untouched), so each timing reads from disk."""
+    import os
+
+    for path in folder.glob("*.safetensors"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB
+
+
+def part_a(folder: Path, dtype: str) -> dict:
+    """Weights-only mlp0 scores of every head, streamed; the needed tensors' read time first."""
+    from successor_heads.config import compose
+    from successor_heads.core.effective_embedding import effective_embeddings
+    from successor_heads.core.loading import open_model
+    from successor_heads.core.streaming import streamed_of
+    from successor_heads.core.tasks import build_tasks
+    from successor_heads.scores.stage import task_indices
+    from successor_heads.scores.successor_score import successor_scores
+
+    loaded = open_model(folder, dtype, memory="streamed")
+    stream, ad = streamed_of(loaded.model), loaded.adapter
+    needed = [ad.model.get_input_embeddings(), ad.model.get_output_embeddings(), ad.final_norm(), ad.mlp_in_norm(0),
+              ad.mlp(0), ad.mlp_out_norm(0)]
+    for layer in range(ad.dims.n_layers):
+        needed += [ad.attn_in_norm(layer), ad.v_proj(layer), ad.o_proj(layer), ad.attn_out_norm(layer)]
+    names = [stream._source[n] for m in needed if m is not None for n in stream._params_of(m)]
+    _evict(folder)
+    t0 = time.perf_counter()
+    nbytes = 0
+    for n in names:  # read (and drop) each needed tensor: the disk-read time of the method's input
+        nbytes += stream.tensors.get(n).nbytes
+    read_s = time.perf_counter() - t0
+    stream.tensors.reads.clear()
+    cfg = compose()
+    idx, ids = task_indices(build_tasks(loaded.tokenizer, **asdict(cfg.tasks)))
+    _evict(folder)
+    t0 = time.perf_counter()
+    x = effective_embeddings(ad, ids, "mlp0", "raw")
+    r = successor_scores(ad, x, ids, idx, "raw")
+    wall = time.perf_counter() - t0
+    top = sorted(((float(r.overall[l, h]), l, h) for l in range(ad.dims.n_layers) for h in range(ad.dims.n_heads)),
+                 reverse=True)[:16]
+    return {"part": "a", "heads": ad.dims.n_layers * ad.dims.n_heads, "needed_GB": round(nbytes / 1e9, 2),
+            "read_s": round(read_s, 2), "scores_wall_s": round(wall, 2), "wall_over_read": round(wall / read_s, 2),
+            "peak_rss_GB": round(_peak_rss_gb(), 2), "top16": [[l, h] for _, l, h in top]}
+
+
+def _matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    return 3 * 2 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
+def part_b(folder: Path, dtype: str, heads: list) -> dict:
+    """resid embeddings and the behavioural check of ``heads``, streamed; against the compute bound."""
+    from successor_heads.config import compose
+    from successor_heads.core.effective_embedding import effective_embeddings, neutral_prefix
+    from successor_heads.core.loading import open_model
+    from successor_heads.core.tasks import build_tasks, ordinal_list_prompts
+    from successor_heads.scores.behaviour import behavioural_drops
+    from successor_heads.scores.stage import task_indices
+
+    loaded = open_model(folder, dtype, memory="streamed")
+    ad, tok = loaded.adapter, loaded.tokenizer
+    cfg = compose()
+    tasks = build_tasks(tok, **asdict(cfg.tasks))
+    _, ids = task_indices(tasks)
+    prefix = neutral_prefix(tok)
+    n_params = ad.n_params()
+    t0 = time.perf_counter()
+    effective_embeddings(ad, ids, "resid", prefix_ids=prefix, batch_size=len(ids))
+    resid_s = time.perf_counter() - t0
+    prompts = ordinal_list_prompts(tok, tasks, n_items=cfg.behaviour.n_items, max_per_family=cfg.behaviour.max_per_family)
+    t0 = time.perf_counter()
+    behavioural_drops(ad, tok, prompts, ablation=cfg.behaviour.ablation, heads=[tuple(h) for h in heads])
+    behaviour_s = time.perf_counter() - t0
+    rate = _matmul_gflops(getattr(torch, dtype))
+    resid_tokens = len(ids) * (len(prefix) + 1)
+    est = 2 * n_params * resid_tokens / (rate * 1e9)
+    return {"part": "b", "dtype": dtype, "resid_s": round(resid_s, 1), "resid_compute_bound_s": round(est, 1),
+            "resid_over_bound": round(resid_s / est, 2), "behaviour_s": round(behaviour_s, 1),
+            "n_prompts": len(prompts), "matmul_GFLOPs": round(rate, 1), "peak_rss_GB": round(_peak_rss_gb(), 2)}
+
+
+def run_child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"part failed: {args}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="a,b,c")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="13b")
+    for k in ("layers", "d_model", "heads", "d_mlp"):
+        p.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, help="override the shape")
+    p.add_argument("--tokenizer-dir", default="results/smollm2-135m/model")
+    p.add_argument("--tmp-dir", default=None, help="where the synthetic folder goes (default: the system's)")
+    p.add_argument("--child", choices=["a", "b"], help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)
+    p.add_argument("--heads-json", default="[]", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+    if args.child == "a":
+        print(json.dumps(part_a(Path(args.folder), args.dtype)))
+        return
+    if args.child == "b":
+        print(json.dumps(part_b(Path(args.folder), args.dtype, json.loads(args.heads_json))))
+        return
+    parts = args.parts.split(",")
+    shape = dict(SHAPES[args.shape])
+    shape.update({k: getattr(args, k) for k in shape if getattr(args, k) is not None})
+    tmp = Path(tempfile.mkdtemp(prefix="bench_streaming_", dir=args.tmp_dir))
+    try:
+        if "a" in parts or "b" in parts:
+            t0 = time.perf_counter()
+            gb = build(tmp / "model", Path(args.tokenizer_dir), **shape)
+            print(f"synthetic model {shape}: {gb:.1f} GB bfloat16 on disk, written in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+            a = run_child(["--child", "a", "--folder", str(tmp / "model")])
+            print("(a) weights-only scores:", json.dumps({k: v for k, v in a.items() if k != "top16"}), flush=True)
+            if "b" in parts:
+                b = run_child(["--child", "b", "--folder", str(tmp / "model"), "--heads-json", json.dumps(a["top16"])])
+                print("(b) resid + behaviour (top 16 heads), streamed:", json.dumps(b), flush=True)
+            shutil.rmtree(tmp / "model")
+        if "c" in parts:
+            overridden = any(getattr(args, k) is not None for k in shape)
+            c_shape = shape if overridden else dict(SHAPES["7b"])
+            gb = build(tmp / "model7", Path(args.tokenizer_dir), **c_shape)
+            print(f"(c) {c_shape}: {gb:.1f} GB bfloat16 on disk, run in float32", flush=True)
+            a = run_child(["--child", "a", "--folder", str(tmp / "model7"), "--dtype", "float32"])
+            c = run_child(["--child", "b", "--folder", str(tmp / "model7"), "--dtype", "float32",
+                           "--heads-json", json.dumps(a["top16"])])
+            print("(c) resid + behaviour, bf16 stored, float32 run, streamed:", json.dumps(c), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Models larger than memory: weights read from the folder's safetensors tensor by tensor, only
+while a module needs them (ours; docs/DESIGN.md, "Large models").
+
+A streamed model is the family's own transformers module built on the meta device (accelerate's
+``init_empty_weights``: parameters take no memory; the small non-persistent buffers such as the
+rotary frequencies are built as usual). Parameters are materialised by
+``accelerate.utils.set_module_tensor_to_device`` from a memory-mapped ``safetensors`` file when a
+module needs them, and put back on the meta device afterwards:
+
+* :func:`resident` keeps given modules' weights in memory inside a ``with`` block (the
+  weights-only scores read ``W_E``, the first MLP, each layer's value/output projections and
+  norms, the final norm and ``W_U`` this way, layer by layer; nothing else is read);
+* :meth:`StreamedModel.attach_hooks` loads each decoder layer (and the embedding, final norm and
+  unembedding) just before its forward call and frees it just after, so a forward pass over a
+  whole batch holds one decoder layer's weights at a time while the model's own modules run.
+  accelerate's ``AlignDevicesHook`` does the same for a weights map keyed by module-local names;
+  ours reads checkpoint names through :class:`CheckpointTensors` (with the base-model prefix and
+  tied embeddings resolved once) and the same loader serves :func:`resident`.
+
+Checkpoint tensor names are not declared per family: they are the streamed model's own
+parameter names (its module paths, which the family's declared table points into), matched to
+the checkpoint's names with or without the base model's prefix (``transformer.``, ``model.``);
+a tied unembedding reads the embedding's tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from successor_heads.core import MEMORY
+
+#: ``model.memory`` choices: ``auto`` streams when the weights at the run's dtype exceed
+#: :data:`STREAM_SHARE` of the memory available; ``in_memory`` and ``streamed`` force one way.
+MEMORY_CHOICES = MEMORY
+#: Share of the available memory (psutil's ``available``, or ``model.resources.mem_mb`` when
+#: smaller) above which ``auto`` streams: the rest is left for activations and the other stages' data.
+STREAM_SHARE = 0.5
+#: Attribute a streamed transformers model carries: its :class:`StreamedModel`.
+STREAM_ATTR = "_successor_heads_stream"
+
+
+class CheckpointTensors:
+    """The tensors of a transformers folder's safetensors files, read lazily by name.
+
+    The name -> file map comes from ``model.safetensors.index.json`` when the folder is sharded,
+    else from the headers of its ``*.safetensors`` files; files are memory-mapped
+    (``safetensors.safe_open``), so reading one tensor reads only its bytes.
+
+    Args:
+        folder: a transformers folder holding ``*.safetensors`` weights.
+
+    Attributes:
+        files: tensor name -> file path. ``reads``: names read so far, in order (tests check
+            that only the needed tensors are read).
+
+    Raises:
+        FileNotFoundError: the folder has no safetensors weights (one line saying so).
+    """
+
+    def __init__(self, folder: str | Path):
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.files = {name: self.folder / f for name, f in weight_map.items()}
+        else:
+            self.files = {}
+            for path in sorted(self.folder.glob("*.safetensors")):
+                with safe_open(str(path), "pt") as f:
+                    self.files.update({k: path for k in f.keys()})
+        if not self.files:
+            raise FileNotFoundError(f"{self.folder}: no safetensors weights to stream (fetch the model first)")
+        self._open: dict[Path, object] = {}
+        self.reads: list[str] = []
+
+    def shapes(self) -> dict[str, list[int]]:
+        """Every tensor's shape, from the file headers (no tensor data is read)."""
+        from safetensors import safe_open
+
+        out: dict[str, list[int]] = {}
+        by_file: dict[Path, list[str]] = defaultdict(list)
+        for name, path in self.files.items():
+            by_file[path].append(name)
+        for path, names in by_file.items():
+            with safe_open(str(path), "pt") as f:
+                out.update({n: list(f.get_slice(n).get_shape()) for n in names})
+        return out
+
+    def n_params(self) -> int:
+        """The parameter count: elements of every stored tensor (tied tensors are stored once)."""
+        return sum(math.prod(s) for s in self.shapes().values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor ``name`` as stored (its own dtype), read from its file.
+
+        Raises:
+            KeyError: no such tensor in the checkpoint.
+        """
+        from safetensors import safe_open
+
+        path = self.files[name]
+        if path not in self._open:
+            self._open[path] = safe_open(str(path), "pt")
+        self.reads.append(name)
+        return self._open[path].get_tensor(name)
+
+
+class StreamedModel:
+    """A transformers causal LM on the meta device whose weights come from disk on demand (module docstring).
+
+    Args:
+        model_dir: transformers folder (``config.json`` and safetensors weights).
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``: the run's dtype; stored tensors are
+            cast to it as they are read, as ``from_pretrained(dtype=...)`` does.
+        device: where loaded weights go (``"cpu"``, ``"cuda"``, ...).
+
+    Attributes:
+        model: the transformers model (eval mode, eager attention, ``requires_grad`` off); it
+            carries this object as attribute :data:`STREAM_ATTR`.
+        tensors: its :class:`CheckpointTensors`.
+        device, dtype: as given (torch objects).
+
+    Raises:
+        FileNotFoundError: no safetensors weights in ``model_dir``.
+        ValueError: a parameter of the model has no tensor in the checkpoint (names it).
+    """
+
+    def __init__(self, model_dir: str | Path, dtype: str = "float32", device: str = "cpu"):
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.tensors = CheckpointTensors(model_dir)
+        config = AutoConfig.from_pretrained(str(model_dir))
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, dtype=self.dtype, attn_implementation="eager")
+        model.tie_weights()  # from_config under init_empty_weights leaves tied embeddings apart
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        self._module_name = {id(m): n for n, m in model.named_modules()}
+        self._source = checkpoint_names(model, self.tensors)
+        self.loaded_now: set[str] = set()
+        setattr(model, STREAM_ATTR, self)
+
+    def _params_of(self, module: nn.Module) -> list[str]:
+        """Full parameter names of ``module`` (a module of the model, or a container of them,
+        e.g. the adapter's ``nn.Sequential`` of OPT's MLP parts)."""
+        name = self._module_name.get(id(module))
+        if name is None:
+            return [n for child in module.children() for n in self._params_of(child)]
+        return [f"{name}.{p}" if name else p for p, _ in module.named_parameters()]
+
+    def load(self, modules: Iterable[nn.Module | None]) -> list[str]:
+        """Read the weights of ``modules`` (None entries skipped) that are not in memory yet.
+
+        Returns:
+            the parameter names this call materialised (pass them to :meth:`free`).
+        """
+        from accelerate.utils import set_module_tensor_to_device
+
+        done = []
+        for module in modules:
+            if module is None:
+                continue
+            for name in self._params_of(module):
+                if name in self.loaded_now:
+                    continue
+                value = self.tensors.get(self._source[name])
+                set_module_tensor_to_device(self.model, name, self.device, value=value, dtype=self.dtype)
+                self.loaded_now.add(name)
+                done.append(name)
+        return done
+
+    def free(self, names: Iterable[str]) -> None:
+        """Put parameters ``names`` back on the meta device (their memory is released)."""
+        from accelerate.utils import set_module_tensor_to_device
+
+        for name in names:
+            if name in self.loaded_now:
+                set_module_tensor_to_device(self.model, name, "meta")
+                self.loaded_now.discard(name)
+
+    @contextlib.contextmanager
+    def resident(self, modules: Iterable[nn.Module | None]) -> Iterator[None]:
+        """``modules``' weights in memory inside the block; those this block read are freed on exit."""
+        names = self.load(modules)
+        try:
+            yield
+        finally:
+            self.free(names)
+
+    def attach_hooks(self, layers: nn.ModuleList) -> None:
+        """Load each of ``layers`` (the decoder layers), and every module with parameters of its
+        own outside them (embeddings, final norm, unembedding), just before its forward call and
+        free it just after. Weights made resident by :meth:`resident` are left in place."""
+        in_layers = {id(m) for layer in layers for m in layer.modules()}
+        targets = list(layers) + [m for m in self.model.modules()
+                                  if id(m) not in in_layers and next(m.parameters(recurse=False), None) is not None]
+        for module in targets:
+            loaded: list[list[str]] = []
+
+            def pre(mod, _args, loaded=loaded):
+                loaded.append(self.load([mod]))
+
+            def post(_mod, _args, _out, loaded=loaded):
+                self.free(loaded.pop())
+
+            module.register_forward_pre_hook(pre)
+            module.register_forward_hook(post)
+
+
+def checkpoint_names(model: nn.Module, tensors: CheckpointTensors) -> dict[str, str]:
+    """Each parameter of ``model`` -> the name of its tensor in the checkpoint (ours).
+
+    The model's own parameter names (its module paths), matched to the checkpoint's after
+    transformers' checkpoint renamings for the model class, with or without the base model's
+    prefix; tied parameters (a tied unembedding) resolve to the one tensor stored.
+
+    Raises:
+        ValueError: a parameter has no tensor in the checkpoint (names up to five; says to re-fetch).
+    """
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    tied: dict[int, list[str]] = defaultdict(list)
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied[id(p)].append(name)
+    # the checkpoint's names as the model calls them: transformers' own renamings (GPT-NeoX's
+    # embed_out -> lm_head, old LayerNorm gamma/beta, ...), applied as from_pretrained does
+    as_model = {_renamed(key, model): key for key in tensors.files}
+
+    def stored(name: str) -> str | None:
+        candidates = [name]
+        if prefix and name.startswith(prefix + "."):
+            candidates.append(name[len(prefix) + 1:])
+        elif prefix:
+            candidates.append(f"{prefix}.{name}")
+        return next((as_model[c] for c in candidates if c in as_model), None)
+
+    out, missing = {}, []
+    for names in tied.values():
+        src = next((s for s in map(stored, names) if s is not None), None)
+        if src is None:
+            missing.append(names[0])
+        out.update({n: src for n in names})
+    if missing:
+        raise ValueError(f"{tensors.folder}: the checkpoint has no tensor for {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; re-fetch the model")
+    return out
+
+
+def _renamed(key: str, model: nn.Module) -> str:
+    """Checkpoint tensor name ``key`` under the model's naming: transformers' checkpoint renamings
+    for this model class (``transformers.conversion_mapping``) applied in order."""
+    import re
+
+    from transformers.conversion_mapping import WeightRenaming, get_model_conversion_mapping
+
+    cache = model.__dict__.setdefault("_successor_heads_renamings", [])
+    if not cache:
+        for r in get_model_conversion_mapping(model):
+            if isinstance(r, WeightRenaming):
+                targets = list(r.target_patterns)
+                for i, src in enumerate(r.source_patterns):
+                    cache.append((re.compile(src), targets[min(i, len(targets) - 1)]))
+        cache.append((None, None))  # built: an empty mapping is still built
+    for pattern, target in cache:
+        if pattern is not None:
+            key = pattern.sub(target, key)
+    return key
+
+
+def choose_memory(memory: str, weight_bytes: int, mem_mb: int | None = None,
+                  available_bytes: int | None = None) -> str:
+    """Resolve ``model.memory`` to ``"in_memory"`` or ``"streamed"`` (ours).
+
+    Args:
+        memory: ``"auto"``, ``"in_memory"`` or ``"streamed"`` (:data:`MEMORY_CHOICES`).
+        weight_bytes: the weights' size at the run's dtype, bytes (:func:`weight_bytes`).
+        mem_mb: the job's memory limit in MB (``model.resources.mem_mb``), or None.
+        available_bytes: the memory available now (default: ``psutil.virtual_memory().available``).
+
+    Returns:
+        ``memory`` itself unless it is ``"auto"``; then ``"streamed"`` when ``weight_bytes`` exceeds
+        :data:`STREAM_SHARE` of the smaller of the available memory and ``mem_mb``.
+
+    Raises:
+        ValueError: ``memory`` is not one of :data:`MEMORY_CHOICES`.
+    """
+    if memory not in MEMORY_CHOICES:
+        raise ValueError(f"model.memory={memory!r}: must be one of {', '.join(MEMORY_CHOICES)}")
+    if memory != "auto":
+        return memory
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    budget = min(available_bytes, mem_mb * 2**20) if mem_mb else available_bytes
+    return "streamed" if weight_bytes > STREAM_SHARE * budget else "in_memory"
+
+
+def weight_bytes(model_dir: str | Path, dtype: str) -> int:
+    """Bytes the weights of ``model_dir`` take at ``dtype`` (``"float32"``, ...): the parameter count
+    from the safetensors headers times the dtype's size. Raises FileNotFoundError without safetensors."""
+    return CheckpointTensors(model_dir).n_params() * torch.finfo(getattr(torch, dtype)).bits // 8
+
+
+def memory_used(model: nn.Module) -> str:
+    """``"streamed"`` for a model streamed from disk, else ``"in_memory"``: what outputs record."""
+    return "streamed" if streamed_of(model) is not None else "in_memory"
+
+
+def streamed_of(model: nn.Module) -> StreamedModel | None:
+    """The :class:`StreamedModel` behind ``model``, or None for a model held in memory."""
+    return getattr(model, STREAM_ATTR, None)
+
+
+@contextlib.contextmanager
+def resident(model: nn.Module, *modules: nn.Module | None) -> Iterator[None]:
+    """Within the block, ``modules``' weights are in memory: a no-op for a model held in memory,
+    a read from disk (freed on exit) for a streamed one (:meth:`StreamedModel.resident`).
+
+    Args:
+        model: the transformers model the modules belong to.
+        modules: its modules (None entries, a norm the family lacks, are skipped).
+    """
+    stream = streamed_of(model)
+    if stream is None:
+        yield
+        return
+    with stream.resident(modules):
+        yield
