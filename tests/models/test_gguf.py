@@ -140,5 +140,5 @@ def test_tensor_by_tensor_conversion_equals_the_whole_model_one(tiny, tmp_path, 
     # the fetch streams the conversion when the float32 weights exceed the share of memory
     monkeypatch.setattr(streaming, "STREAM_SHARE", 1e-12)
     fetched = tmp_path / "fetched" / "model"
-    fetch_model(local_cfg(gguf_path, "fetched"), fetched)
+    fetch_model(fetched, **local_cfg(gguf_path, "fetched").model.fetch_args())
     assert read_manifest(fetched)["conversion"].startswith("gguf dequantized tensor by tensor")

@@ -109,8 +109,8 @@ def stream_model(model_dir: str | os.PathLike, dtype: str = "float32", device: s
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(DTYPES)}")
     if device == "auto":
         import torch
 
