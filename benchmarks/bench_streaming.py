@@ -186,8 +186,9 @@ def part_b(folder: Path, dtype: str, heads: list) -> dict:
             "n_prompts": len(prompts), "matmul_GFLOPs": round(rate, 1), "peak_rss_GB": round(_peak_rss_gb(), 2)}
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def run_child(args: list[str], threads: int | None = None) -> dict:
+    extra = ["--threads", str(threads)] if threads else []
+    out = subprocess.run([sys.executable, __file__, *args, *extra], capture_output=True, text=True)
     if out.returncode != 0:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"part failed: {args}")
@@ -202,12 +203,16 @@ def main() -> None:
         p.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, help="override the shape")
     p.add_argument("--tokenizer-dir", default="results/smollm2-135m/model")
     p.add_argument("--tmp-dir", default=None, help="where the synthetic folder goes (default: the system's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads in the measured parts (default: torch's; 1 on a busy shared machine)")
     p.add_argument("--child", choices=["a", "b"], help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)
     p.add_argument("--heads-json", default="[]", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child == "a":
         print(json.dumps(part_a(Path(args.folder), args.dtype)))
         return
@@ -224,10 +229,11 @@ def main() -> None:
             gb = build(tmp / "model", Path(args.tokenizer_dir), **shape)
             print(f"synthetic model {shape}: {gb:.1f} GB bfloat16 on disk, written in {time.perf_counter() - t0:.0f} s",
                   flush=True)
-            a = run_child(["--child", "a", "--folder", str(tmp / "model")])
+            a = run_child(["--child", "a", "--folder", str(tmp / "model")], args.threads)
             print("(a) weights-only scores:", json.dumps({k: v for k, v in a.items() if k != "top16"}), flush=True)
             if "b" in parts:
-                b = run_child(["--child", "b", "--folder", str(tmp / "model"), "--heads-json", json.dumps(a["top16"])])
+                b = run_child(["--child", "b", "--folder", str(tmp / "model"), "--heads-json", json.dumps(a["top16"])],
+                              args.threads)
                 print("(b) resid + behaviour (top 16 heads), streamed:", json.dumps(b), flush=True)
             shutil.rmtree(tmp / "model")
         if "c" in parts:
@@ -235,9 +241,9 @@ def main() -> None:
             c_shape = shape if overridden else dict(SHAPES["7b"])
             gb = build(tmp / "model7", Path(args.tokenizer_dir), **c_shape)
             print(f"(c) {c_shape}: {gb:.1f} GB bfloat16 on disk, run in float32", flush=True)
-            a = run_child(["--child", "a", "--folder", str(tmp / "model7"), "--dtype", "float32"])
+            a = run_child(["--child", "a", "--folder", str(tmp / "model7"), "--dtype", "float32"], args.threads)
             c = run_child(["--child", "b", "--folder", str(tmp / "model7"), "--dtype", "float32",
-                           "--heads-json", json.dumps(a["top16"])])
+                           "--heads-json", json.dumps(a["top16"])], args.threads)
             print("(c) resid + behaviour, bf16 stored, float32 run, streamed:", json.dumps(c), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -249,3 +249,17 @@ def test_api_direct_effects_refuses_a_streamed_model_in_one_line(folder):
     loaded = sh.load(folder, memory="streamed")
     with pytest.raises(ValueError, match="direct_effects needs the model in memory"):
         sh.direct_effects(loaded, corpus={"n_contexts": 1, "context_len": 8}, heads=[(0, 0)])
+
+
+def test_auto_keeps_a_folder_without_safetensors_in_memory(folder, tmp_path):
+    from safetensors.torch import load_file
+
+    old = tmp_path / "bin-only"
+    old.mkdir()
+    for p in folder.iterdir():
+        if p.suffix != ".safetensors":
+            (old / p.name).write_bytes(p.read_bytes())
+    torch.save(load_file(str(folder / "model.safetensors")), old / "pytorch_model.bin")
+    assert memory_used(open_model(old, memory="auto", mem_mb=1).model) == "in_memory"
+    with pytest.raises(ValueError, match="model.memory='disk'"):
+        open_model(folder, memory="disk")

@@ -81,8 +81,13 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
     from successor_heads.core.streaming import choose_memory, memory_used, weight_bytes
 
     manifest = read_manifest(model_dir)
-    if memory != "in_memory" and choose_memory(memory, weight_bytes(model_dir, dtype) if memory == "auto" else 0,
-                                               mem_mb) == "streamed":
+    size = 0
+    if memory == "auto":
+        try:
+            size = weight_bytes(model_dir, dtype)
+        except FileNotFoundError:  # no safetensors (a folder fetched as .bin): nothing to stream from
+            pass
+    if choose_memory(memory, size, mem_mb) == "streamed":
         model, tokenizer = stream_model(model_dir, dtype, device)
     else:
         model, tokenizer = load_model(model_dir, dtype, device)
