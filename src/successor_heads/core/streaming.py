@@ -232,7 +232,8 @@ def checkpoint_names(model: nn.Module, tensors: CheckpointTensors) -> dict[str, 
     prefix; tied parameters (a tied unembedding) resolve to the one tensor stored.
 
     Raises:
-        ValueError: a parameter has no tensor in the checkpoint (names up to five; says to re-fetch).
+        ValueError: a parameter has no tensor in the checkpoint (names up to five; says to re-fetch);
+            a mixture-of-experts model whose experts transformers fuses while loading (not streamed).
     """
     prefix = getattr(model, "base_model_prefix", "") or ""
     tied: dict[int, list[str]] = defaultdict(list)
@@ -256,6 +257,13 @@ def checkpoint_names(model: nn.Module, tensors: CheckpointTensors) -> dict[str, 
         if src is None:
             missing.append(names[0])
         out.update({n: src for n in names})
+    if any(".experts." in n for n in missing):
+        # transformers 5 stores a mixture-of-experts layer's experts as fused 3-D parameters and
+        # builds them from the per-expert checkpoint tensors while loading; that conversion is not
+        # reproduced here
+        raise ValueError(f"{tensors.folder}: streaming a mixture-of-experts checkpoint is not supported (its "
+                         f"per-expert tensors are fused by transformers while loading, e.g. {missing[0]}); "
+                         "run it with model.memory=in_memory")
     if missing:
         raise ValueError(f"{tensors.folder}: the checkpoint has no tensor for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}; re-fetch the model")
