@@ -26,7 +26,10 @@ def _dirs(d_model, seed=0, sources=("sae", "probe")):
 
 def _capture_mlp0(adapter, ids, norms="raw"):
     got = {}
-    h = el.edit_site(adapter, norms).register_forward_hook(lambda _m, _i, out: got.setdefault("out", out))
+    # a copy of the tensor (Falcon adds the attention output into it in place; gpt-oss's MLP
+    # returns (output, router scores))
+    h = el.edit_site(adapter, norms).register_forward_hook(
+        lambda _m, _i, out: got.setdefault("out", (out[0] if isinstance(out, tuple) else out).clone()))
     try:
         logits = adapter.model(input_ids=ids).logits
     finally:
@@ -34,7 +37,16 @@ def _capture_mlp0(adapter, ids, norms="raw"):
     return got["out"].reshape(*ids.shape, -1), logits  # (OPT's MLP output is [batch * pos, d_model])
 
 
-def test_hook_edits_only_the_chosen_position(tiny_model):
+#: Families whose MLP0 edit is not yet shown to be exact (open: the edit stage is not claimed for them).
+EDIT_OPEN = {
+    "falcon": "the edited MLP0 output differs from the expected edit by up to 2e-3 (cause not found yet)",
+    "gpt_oss": "the logits after the edited position do not change (cause not found yet)",
+}
+
+
+def test_hook_edits_only_the_chosen_position(tiny_model, request):
+    if tiny_model.family in EDIT_OPEN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=EDIT_OPEN[tiny_model.family]))
     family, model, tok, a = tiny_model.family, tiny_model.model, tiny_model.tok, tiny_model.adapter
     ids = torch.tensor([tok("Monday, Tuesday, Wednesday, 1 2 3")["input_ids"]] * 2)
     f = _dirs(a.dims.d_model)[("probe", 10)]

@@ -28,7 +28,8 @@ NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo"
 #: The second wave of dense families, each built from its transformers config class through
 #: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
 #: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
-#: tiny random model still move the log-probs measurably).
+#: tiny random model still move the log-probs measurably; XGLM's weights drawn with std 0.1, as
+#: its sqrt(d_model)-scaled embeddings and sinusoidal positions otherwise drown the heads).
 DENSE = {
     "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
     "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
@@ -36,7 +37,7 @@ DENSE = {
     "exaone4": ("exaone4", {}), "glm4": ("glm4", {}), "glm": ("glm", {}), "starcoder2": ("starcoder2", {}),
     "stablelm": ("stablelm", {}), "phi": ("phi", {}), "cohere": ("cohere", {"logit_scale": 4.0}), "nemotron": ("nemotron", {}),
     "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
-    "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None}),
+    "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None, "tie_word_embeddings": True, "init_std": 0.1}),
     "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),
 }
 #: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert).
