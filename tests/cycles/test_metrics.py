@@ -173,3 +173,15 @@ def test_bad_input_raises():
 
 def test_ranks_largest_first_nan_last():
     assert ranks([0.1, np.nan, 0.9, 0.5]).tolist() == [3, 4, 1, 2]
+
+
+def test_fourier_spectrum_peaks_at_the_planted_periods():
+    from successor_heads.cycles.metrics import fourier_spectrum
+
+    n = np.arange(100)
+    rng = np.random.default_rng(0)
+    X = np.stack([np.cos(2 * np.pi * n / 10), np.sin(2 * np.pi * n / 10), np.cos(2 * np.pi * n / 2)], 1) @ rng.standard_normal((3, 8))
+    periods, share = fourier_spectrum(X)
+    top = set(np.round(periods[np.argsort(-share)[:2]], 6))
+    assert top == {10.0, 2.0}
+    assert share.sum() == pytest.approx(1.0)

@@ -299,3 +299,24 @@ def ranks(scores) -> np.ndarray:
     out = np.empty(len(s), int)
     out[order] = np.arange(1, len(s) + 1)
     return out
+
+
+def fourier_spectrum(X) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectrum along the items of evenly spaced items (numbers 0..n-1).
+
+    Args: ``X [n, d]`` one vector (or ``[n]`` one value) per item, in order.
+    Returns: ``periods [n // 2]`` (``n / f`` for frequency ``f = 1..n // 2``) and ``share
+    [n // 2]``: each frequency's share of the centred vectors' power, summed over features.
+    Raises: ValueError for fewer than 4 items or no variance. Source: ours, after Zhou et al.
+    2024 (Fourier features of number embeddings).
+    """
+    X = np.asarray(X, dtype=float)
+    X = X[:, None] if X.ndim == 1 else X
+    n = X.shape[0]
+    if n < 4:
+        raise ValueError(f"{n} items: a spectrum needs at least 4")
+    power = (np.abs(np.fft.rfft(X - X.mean(0), axis=0)) ** 2).sum(1)[1:n // 2 + 1]
+    if not power.sum() > 0:
+        raise ValueError("the vectors have no variance: no spectrum")
+    f = np.arange(1, n // 2 + 1)
+    return n / f, power / power.sum()
