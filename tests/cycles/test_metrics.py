@@ -152,6 +152,16 @@ def test_line_does_not_close_and_noise_is_not_a_circle():
     assert fit.p > 0.05
 
 
+def test_open_arc_fits_but_does_not_close():
+    """Items spread over half a circle: a period-T fit explains much, the closure test says open."""
+    rng = np.random.default_rng(0)
+    a = np.linspace(0, np.pi, 12)
+    X = np.stack([np.cos(a), np.sin(a)], 1) @ rng.standard_normal((2, 16))
+    fit = circle_fit(X, np.arange(12), 12, n_permutations=0)
+    assert fit.r2 > 0.5
+    assert not fit.closes
+
+
 def test_permutation_null_is_seeded_and_reproducible():
     X, k = _circle_points(7, noise=1.0)
     a = circle_fit(X, k, 7, n_permutations=200, seed=3)

@@ -64,8 +64,8 @@ class CircleFit:
     ``[n_permutations]``: the same with the item labels permuted; ``r2_null_mean``,
     ``r2_null_p95``, ``p`` (``(1 + #null >= r2) / (1 + n_permutations)``); ``harmonics``
     ``[T // 2]``: share of harmonic ``1..T//2`` (they sum to 1 for a complete cycle);
-    ``closure_ratio``: distance last-first over the largest adjacent step, scaled by the chord
-    a circle would give for the gap; ``closes``: ``closure_ratio <= 1``; ``centre [d]``,
+    ``closure_ratio``: :func:`closure_ratio` of the items' coordinates in the fitted plane;
+    ``closes``: ``closure_ratio <= 1`` (read it only where ``r2`` is above its null); ``centre [d]``,
     ``basis [2, d]`` (the fitted ``b_1, b_2``), ``coords [n, 2]`` (each item's least-squares
     coordinates in that basis, around the centre).
     """
@@ -134,7 +134,9 @@ def circle_fit(X, k, T: int, n_permutations: int = 1000, seed: int = 0) -> Circl
     # A is the centred design: X ~ mean + (raw - mean(raw)) @ basis, i.e. centre + raw @ basis
     centre_fit = centre - harmonic_design_raw(k, T).mean(0) @ basis
     coords = (X - centre_fit) @ np.linalg.pinv(basis)  # [n, 2] least-squares coordinates in the plane
-    ratio = closure_ratio(Xc, k, T)
+    # in the fitted plane: in many dimensions noisy items are all about equally far apart, so a
+    # full-space distance would call almost anything closed
+    ratio = closure_ratio(coords, k, T)
     return CircleFit(r2, null, null_mean, null_p95, p, harmonics, ratio, bool(ratio <= 1.0), centre_fit, basis,
                      coords)
 
