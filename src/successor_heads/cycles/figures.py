@@ -20,10 +20,11 @@ def circles(panels: list[dict], title: str, path: str | os.PathLike) -> None:
     ``image_phase [n]`` (radians, NaN: no phase), ``input_r2``, ``output_r2``, ``rotation``.
     Raises nothing beyond matplotlib's.
     """
-    fig, axes = plt.subplots(len(panels), 2, figsize=(8, 3.8 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(8, 3.8 * len(panels)), squeeze=False, layout="constrained")
     for (ax_in, ax_out), p in zip(axes, panels):
         for ax, xy, name in ((ax_in, p["input_xy"], f"input circle (R^2 {p['input_r2']:.2f})"),
-                             (ax_out, p["output_xy"], f"W_U circle (R^2 {p['output_r2']:.2f}), head's image")):
+                             (ax_out, p["output_xy"], f"W_U circle (R^2 {p['output_r2']:.2f}), head's image, "
+                                                      f"rotation {p['rotation']:.2f}")):
             ax.plot(xy[:, 0], xy[:, 1], "-", color="0.7", lw=0.8)
             ax.plot(xy[[-1, 0], 0], xy[[-1, 0], 1], "--", color="0.7", lw=0.8)
             ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="hsv", s=25, zorder=3)
@@ -36,7 +37,6 @@ def circles(panels: list[dict], title: str, path: str | os.PathLike) -> None:
             if np.isfinite(phi):
                 ax_out.annotate("", (radius * np.cos(phi), radius * np.sin(phi)), (x, y),
                                 arrowprops=dict(arrowstyle="->", color="tab:blue", lw=0.8, alpha=0.8))
-        ax_out.set_xlabel(f"rotation score {p['rotation']:.2f}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     save(fig, path)
 
