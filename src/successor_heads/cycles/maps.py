@@ -32,8 +32,17 @@ def head_inputs(adapter: Adapter, layer: int, x_TM: torch.Tensor, input_norm: bo
 
 
 @torch.no_grad()
+def task_unembed(adapter: Adapter, token_ids) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``W_U`` columns ``[d_model, n_tokens]`` and ``b_U [n_tokens]`` (or None) of
+    ``token_ids``, float32, gathered once per task. Raises IndexError for an id outside the
+    vocabulary."""
+    W_U, b_U = adapter.unembed_columns(torch.as_tensor(list(token_ids), dtype=torch.long))
+    return W_U.float(), None if b_U is None else b_U.float()
+
+
+@torch.no_grad()
 def layer_task_logits(adapter: Adapter, layer: int, X_TM: torch.Tensor, token_ids, *, norms: str,
-                      heads=None) -> np.ndarray:
+                      heads=None, unembed: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> np.ndarray:
     """Every (chosen) head's task-logit matrix: row r is input ``X_TM[r]`` (already as ``W_V``
     reads it, see :func:`head_inputs`) read through the head's OV circuit and the ``W_U`` columns
     of ``token_ids`` (plus ``b_U``), with no value bias: the scores stage's circuit.
@@ -43,16 +52,21 @@ def layer_task_logits(adapter: Adapter, layer: int, X_TM: torch.Tensor, token_id
         token_ids: ``[n_tokens]`` the logits' columns.
         norms: ``"raw"`` or ``"applied"`` (the scores stage's ``scores.norms``).
         heads: head indices (None: all ``n_heads``).
+        unembed: :func:`task_unembed` of ``token_ids``, when the caller gathered it already.
 
     Returns: ``[n_heads, n, n_tokens]`` float64 logits.
     Raises: ValueError for an unknown ``norms``. Source: paper Section 2.
     """
-    ids = torch.as_tensor(list(token_ids), dtype=torch.long)
-    W_U, b_U = adapter.unembed_columns(ids)
-    out = ov_readout(adapter, layer, X_TM, norms, heads, value_bias=False, input_norm=False) @ W_U.float()
-    if b_U is not None:
-        out = out + b_U.float()
-    return out.double().cpu().numpy()
+    readout = ov_readout(adapter, layer, X_TM, norms, heads, value_bias=False, input_norm=False)
+    return readout_logits(readout, unembed or task_unembed(adapter, token_ids))
+
+
+def readout_logits(readout_HNM: torch.Tensor, unembed: tuple[torch.Tensor, torch.Tensor | None]) -> np.ndarray:
+    """OV read-outs ``[n_heads, n, d_model]`` (:func:`successor_heads.core.ov.ov_readout`) times
+    a task's :func:`task_unembed`: ``[n_heads, n, n_tokens]`` float64 logits."""
+    W_U, b_U = unembed
+    out = readout_HNM @ W_U
+    return (out if b_U is None else out + b_U).double().cpu().numpy()
 
 
 def best_constant_chance(successor) -> float:
@@ -95,8 +109,9 @@ def causal_check(adapter: Adapter, layer: int, head: int, X_TM: torch.Tensor, fi
     chance = best_constant_chance(succ)
     k = np.asarray(k)
     X = X_TM.double().cpu().numpy()
+    unembed = task_unembed(adapter, token_ids)
     logits = lambda x: layer_task_logits(adapter, layer, torch.as_tensor(x, dtype=torch.float32),  # noqa: E731
-                                         token_ids, norms=norms, heads=[head])[0]
+                                         token_ids, norms=norms, heads=[head], unembed=unembed)[0]
     pred = logits(X).argmax(-1)
     circle_pred = logits(fit.points(k, T)).argmax(-1)
     step = 2 * np.pi / T

@@ -16,7 +16,8 @@ from successor_heads.core.adapters import Adapter
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm
 from successor_heads.core.heads import head_label
 from successor_heads.core.tasks import Task
-from successor_heads.cycles.maps import causal_check, head_inputs, layer_task_logits
+from successor_heads.core.ov import ov_readout
+from successor_heads.cycles.maps import causal_check, head_inputs, readout_logits, task_unembed
 from successor_heads.cycles.metrics import circle_fit, head_maps, purity, ranks
 
 #: Columns of ``circles.csv`` and ``rotation.csv``, in order.
@@ -101,29 +102,38 @@ def measure_cycles(adapter: Adapter, tokenizer, tasks: list[Task], *, periods: d
         circles.append(_circle_row(model_name, OUTPUT_MODE, d.n_layers, t.name, T, W_U_all[t.name]))
     union = sorted({i for t in kept for i in t.token_ids})
     col = {tid: i for i, tid in enumerate(union)}
+    unembed = {t.name: task_unembed(adapter, t.token_ids) for t in kept}
     for mode in modes:
         x_LTM = effective_embeddings(adapter, torch.tensor(union), mode, norms, prefix_ids=prefix_ids,
                                      progress=progress)
         inorm = head_input_norm(mode, norms)
         layer_free = mode == "mlp0" and not inorm  # the same head input at every layer
         scores, names = successor_scores.get(mode, (None, []))
+        fits: dict[str, object] = {}
         for t in kept:
-            T, rows = periods[t.name], [col[i] for i in t.token_ids]
-            k, succ = np.asarray(t.index), np.asarray(t.successor)
-            task_col = names.index(t.name) if t.name in names else None
-            rot = np.full((d.n_layers, d.n_heads), np.nan)
-            fit = None
-            for layer in range(d.n_layers):
-                X = head_inputs(adapter, layer, x_LTM[layer, rows], inorm)
-                if fit is None or not layer_free:
-                    fit = circle_fit(X.double().cpu().numpy(), k, T, n_permutations, seed)
-                    circles.append(_circle_row(model_name, mode, layer, t.name, T, fit))
-                logits = layer_task_logits(adapter, layer, X, t.token_ids, norms=norms)
-                circle_logits = layer_task_logits(adapter, layer, torch.as_tensor(fit.points(k, T), dtype=torch.float32),
-                                                  t.token_ids, norms=norms)
+            grid[mode, t.name] = np.full((d.n_layers, d.n_heads), np.nan)
+        for layer in range(d.n_layers):
+            X = {t.name: head_inputs(adapter, layer, x_LTM[layer, [col[i] for i in t.token_ids]], inorm) for t in kept}
+            for t in kept:
+                if t.name not in fits or not layer_free:
+                    fits[t.name] = circle_fit(X[t.name].double().cpu().numpy(), t.index, periods[t.name],
+                                              n_permutations, seed)
+                    circles.append(_circle_row(model_name, mode, layer, t.name, periods[t.name], fits[t.name]))
+            # one OV product per layer: every task's inputs and their fitted circles' points
+            blocks = [X[t.name] for t in kept] + [torch.as_tensor(fits[t.name].points(t.index, periods[t.name]),
+                                                                  dtype=torch.float32, device=adapter.device)
+                                                  for t in kept]
+            readout = ov_readout(adapter, layer, torch.cat(blocks), norms, None, value_bias=False, input_norm=False)
+            starts = np.cumsum([0] + [len(b) for b in blocks])
+            for i, t in enumerate(kept):
+                T, k, succ = periods[t.name], np.asarray(t.index), np.asarray(t.successor)
+                task_col = names.index(t.name) if t.name in names else None
+                logits = readout_logits(readout[:, starts[i]:starts[i + 1]], unembed[t.name])
+                j = i + len(kept)
+                circle_logits = readout_logits(readout[:, starts[j]:starts[j + 1]], unembed[t.name])
                 m = head_maps(logits, k, T, succ)
                 pur = purity(circle_logits, k, T)
-                rot[layer] = m.rotation_score
+                grid[mode, t.name][layer] = m.rotation_score
                 for h in range(d.n_heads):
                     rotation.append({"mode": mode, "task": t.name, "head": head_label(layer, h),
                                      "rotation_score": m.rotation_score[h], "shift_deg": m.shift_deg[h],
@@ -133,16 +143,17 @@ def measure_cycles(adapter: Adapter, tokenizer, tasks: list[Task], *, periods: d
                                      "successor_score": np.nan if scores is None or task_col is None
                                      else float(scores[layer, h, task_col])})
                 if layer == sl:
+                    fit = fits[t.name]
                     phase = np.angle(np.exp(1j * (m.delta[sh] + 2 * np.pi * k / T)))
                     succ_info[mode, t.name] = {
                         "profile": m.profile[sh].tolist(), "harmonics_input": fit.harmonics.tolist(),
                         "closure_ratio_input": fit.closure_ratio,
-                        "causal_check": causal_check(adapter, layer, sh, X, fit, k, T, t.token_ids, succ, norms=norms),
+                        "causal_check": causal_check(adapter, layer, sh, X[t.name], fit, k, T, t.token_ids, succ,
+                                                     norms=norms),
                         "figure": {"task": t.name, "labels": list(t.tokens), "input_xy": fit.coords,
                                    "output_xy": W_U_all[t.name].coords, "image_phase": phase,
                                    "input_r2": fit.r2, "output_r2": W_U_all[t.name].r2,
                                    "rotation": float(m.rotation_score[sh])}}
-            grid[mode, t.name] = rot
     for t in kept:
         w = W_U_all[t.name]
         for (mode, name), info in succ_info.items():
