@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from successor_heads.core.effective_embedding import neutral_prefix, norm_convention
-from successor_heads.core.h5io import provenance, read_h5
+from successor_heads.core.h5io import IncompleteOutputError, provenance, read_h5
 from successor_heads.core.handoff import StageInputError, load_top_heads
 from successor_heads.core.heads import head_label
 from successor_heads.core.layout import model_dir as model_dir_of
@@ -52,7 +52,7 @@ def read_successor_scores(scores_h5: str | Path, *, model: str) -> tuple[dict, s
     Raises: StageInputError for a missing or unfinished file (the message names the stage)."""
     try:
         data, attrs = read_h5(scores_h5)
-    except Exception as e:  # IncompleteOutputError: say which stage makes the file
+    except IncompleteOutputError as e:  # say which stage makes the file
         raise StageInputError(f"successor scores unavailable: {e}. Run `successor-heads scores model={model}` "
                               "first") from e
     names = list(data["task_names"])
