@@ -173,7 +173,9 @@ def default_views():
     ("wild.batch_size=3", {"wild"}),
     ("features.d_sae=32", {"features"}),
     ("features.numbers_max=100", {"activations", "features"}),
-    ("scores.norms=applied", {"activations", "scores", "features", "editing", "wild"}),  # features.norms follows it
+    ("scores.norms=applied", {"activations", "scores", "features", "editing", "wild", "cycles"}),  # features.norms follows it
+    ("cycles.n_permutations=200", {"cycles"}),
+    ("scores.modes=[resid]", {"scores", "cycles"}),
     ("scores.value_bias=true", {"scores", "features", "editing"}),
     ("seed=1", {"features"}),
     ("corpus.n_contexts=4", {"editing", "wild"}),

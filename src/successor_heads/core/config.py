@@ -49,6 +49,7 @@ VIEW_KEYS: dict[str, tuple[str, ...]] = {
     "editing": (*_PROVENANCE, "tasks", "corpus", "scores.norms", "scores.value_bias", "features.norms",
                 "features.residue_of", "editing"),
     "wild": (*_PROVENANCE, "tasks", "corpus", "scores.norms", "wild"),
+    "cycles": (*_PROVENANCE, "tasks", "scores.modes", "scores.norms", "cycles"),
 }
 #: Per zoo-level rule, the keys it reads (from the zoo's config, not a model's): the zoo table
 #: counts each model's heads above ``scores.threshold`` from its ``successor_scores.h5``.

@@ -19,7 +19,7 @@ import functools
 import operator
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -243,6 +243,17 @@ class WildConfig:
 
 
 @dataclass
+class CyclesConfig:
+    """Circular features and each head as a map of the circle (successor_heads.cycles; ours).
+    None: the stage's default (successor_heads.cycles.config.CyclesConfig, the one place they live)."""
+
+    n_permutations: Optional[int] = rule(None, ge=0, le=100_000)  # permutations of each circle fit's null
+    seed: Optional[int] = None  # their seed
+    tasks: Dict[str, int] = rule(factory=dict, test=lambda v: all(int(t) >= 2 for t in v.values()),
+                                 says="a mapping task name -> period T >= 2 ({}: the stage's default tasks)")
+
+
+@dataclass
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -256,6 +267,7 @@ class RootConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     editing: EditingConfig = field(default_factory=EditingConfig)
     wild: WildConfig = field(default_factory=WildConfig)
+    cycles: CyclesConfig = field(default_factory=CyclesConfig)
     extra: Any = None  # free-form notes carried into outputs
 
 

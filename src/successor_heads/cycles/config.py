@@ -44,13 +44,15 @@ class CyclesConfig:
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any] | None) -> "CyclesConfig":
-        """From a config section (``tasks`` as a mapping name -> T); missing keys keep the
-        defaults, unknown keys raise ValueError."""
+        """From a config section (``tasks`` as a mapping name -> T); missing or None keys (and
+        an empty ``tasks``) keep the defaults, unknown keys raise ValueError."""
         section = dict(section or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
             raise ValueError(f"cycles: unknown key(s) {unknown}; known: {sorted(known)}")
-        if "tasks" in section and section["tasks"] is not None:
+        if section.get("tasks"):
             section["tasks"] = tuple((str(k), int(v)) for k, v in dict(section["tasks"]).items())
+        else:  # None or {}: the default tasks
+            section.pop("tasks", None)
         return cls(**{k: v for k, v in section.items() if v is not None})
