@@ -22,6 +22,7 @@ include: "workflow/rules/scores.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/editing.smk"
 include: "workflow/rules/wild.smk"
+include: "workflow/rules/cycles.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/sweep.smk"
 

@@ -42,7 +42,7 @@ def test_help_lists_the_stages():
     proc = _cli("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: successor-heads")
-    for stage in ("fetch", "scores", "features", "editing", "wild"):
+    for stage in ("fetch", "scores", "features", "editing", "wild", "cycles"):
         assert stage in proc.stdout
     assert "overrides" in proc.stdout
 
@@ -87,3 +87,22 @@ def test_scores_stage_on_a_tiny_local_model(tmp_path):
     df = pd.read_csv(out / "successor_scores.csv")
     assert len(df) == 2 * 4 and df.successor_score.between(0, 1).all()
     assert f"L{df.layer[0]}H{df['head'][0]}" == summary["top_head_resid"]
+
+
+def test_cycles_stage_after_scores_on_a_tiny_local_model(tmp_path):
+    """`successor-heads cycles` reads the scores stage's file and writes the cycles outputs with
+    the columns of docs/DESIGN.md; without the scores it fails with a message naming that stage."""
+    make_project(tmp_path, family="llama", name="tiny-llama")
+    args = ("model=tiny-llama", "device=cpu", "results_dir=out", "cycles.n_permutations=20")
+    proc = _cli("cycles", *args, cwd=tmp_path)
+    assert proc.returncode == 1 and "successor-heads scores model=tiny-llama" in proc.stderr, proc.stderr[-3000:]
+    assert _cli("scores", *args, "behaviour.top_k=1", cwd=tmp_path).returncode == 0
+    proc = _cli("cycles", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    out = tmp_path / "out" / "tiny-llama" / "cycles"
+    for name in ("circles.csv", "rotation.csv", "cycles_summary.json", "circles.png", "rotation_heatmap.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "cycles_summary.json").read_text())
+    assert summary["n_permutations"] == 20 and f"successor_head: {summary['successor_head']}" in proc.stdout
+    rot = pd.read_csv(out / "rotation.csv")
+    assert rot["rotation_score"].between(-1, 1).all() and rot["successor_score"].notna().any()

@@ -2,7 +2,7 @@
 
     successor-heads fetch  model=smollm2-135m
     successor-heads scores model=gemma3-270m scores.norms=applied
-    successor-heads features|editing|wild model=...
+    successor-heads features|editing|wild|cycles model=...
     successor-heads scores model=EleutherAI/pythia-70m@step1000    # a hub id, optional @revision
     successor-heads scores model=./my-model                        # a transformers folder
     successor-heads scores model=./my-model.Q4_K_M.gguf            # a GGUF file
@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 #: command -> stage (the layout's name and the package holding its ``stage.run``)
-STAGES = {"fetch": "models", "scores": "scores", "features": "features", "editing": "editing", "wild": "wild"}
+STAGES = {"fetch": "models", "scores": "scores", "features": "features", "editing": "editing", "wild": "wild",
+          "cycles": "cycles"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from successor_heads.core.corpus import CorpusConfig
 from successor_heads.core.model_derive import derive_model
 from successor_heads.core.model_spec import ModelSpec, expand_zoo, parse_model, sweeps
 from successor_heads.core.tasks import TasksConfig
+from successor_heads.cycles.config import CyclesConfig
 from successor_heads.editing.config import EditingConfig
 from successor_heads.features.config import FeaturesConfig
 from successor_heads.models.config import ModelConfig
@@ -56,6 +57,7 @@ class RootConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     editing: EditingConfig = field(default_factory=EditingConfig)
     wild: WildConfig = field(default_factory=WildConfig)
+    cycles: CyclesConfig = field(default_factory=CyclesConfig)
     extra: Any = None  # free-form notes carried into outputs
 
     def __post_init__(self):
@@ -80,6 +82,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "editing": (*_PROVENANCE, "tasks", "corpus", "scores.modes", "scores.norms", "scores.value_bias",
                 "features.norms", "features.residue_of", "editing"),
     "wild": (*_PROVENANCE, "tasks", "corpus", "scores.modes", "scores.norms", "wild"),
+    "cycles": (*_PROVENANCE, "tasks", "scores.modes", "scores.norms", "cycles"),
     "zoo_table": ("scores.threshold",),
 }
 

@@ -181,7 +181,9 @@ def default_params():
     ("features.d_sae=32", {"features"}),
     ("features.numbers_max=100", {"cache_activations", "features"}),
     # features.norms follows scores.norms
-    ("scores.norms=applied", {"cache_activations", "successor_scores", "features", "editing", "wild"}),
+    ("scores.norms=applied", {"cache_activations", "successor_scores", "features", "editing", "wild", "cycles"}),
+    ("cycles.n_permutations=200", {"cycles"}),
+    ("scores.modes=[resid]", {"successor_scores", "features", "editing", "wild", "cycles"}),
     ("scores.value_bias=true", {"successor_scores", "features", "editing"}),
     ("seed=1", {"features"}),
     ("corpus.n_contexts=4", {"editing", "wild"}),

@@ -27,6 +27,8 @@ PLANS = {
     "wild.batch_size=8": {"wild", "paper_table", "all"},
     # read by the features job only (not by cache_activations); editing reads its directions
     "features.d_sae=32": {"features", "editing", "paper_table", "all"},
+    # read by the cycles job only; the zoo's cycles table reads its summary
+    "cycles.n_permutations=200": {"cycles", "cycles_table", "all"},
     # scheduling only: in no job's params
     "model.resources.cpus=1": set(),
 }

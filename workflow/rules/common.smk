@@ -113,7 +113,8 @@ def reported(outputs, category, captions, subcategory="{model}"):
 
 
 # The default target's files: each chosen stage's targets per model, then the zoo-level files.
-ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS for p in layout.zoo_outputs(r, RESULTS, ZOO_NAME).values()]
+ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS if r != "cycles_table" or "cycles" in STAGES
+               for p in layout.zoo_outputs(r, RESULTS, ZOO_NAME).values()]
 if SWEEP_MEMBERS:  # the over-training table and figure, when the zoo has a checkpoint sweep
     ZOO_TARGETS += list(layout.sweep_outputs(RESULTS, ZOO_NAME).values())
 

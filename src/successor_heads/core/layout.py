@@ -11,7 +11,8 @@ joined with ``/``: with ``model="{model}"`` (the default) they are Snakemake pat
 ``{model}`` wildcard each job fills in.
 
 Stages, in the order they run: ``models`` (rule ``fetch_model``), ``activations`` (rule
-``cache_activations``), ``scores`` (rule ``successor_scores``), ``features``, ``editing``, ``wild``.
+``cache_activations``), ``scores`` (rule ``successor_scores``), ``features``, ``editing``, ``wild``,
+``cycles``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ OUTPUTS: dict[str, dict[str, str]] = {
         "shares": "wild/category_shares.png",
         "summary": "wild/wild_summary.json",
     },
+    "cycles": {
+        "circles": "cycles/circles.csv",
+        "rotation": "cycles/rotation.csv",
+        "summary": "cycles/cycles_summary.json",
+        "circles_fig": "cycles/circles.png",
+        "heatmap": "cycles/rotation_heatmap.png",
+    },
 }
 
 #: Per stage, what it reads from earlier stages: input name -> (stage, output name).
@@ -77,6 +85,7 @@ INPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "editing": {"manifest": ("models", "manifest"), "scores": ("scores", "h5"),
                 "directions": ("features", "directions")},
     "wild": {"manifest": ("models", "manifest"), "scores": ("scores", "h5")},
+    "cycles": {"manifest": ("models", "manifest"), "scores": ("scores", "h5")},
 }
 
 #: Per stage, the outputs ``rule all`` asks for (the rest come with them, from the same job).
@@ -85,17 +94,20 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "features": ("directions", "summary", "table", "activations_fig", "confusion", "cosine"),
     "editing": ("summary", "va_summary", "sweep", "greater_fig"),
     "wild": ("winners", "categories", "listings", "heatmap", "shares", "summary"),
+    "cycles": ("circles", "rotation", "summary", "circles_fig", "heatmap"),
 }
 
 #: The Snakemake rule of each per-model stage (it names the stage's log).
 RULES: dict[str, str] = {"models": "fetch_model", "activations": "cache_activations", "scores": "successor_scores",
-                         "features": "features", "editing": "editing", "wild": "wild"}
+                         "features": "features", "editing": "editing", "wild": "wild",
+                         "cycles": "cycles"}
 
 #: Per zoo-level rule, the files it writes, by name, relative to ``results/{zoo_name}/``.
 ZOO_OUTPUTS: dict[str, dict[str, str]] = {
     "zoo_table": {"csv": "successor_heads.csv", "fig": "max_score_vs_params.png",
                   "per_task": "top_heads_per_task.png"},
     "paper_table": {"csv": "paper_vs_ours.csv", "html": "paper_vs_ours.html"},
+    "cycles_table": {"csv": "cycles_rotation.csv"},
 }
 
 #: The checkpoint-sweep rule's files, relative to ``results/{zoo_name}/`` (written only when the
