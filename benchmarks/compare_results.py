@@ -7,8 +7,8 @@ attributes) under the given models' folders and the zoo folder.
 Numbers are equal when ``|a - b| <= tol + tol * |b|`` (NaN equals NaN); strings and other values
 must be identical. Not compared: figures (PNG), the model folders (weights, shared), logs, and the
 places where a run records its config (``config.yaml``, ``config/`` views) or its own timing and
-software (``wall_s``, ``timings_s``, ``package_versions``). Prints one line per difference and a
-summary; exits 1 when a compared value differs or a file is missing on one side. Ours.
+software (``wall_s``, ``timings_s``, ``rows_per_s``, ``package_versions``). Prints one line per
+difference and a summary; exits 1 when a compared value differs or a file is missing on one side. Ours.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 #: keys that record when, how fast or with which software a run went, not what it computed
-IGNORED_KEYS = {"wall_s", "timings_s", "package_versions"}
+IGNORED_KEYS = {"wall_s", "timings_s", "rows_per_s", "package_versions"}
 #: folders and files that are the record of the config, weights or logs, not results
 SKIPPED_PARTS = {"model", "config", "logs", ".download"}
 
