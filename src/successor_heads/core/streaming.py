@@ -224,16 +224,22 @@ class StreamedModel:
             module.register_forward_hook(post)
 
 
-def checkpoint_names(model: nn.Module, tensors: CheckpointTensors) -> dict[str, str]:
+def checkpoint_names(model: nn.Module, tensors: CheckpointTensors, fused_experts: str = "refuse") -> dict[str, str]:
     """Each parameter of ``model`` -> the name of its tensor in the checkpoint (ours).
 
     The model's own parameter names (its module paths), matched to the checkpoint's after
     transformers' checkpoint renamings for the model class, with or without the base model's
     prefix; tied parameters (a tied unembedding) resolve to the one tensor stored.
 
+    Args:
+        fused_experts: ``"refuse"`` (streaming) raises for a mixture-of-experts parameter that
+            transformers builds from per-expert tensors while loading; ``"skip"`` (the fetch's
+            check) leaves such parameters out of the map.
+
     Raises:
         ValueError: a parameter has no tensor in the checkpoint (names up to five; says to re-fetch);
-            a mixture-of-experts model whose experts transformers fuses while loading (not streamed).
+            with ``fused_experts="refuse"``, a mixture-of-experts model whose experts transformers
+            fuses while loading (not streamed).
     """
     prefix = getattr(model, "base_model_prefix", "") or ""
     tied: dict[int, list[str]] = defaultdict(list)
@@ -257,6 +263,9 @@ def checkpoint_names(model: nn.Module, tensors: CheckpointTensors) -> dict[str, 
         if src is None:
             missing.append(names[0])
         out.update({n: src for n in names})
+    if fused_experts == "skip":
+        missing = [n for n in missing if ".experts." not in n]
+        out = {k: v for k, v in out.items() if v is not None or ".experts." not in k}
     if any(".experts." in n for n in missing):
         # transformers 5 stores a mixture-of-experts layer's experts as fused 3-D parameters and
         # builds them from the per-expert checkpoint tensors while loading; that conversion is not
