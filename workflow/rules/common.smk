@@ -86,13 +86,13 @@ def res(key, streams=False):
     return get
 
 
-def job_params(rule):
-    """The `params` of `rule`: per config section, the keys its job reads
+def job_params(rule_name):
+    """The `params` of `rule_name` (a rule): per config section, the keys its job reads
     (successor_heads.config.job_params), from the model's config (zoo-level rules: the zoo's)."""
-    sections = dict.fromkeys(k.split(".")[0] for k in run_config.PARAMS[rule])
-    if rule in layout.ZOO_OUTPUTS:
-        return {s: run_config.job_params(_root, rule)[s] for s in sections}
-    return {s: (lambda wildcards, s=s: run_config.job_params(MODEL_CFG[wildcards.model], rule)[s]) for s in sections}
+    sections = dict.fromkeys(k.split(".")[0] for k in run_config.PARAMS[rule_name])
+    if rule_name in layout.ZOO_OUTPUTS:
+        return {s: run_config.job_params(_root, rule_name)[s] for s in sections}
+    return {s: (lambda wildcards, s=s: run_config.job_params(MODEL_CFG[wildcards.model], rule_name)[s]) for s in sections}
 
 
 # Every rule runs in the project's one environment (snakemake --use-conda builds it).
