@@ -16,6 +16,7 @@ import torch
 
 from successor_heads.core.adapters import FAMILIES as SPECS
 from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, is_moe
+from successor_heads.core.hooks import hooks
 from tests.support.tiny import FAMILIES, MOE, NEW_FAMILIES, make_model
 
 MOE_TYPES = ["granitemoe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
@@ -154,18 +155,13 @@ def test_moe_mlp0_is_the_first_moe_block_on_each_token_alone(family, tokenizer):
     model, tok = make_model(family, tokenizer)
     a = get_adapter(model)
     seen, got, picked = [], [], []
-    hooks = [
-        a.mlp(0).register_forward_pre_hook(lambda _m, args: seen.append(args[0].reshape(-1, a.dims.d_model))),
-        a.mlp_out(0).register_forward_hook(
-            lambda _m, _i, out: got.append((out[0] if isinstance(out, tuple) else out).reshape(-1, a.dims.d_model))),
-        a.router(0).register_forward_hook(lambda _m, _i, out: picked.append(out[-1])),
-    ]
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
-    finally:
-        for h in hooks:
-            h.remove()
+    with torch.no_grad(), hooks(
+        (a.mlp(0), "pre", lambda _m, args: seen.append(args[0].reshape(-1, a.dims.d_model))),
+        (a.mlp_out(0), "forward",
+         lambda _m, _i, out: got.append((out[0] if isinstance(out, tuple) else out).reshape(-1, a.dims.d_model))),
+        (a.router(0), "forward", lambda _m, _i, out: picked.append(out[-1])),
+    ):
+        model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
     x_in, out, experts = seen[0], got[0], picked[0]
     torch.testing.assert_close(a.mlp0(x_in), out, atol=1e-5, rtol=1e-5)
     mine = a.mlp0_experts(x_in)

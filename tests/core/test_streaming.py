@@ -49,6 +49,15 @@ def test_mixture_of_experts_is_refused_streamed_in_one_line(family, tmp_path_fac
         open_model(path, memory="streamed")
 
 
+def _without_weights(folder, dest):
+    """``dest`` made with a copy of every file of ``folder`` but its safetensors weights."""
+    dest.mkdir()
+    for p in folder.iterdir():
+        if p.suffix != ".safetensors":
+            (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
 def _open_both(folder, dtype="float32"):
     return open_model(folder, dtype, memory="in_memory"), open_model(folder, dtype, memory="streamed")
 
@@ -175,13 +184,9 @@ def test_fetch_links_weights_and_converts_bin_shards(folder, tmp_path):
     assert (dest / "model.safetensors").stat().st_ino == (folder / "model.safetensors").stat().st_ino
     assert manifest["n_params"] == CheckpointTensors(folder).n_params()
     # an old checkpoint with only pytorch_model.bin becomes safetensors with the same tensors
-    old = tmp_path / "old"
-    old.mkdir()
+    old = _without_weights(folder, tmp_path / "old")
     state = load_file(str(folder / "model.safetensors"))
     torch.save(state, old / "pytorch_model.bin")
-    for p in folder.iterdir():
-        if p.suffix != ".safetensors":
-            (old / p.name).write_bytes(p.read_bytes())
     dest2 = tmp_path / "converted"
     dest2.mkdir()
     manifest2 = {}
@@ -198,11 +203,7 @@ def test_fetch_refuses_a_tensor_of_the_wrong_shape(folder, tmp_path):
     from successor_heads.core.loading import ModelFetchError
     from successor_heads.models.weights import check_weights
 
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for p in folder.iterdir():
-        if p.suffix != ".safetensors":
-            (bad / p.name).write_bytes(p.read_bytes())
+    bad = _without_weights(folder, tmp_path / "bad")
     state = load_file(str(folder / "model.safetensors"))
     name = next(k for k in state if k.endswith("weight") and state[k].dim() == 2)
     state[name] = state[name][:-1].contiguous()
@@ -271,11 +272,7 @@ def test_api_direct_effects_refuses_a_streamed_model_in_one_line(folder):
 def test_auto_keeps_a_folder_without_safetensors_in_memory(folder, tmp_path):
     from safetensors.torch import load_file
 
-    old = tmp_path / "bin-only"
-    old.mkdir()
-    for p in folder.iterdir():
-        if p.suffix != ".safetensors":
-            (old / p.name).write_bytes(p.read_bytes())
+    old = _without_weights(folder, tmp_path / "bin-only")
     torch.save(load_file(str(folder / "model.safetensors")), old / "pytorch_model.bin")
     assert memory_used(open_model(old, memory="auto", mem_mb=1).model) == "in_memory"
     with pytest.raises(ValueError, match="model.memory='disk'"):
