@@ -85,7 +85,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
                                          value_bias, head_input_norm(mode, norms))
     chance = chance_level(idx)
     # mixture of experts: which experts layer 0's router picks for each task token's mlp0 embedding
-    experts = adapter.mlp0_experts(adapter.embed(token_ids), norms)
+    # (a dense model's embeddings are not read again: a streamed model would read W_E from disk)
+    experts = adapter.mlp0_experts(adapter.embed(token_ids), norms) if adapter.router(0) is not None else None
     b = cfg.behaviour
     prompts = ordinal_list_prompts(tok, tasks, n_items=b.n_items, max_per_family=b.max_per_family)
     bos = prompts_carry_bos(tok, prompts) if prompts else False
