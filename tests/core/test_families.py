@@ -19,7 +19,7 @@ from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, i
 from successor_heads.core.hooks import hooks
 from tests.support.tiny import FAMILIES, MOE, NEW_FAMILIES, make_model
 
-MOE_TYPES = ["granitemoe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
+MOE_TYPES = ["hunyuan_v1_moe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
 
 
 def _stub(model_type, **config):
@@ -118,8 +118,8 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         for h in handles:
             h.remove()
     h = got["h"]
-    if not a.parallel_attn_mlp:
-        h = h + a.run_f32(a.attn_out_norm(0), got["attn"])
+    if not a.parallel_attn_mlp:  # Granite scales the attention output before the residual add
+        h = h + a.run_f32(a.attn_out_norm(0), got["attn"]) * a.residual_multiplier
     want = a.run_f32(a.mlp_in_norm(0), h)
     torch.testing.assert_close(got["mlp_in"].reshape(want.shape), want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():

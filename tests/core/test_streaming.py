@@ -31,8 +31,9 @@ def _save(family, tmp_path_factory, tokenizer):
 
 
 #: MoE families whose checkpoint holds per-expert tensors that transformers fuses while loading
-#: (refused streamed); gpt-oss stores its experts fused already and streams like a dense model
-FUSED_ON_LOAD = sorted(set(MOE) - {"gpt_oss"})
+#: (refused streamed); gpt-oss and Granite-MoE store their experts fused already (Granite-MoE's
+#: under names transformers renames while loading) and stream like a dense model
+FUSED_ON_LOAD = sorted(set(MOE) - {"gpt_oss", "granitemoe"})
 
 
 @pytest.fixture(scope="module", params=[f for f in FAMILIES if f not in FUSED_ON_LOAD])

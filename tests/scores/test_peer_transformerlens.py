@@ -98,11 +98,22 @@ def _bias(bridge, name: str):
         return 0.0
 
 
+def _tl_OV(bridge) -> torch.Tensor:
+    """TL's ``OV`` ``[n_layers, n_heads, d_model, d_model]`` times Granite's ``residual_multiplier``
+    (1 elsewhere): TL applies it in its residual blocks, our ``W_O`` holds it."""
+    return bridge.OV.AB.detach() * getattr(bridge.cfg, "residual_multiplier", 1.0)
+
+
+def _tl_W_U(bridge) -> torch.Tensor:
+    """TL's ``W_U`` over Granite's ``logits_scaling`` (1 elsewhere): TL divides its logits by it,
+    our ``W_U`` holds it."""
+    return bridge.W_U.detach() / getattr(bridge.cfg, "logits_scaling", 1.0)
+
+
 def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
     """Successor scores ``[n_layers, n_heads, n_tasks]`` from TL's ``OV`` and ``W_U`` alone."""
     pos = {int(t): i for i, t in enumerate(token_ids.tolist())}
-    OV = bridge.OV.AB.detach()  # [n_layers, n_heads, d_model, d_model], GQA expanded
-    W_U = bridge.W_U.detach()
+    OV, W_U = _tl_OV(bridge), _tl_W_U(bridge)  # OV: [n_layers, n_heads, d_model, d_model], GQA expanded
     out = np.full((*OV.shape[:2], len(tasks)), np.nan)
     for k, task in enumerate(tasks):
         succ = torch.tensor(task.successor)
@@ -119,14 +130,14 @@ def _tl_scores(bridge, x_LTM, token_ids, tasks) -> np.ndarray:
 def test_W_OV_equals_transformerlens(peers):
     a, _, bridge = peers
     ours = torch.stack([a.W_V_layer(layer)[0] @ a.W_O_layer(layer)[0] for layer in range(a.dims.n_layers)])
-    torch.testing.assert_close(ours, bridge.OV.AB.detach(), **TOL)
+    torch.testing.assert_close(ours, _tl_OV(bridge), **TOL)
 
 
 def test_ov_read_out_is_the_bias_free_circuit(peers):
     """``Adapter.ov`` by default is ``x W_OV`` with TL's ``OV``: no ``b_V W_O`` term."""
     a, _, bridge = peers
     x = torch.randn(6, a.dims.d_model)
-    OV = bridge.OV.AB.detach()
+    OV = _tl_OV(bridge)
     for layer in range(a.dims.n_layers):
         torch.testing.assert_close(a.ov(layer, x), torch.einsum("tm,hmn->htn", x, OV[layer]), **TOL)
 
@@ -157,7 +168,7 @@ def test_successor_scores_equal_transformerlens(peers, mode):
     # the read-out itself, before any argmax: what the head writes for each token, unembedded
     for layer in range(a.dims.n_layers):
         got = a.unembed(a.ov(layer, x[layer], "raw", input_norm=head_input_norm(mode, "raw")))
-        want = torch.einsum("tm,hmn,nv->htv", x_tl[layer], bridge.OV.AB[layer].detach(), bridge.W_U.detach())
+        want = torch.einsum("tm,hmn,nv->htv", x_tl[layer], _tl_OV(bridge)[layer], _tl_W_U(bridge))
         want = want + bridge.b_U.detach()
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(ours.per_task, _tl_scores(bridge, x_tl, ids, tasks))

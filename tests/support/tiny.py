@@ -25,6 +25,10 @@ import torch
 #: The paper zoo's families, then those added later (:data:`NEW_FAMILIES`); each name is an
 #: adapter family (``successor_heads.core.adapters.FAMILIES``).
 NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt")
+#: Granite's scalar multipliers, none of them 1 so that each is tested (the logits are divided
+#: by ``logits_scaling``: 0.5 keeps the tiny model's log-probs as sensitive to ablations as 1 would).
+_GRANITE_MULTIPLIERS = {"embedding_multiplier": 2.0, "residual_multiplier": 1.5, "attention_multiplier": 0.5,
+                        "logits_scaling": 0.5}
 #: The second wave of dense families, each built from its transformers config class through
 #: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
 #: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
@@ -39,8 +43,10 @@ DENSE = {
     "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
     "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None, "tie_word_embeddings": True, "init_std": 0.1}),
     "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),
+    "granite": ("granite", {**_GRANITE_MULTIPLIERS}),
 }
-#: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert).
+#: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert;
+#: Granite-MoE with Granite's multipliers).
 MOE = {
     "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
     "olmoe": ("olmoe", {"num_experts": 4, "num_experts_per_tok": 2}),
@@ -50,6 +56,7 @@ MOE = {
                                 "decoder_sparse_step": 1, "mlp_only_layers": []}),
     "phimoe": ("phimoe", {"num_local_experts": 4, "num_experts_per_tok": 2, "attention_bias": True}),
     "gpt_oss": ("gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 4}),
+    "granitemoe": ("granitemoe", {"num_local_experts": 4, "num_experts_per_tok": 2, **_GRANITE_MULTIPLIERS}),
 }
 DENSE.update(MOE)
 NEW_FAMILIES += tuple(DENSE)

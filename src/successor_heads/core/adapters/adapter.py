@@ -173,17 +173,30 @@ class Adapter(HeadWeights):
 
     @property
     def logit_scale(self) -> float | None:
-        """The constant the model multiplies its logits by (Cohere's ``logit_scale``), or None;
-        :attr:`W_U` and :attr:`b_U` include it."""
+        """The constant the model multiplies its logits by (Cohere's ``logit_scale``; one over
+        Granite's ``logits_scaling``), or None; :attr:`W_U` and :attr:`b_U` include it."""
         key = self.spec.logit_scale
-        return getattr(self.cfg, key, None) if key else None
+        if not key:
+            return None
+        value = getattr(self.cfg, key.removeprefix("1/"), None)
+        return None if value is None else (1.0 / value if key.startswith("1/") else value)
+
+    @property
+    def residual_multiplier(self) -> float:
+        """The constant each attention and MLP output is multiplied by before the residual add
+        (Granite's ``residual_multiplier``; 1.0 for other families). :attr:`W_O` and :attr:`b_O`
+        include it, so they give a head's output as it reaches the residual stream (``attn``'s
+        own output times this)."""
+        key = self.spec.residual_multiplier
+        return float(getattr(self.cfg, key, None) or 1.0) if key else 1.0
 
     # --- the circuits -------------------------------------------------------------------
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings as the model's first layer sees them (no positions).
 
         The family's embedding scale (``FamilySpec.embed_scale``) is applied by its own
-        embedding module, so it is included; so is the embedding norm where the family has one
+        embedding module, so it is included; so are the embedding multiplier
+        (``FamilySpec.embed_multiplier``, Granite) and the embedding norm where the family has one
         (``FamilySpec.embed_norm``, BLOOM).
 
         Args:
@@ -193,6 +206,8 @@ class Adapter(HeadWeights):
             ``[..., d_model]`` in the model's dtype, on :attr:`device`.
         """
         x = self.model.get_input_embeddings()(token_ids.to(self.device))
+        if self.spec.embed_multiplier:  # Granite: the model scales the embedding module's output
+            x = x * getattr(self.cfg, self.spec.embed_multiplier)
         norm = _module(self.model, self.spec.embed_norm)
         return x if norm is None else norm(x)
 

@@ -229,6 +229,15 @@ FALCON = FamilySpec(
     mlp="mlp", mlp_kind="dense", norm="layernorm", variant=_falcon_variant,
 )
 
+# Granite: Llama's layout with four scalar multipliers: the token embeddings times
+# embedding_multiplier, each attention and MLP output times residual_multiplier before the
+# residual add (folded into W_O, b_O), logits divided by logits_scaling (folded into W_U, b_U);
+# attention_multiplier replaces 1/sqrt(d_head) in QK (attention patterns only).
+GRANITE = replace(
+    LLAMA, name="granite", model_types=("granite",), embed_multiplier="embedding_multiplier",
+    residual_multiplier="residual_multiplier", logit_scale="1/logits_scaling",
+)
+
 # --- mixture-of-experts families: MLP0 is the first layer's MoE block (router, top-k experts,
 # shared experts), run as the family's own module; attention is dense as in Llama.
 MIXTRAL = replace(LLAMA, name="mixtral", model_types=("mixtral",), moe_router="gate")
@@ -242,12 +251,16 @@ PHIMOE = replace(LLAMA, name="phimoe", model_types=("phimoe",), moe_router="rout
 GPT_OSS = replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe_router="router", value_bias=True,
                   output_bias=True)
 
+# Granite-MoE: Granite's multipliers, its MoE block on the layer as block_sparse_moe.
+GRANITEMOE = replace(GRANITE, name="granitemoe", model_types=("granitemoe",), mlp="block_sparse_moe",
+                     moe_router="router")
+
 #: Every supported family by its config name (``model.family``).
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
     GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
     SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
     GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
-    FALCON, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS)}
+    FALCON, GRANITE, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}

@@ -99,7 +99,15 @@ class FamilySpec:
             the first layer (BLOOM's ``word_embeddings_layernorm``), or None; :meth:`Adapter.embed`
             applies it.
         logit_scale: config attribute of a constant the logits are multiplied by (Cohere's
-            ``logit_scale``), or None; folded into ``Adapter.W_U``.
+            ``logit_scale``), or ``"1/"`` and the attribute of one they are divided by (Granite's
+            ``"1/logits_scaling"``), or None; folded into ``Adapter.W_U``.
+        embed_multiplier: config attribute of a constant the model multiplies the embedding
+            module's output by before the first layer (Granite's ``embedding_multiplier``), or
+            None; :meth:`Adapter.embed` applies it.
+        residual_multiplier: config attribute of a constant each attention and MLP output is
+            multiplied by before the residual add (Granite's ``residual_multiplier``), or None;
+            folded into ``Adapter.W_O`` and ``b_O`` (a head's output as it reaches the residual
+            stream). ``Adapter.mlp0`` stays the MLP module's own output.
         multi_query: one key/value head shared by all query heads (GPT-BigCode, Falcon-7B).
         kv_heads_attr: config attribute holding the number of key/value heads (absent or None:
             ``n_heads``), unless ``multi_query``.
@@ -144,6 +152,8 @@ class FamilySpec:
     refuse: Callable[[Any], str | None] | None = None
     embed_norm: str | None = None
     logit_scale: str | None = None
+    embed_multiplier: str | None = None
+    residual_multiplier: str | None = None
     multi_query: bool = False
     kv_heads_attr: str = "num_key_value_heads"
     variant: Callable[[Any], dict[str, Any]] | None = None
