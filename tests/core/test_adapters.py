@@ -15,17 +15,23 @@ from tests.support.tiny import FAMILIES, make_model
 
 
 def _capture_attention(adapter, layer, ids):
+    """The attention module's input, the heads' summed output (:meth:`Adapter.attn_out`: BLOOM's
+    attention module also adds the residual) and the attention pattern."""
     got = {}
 
-    def hook(_m, args, kwargs, out):
+    def hook(_m, args, kwargs):
         got["x"] = args[0] if args else kwargs["hidden_states"]
+
+    def out_hook(_m, _i, out):
         got["out"] = out[0] if isinstance(out, tuple) else out
 
-    h = adapter.attn(layer).register_forward_hook(hook, with_kwargs=True)
+    handles = [adapter.attn(layer).register_forward_pre_hook(hook, with_kwargs=True),
+               adapter.attn_out(layer).register_forward_hook(out_hook)]
     try:
         res = adapter.model(input_ids=ids, output_attentions=True)
     finally:
-        h.remove()
+        for h in handles:
+            h.remove()
     return got["x"], got["out"], res.attentions[layer]
 
 
@@ -133,7 +139,8 @@ def test_declared_facts_hold(family, tokenizer):
         ids = torch.arange(3, 9)
         scale = math.sqrt(d.d_model) if s.embed_scale == "sqrt_d_model" else 1.0
         scale *= getattr(model.config, s.embed_multiplier) if s.embed_multiplier else 1.0
-        torch.testing.assert_close(a.embed(ids), a.W_E[ids] * scale)
+        norm = a.embed_norm() or torch.nn.Identity()  # BLOOM's LayerNorm on the embeddings
+        torch.testing.assert_close(a.embed(ids), norm(a.W_E[ids] * scale))
     assert (a.v_proj(0).bias is not None) == s.value_bias
     assert (a.o_proj(0).bias is not None) == s.output_bias
     assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)

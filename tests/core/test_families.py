@@ -89,6 +89,19 @@ def test_opt_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokenizer
     assert family_of("opt") is SPECS["opt"]  # without a config nothing is refused
 
 
+@pytest.mark.parametrize(("change", "why"), [
+    ({"apply_residual_connection_post_layernorm": True}, "apply_residual_connection_post_layernorm=True"),
+    ({"pretraining_tp": 2, "slow_but_exact": True}, "slow_but_exact=True"),
+])
+def test_bloom_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokenizer):
+    model, _ = make_model("bloom", tokenizer)
+    get_adapter(model)
+    for key, value in change.items():
+        setattr(model.config, key, value)
+    with pytest.raises(ValueError, match=f"bloom checkpoint not supported: .*{why}"):
+        get_adapter(model)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
     """Layer 0's MLP input in the model's own forward pass equals the declared form: its input
@@ -104,7 +117,7 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         a.layers()[0].register_forward_pre_hook(
             lambda _m, args, kwargs: got.__setitem__("h", args[0] if args else kwargs["hidden_states"]),
             with_kwargs=True),
-        a.attn(0).register_forward_hook(
+        a.attn_out(0).register_forward_hook(
             lambda _m, _i, out: got.__setitem__("attn", out[0] if isinstance(out, tuple) else out)),
         first.register_forward_pre_hook(lambda _m, args: got.__setitem__("mlp_in", args[0])),
         # a copy: Falcon adds the attention output into the MLP's output tensor in place

@@ -80,7 +80,7 @@ def test_mlp0_scores_streamed_equal_in_memory_and_read_only_what_they_need(folde
     stream = streamed_of(streamed.model)
     assert not stream.loaded_now  # everything read was freed
     ad = streamed.adapter
-    needed = {ad.model.get_input_embeddings(), ad.model.get_output_embeddings(), ad.final_norm(),
+    needed = {ad.model.get_input_embeddings(), ad.embed_norm(), ad.model.get_output_embeddings(), ad.final_norm(),
               ad.mlp_in_norm(0), ad.mlp(0), ad.mlp_out_norm(0)}
     for layer in range(ad.dims.n_layers):
         needed |= {ad.attn_in_norm(layer), ad.v_proj(layer), ad.o_proj(layer), ad.attn_out_norm(layer)}

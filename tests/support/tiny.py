@@ -33,7 +33,8 @@ _GRANITE_MULTIPLIERS = {"embedding_multiplier": 2.0, "residual_multiplier": 1.5,
 #: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
 #: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
 #: tiny random model still move the log-probs measurably; XGLM's weights drawn with std 0.1, as
-#: its sqrt(d_model)-scaled embeddings and sinusoidal positions otherwise drown the heads).
+#: its sqrt(d_model)-scaled embeddings and sinusoidal positions otherwise drown the heads; BLOOM's
+#: with std 0.1, as its heads' direct effects are otherwise too small to test).
 DENSE = {
     "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
     "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
@@ -44,6 +45,7 @@ DENSE = {
     "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None, "tie_word_embeddings": True, "init_std": 0.1}),
     "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),
     "granite": ("granite", {**_GRANITE_MULTIPLIERS}),
+    "bloom": ("bloom", {"num_key_value_heads": None, "head_dim": None, "initializer_range": 0.1}),
 }
 #: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert;
 #: Granite-MoE with Granite's multipliers).

@@ -101,6 +101,12 @@ class Adapter(HeadWeights):
         """The output projection; its input ``[batch, pos, n_heads * d_head]`` holds each head's ``z``."""
         return _module(self.attn(layer), self.spec.o_proj)
 
+    def attn_out(self, layer: int) -> nn.Module:
+        """The module of the model's forward pass whose output is the sum of head outputs plus
+        ``b_O`` (before the residual multiplier and any post-attention norm): :meth:`attn`, or
+        :meth:`o_proj` where the attention module also adds the residual (BLOOM)."""
+        return self.o_proj(layer) if self.spec.residual_in_modules else self.attn(layer)
+
     def attn_in_norm(self, layer: int) -> nn.Module | None:
         """The norm on the residual stream before attention; None where the family has none
         (OLMo-2; :meth:`run_f32` reads None as the identity)."""
@@ -208,8 +214,13 @@ class Adapter(HeadWeights):
         x = self.model.get_input_embeddings()(token_ids.to(self.device))
         if self.spec.embed_multiplier:  # Granite: the model scales the embedding module's output
             x = x * getattr(self.cfg, self.spec.embed_multiplier)
-        norm = _module(self.model, self.spec.embed_norm)
+        norm = self.embed_norm()
         return x if norm is None else norm(x)
+
+    def embed_norm(self) -> nn.Module | None:
+        """The norm on the token embeddings before the first layer (BLOOM's
+        ``word_embeddings_layernorm``), or None."""
+        return _module(self.model, self.spec.embed_norm)
 
     def mlp0(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
         """MLP0's output for residual input ``x`` (paper Section 2: effective embedding ``MLP0(W_E[t])``).

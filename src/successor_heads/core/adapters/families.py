@@ -238,6 +238,29 @@ GRANITE = replace(
     residual_multiplier="residual_multiplier", logit_scale="1/logits_scaling",
 )
 
+def _bloom_refuse(cfg: Any) -> str | None:
+    """BLOOM checkpoints whose residual or output projection the paths cannot read."""
+    if getattr(cfg, "apply_residual_connection_post_layernorm", False):
+        return ("its residual stream is the normed input (apply_residual_connection_post_layernorm=True), "
+                "so a head's output is not added to the layer's input")
+    if getattr(cfg, "pretraining_tp", 1) > 1 and getattr(cfg, "slow_but_exact", False):
+        return ("its output projections run in slices (pretraining_tp > 1 with slow_but_exact=True), "
+                "so the hooks on the output projection never run; set slow_but_exact=False")
+    return None
+
+
+# BLOOM: ALiBi, q/k/v interleaved head by head (as GPT-NeoX), a LayerNorm on the embeddings;
+# its attention and MLP modules add the residual themselves, so the heads' sum is dense's output
+# and the MLP is run as its parts (as MPT's).
+BLOOM = FamilySpec(
+    "bloom", ("bloom",), layers="transformer.h", final_norm="transformer.ln_f", attn="self_attention",
+    v_proj="query_key_value", o_proj="dense", qkv="fused_per_head", residual_in_modules=True,
+    attn_in_norm="input_layernorm", mlp_in_norm="post_attention_layernorm",
+    mlp=("mlp.dense_h_to_4h", "mlp.gelu_impl", "mlp.dense_4h_to_h"), mlp_kind="dense", norm="layernorm",
+    value_bias=True, output_bias=True, positions="alibi", embed_norm="transformer.word_embeddings_layernorm",
+    kv_heads_attr="num_attention_heads", refuse=_bloom_refuse,
+)
+
 # --- mixture-of-experts families: MLP0 is the first layer's MoE block (router, top-k experts,
 # shared experts), run as the family's own module; attention is dense as in Llama.
 MIXTRAL = replace(LLAMA, name="mixtral", model_types=("mixtral",), moe_router="gate")
@@ -260,7 +283,7 @@ FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
     GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
     SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
     GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
-    FALCON, GRANITE, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE)}
+    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}

@@ -101,6 +101,9 @@ class FamilySpec:
         logit_scale: config attribute of a constant the logits are multiplied by (Cohere's
             ``logit_scale``), or ``"1/"`` and the attribute of one they are divided by (Granite's
             ``"1/logits_scaling"``), or None; folded into ``Adapter.W_U``.
+        residual_in_modules: the attention and MLP modules take the residual stream and return
+            their output plus it (BLOOM): :meth:`Adapter.attn_out` is then ``o_proj`` (whose
+            output is the sum of head outputs plus ``b_O``) and ``mlp`` names the MLP's parts.
         embed_multiplier: config attribute of a constant the model multiplies the embedding
             module's output by before the first layer (Granite's ``embedding_multiplier``), or
             None; :meth:`Adapter.embed` applies it.
@@ -152,6 +155,7 @@ class FamilySpec:
     refuse: Callable[[Any], str | None] | None = None
     embed_norm: str | None = None
     logit_scale: str | None = None
+    residual_in_modules: bool = False
     embed_multiplier: str | None = None
     residual_multiplier: str | None = None
     multi_query: bool = False
