@@ -144,15 +144,17 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_mlp0_applied_runs_the_declared_norms(family, tokenizer):
-    """``mlp0(x, "applied")`` is the MLP input norm, the MLP, then the post-MLP norm where the
-    family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
+    """``mlp0(x, "applied")`` is the MLP input norm, the MLP (plus Granite-MoE-Shared's shared
+    MLP), then the post-MLP norm where the family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
     model, _ = make_model(family, tokenizer)
     a = get_adapter(model)
     x = torch.randn(1, 5, a.dims.d_model)  # [batch, pos, d_model], as an MoE block reads it
     first = lambda y: y[0] if isinstance(y, tuple) else y  # noqa: E731 (gpt-oss: (out, router scores))
+    shared = a.shared_mlp(0) or (lambda y: 0)  # Granite-MoE-Shared's dense MLP beside the experts
     with torch.no_grad():
-        raw = first(a.mlp(0)(x))
-        applied = first(a.mlp(0)(a.run_f32(a.mlp_in_norm(0), x)))
+        raw = first(a.mlp(0)(x)) + shared(x)
+        normed = a.run_f32(a.mlp_in_norm(0), x)
+        applied = first(a.mlp(0)(normed)) + shared(normed)
         if a.mlp_out_norm(0) is not None:
             applied = a.mlp_out_norm(0)(applied)
     torch.testing.assert_close(a.mlp0(x, "raw"), raw)
@@ -173,9 +175,12 @@ def test_moe_mlp0_is_the_first_moe_block_on_each_token_alone(family, tokenizer):
         (a.mlp_out(0), "forward",
          lambda _m, _i, out: got.append((out[0] if isinstance(out, tuple) else out).reshape(-1, a.dims.d_model))),
         (a.router(0), "forward", lambda _m, _i, out: picked.append(out[-1])),
+        *([(a.shared_mlp(0), "forward", lambda _m, _i, out: got.append(out.reshape(-1, a.dims.d_model)))]
+          if a.shared_mlp(0) is not None else []),
     ):
         model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
-    x_in, out, experts = seen[0], got[0], picked[0]
+    # Granite-MoE-Shared: the dense shared MLP's output (layer 0's) is added to the experts'
+    x_in, out, experts = seen[0], got[0] + (got[1] if a.shared_mlp(0) is not None else 0), picked[0]
     torch.testing.assert_close(a.mlp0(x_in), out, atol=1e-5, rtol=1e-5)
     mine = a.mlp0_experts(x_in)
     assert mine.shape == (len(x_in), model.config.num_experts_per_tok)

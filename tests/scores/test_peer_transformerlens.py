@@ -27,6 +27,7 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 #: Families TransformerLens 4.3 does not boot from a transformers folder, and why.
 TL_DOES_NOT_BOOT = {
     "phimoe": "TransformerLens 4.3 looks for PhiMoEForCausalLM; transformers 5 names it PhimoeForCausalLM",
+    "granitemoeshared": "TransformerLens 4.3 has no adapter for GraniteMoeSharedForCausalLM",
 }
 #: Families whose MLP0 TransformerLens 4.3 cannot run alone, and why (W_OV, read-outs and the
 #: ``resid`` scores still compared).

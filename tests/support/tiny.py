@@ -48,7 +48,7 @@ DENSE = {
     "bloom": ("bloom", {"num_key_value_heads": None, "head_dim": None, "initializer_range": 0.1}),
 }
 #: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert;
-#: Granite-MoE with Granite's multipliers).
+#: Granite-MoE with Granite's multipliers, Granite-MoE-Shared also with its shared MLP).
 MOE = {
     "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
     "olmoe": ("olmoe", {"num_experts": 4, "num_experts_per_tok": 2}),
@@ -59,6 +59,8 @@ MOE = {
     "phimoe": ("phimoe", {"num_local_experts": 4, "num_experts_per_tok": 2, "attention_bias": True}),
     "gpt_oss": ("gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 4}),
     "granitemoe": ("granitemoe", {"num_local_experts": 4, "num_experts_per_tok": 2, **_GRANITE_MULTIPLIERS}),
+    "granitemoeshared": ("granitemoeshared", {"num_local_experts": 4, "num_experts_per_tok": 2,
+                                              "shared_intermediate_size": 32, **_GRANITE_MULTIPLIERS}),
 }
 DENSE.update(MOE)
 NEW_FAMILIES += tuple(DENSE)

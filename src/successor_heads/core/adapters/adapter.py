@@ -230,6 +230,9 @@ class Adapter(HeadWeights):
             norms: ``"applied"`` runs layer 0's MLP input norm first (and the post-MLP
                 norm of Gemma 2/3 and OLMo-2 after); ``"raw"`` feeds ``x`` straight in.
 
+        The MLP module's own output (plus the shared MLP's where the family has one, Granite-MoE-Shared),
+        before any residual multiplier (Granite's scales what is added to the residual stream).
+
         Returns:
             float32 ``[..., d_model]``.
 
@@ -243,10 +246,18 @@ class Adapter(HeadWeights):
             out = self.run_f32(self.mlp(0), h)
         else:  # an MoE block reads [batch, pos, d_model]: the tokens as one sequence
             out = self.run_f32(self.mlp(0), h.reshape(1, -1, h.shape[-1])).reshape(h.shape)
+        shared = self.shared_mlp(0)
+        if shared is not None:  # Granite-MoE-Shared: a dense MLP beside the experts, on the same input
+            out = out + self.run_f32(shared, h)
         post = self.mlp_out_norm(0)
         if norms == "applied" and post is not None:
             out = self.run_f32(post, out)
         return out
+
+    def shared_mlp(self, layer: int) -> nn.Module | None:
+        """The dense MLP beside layer ``layer``'s mixture of experts (``FamilySpec.shared_mlp``,
+        Granite-MoE-Shared), or None (none declared, or the checkpoint has none)."""
+        return self._part(layer, self.spec.shared_mlp)
 
     def router(self, layer: int) -> nn.Module | None:
         """The router of layer ``layer``'s mixture-of-experts MLP, or None (a dense family or a

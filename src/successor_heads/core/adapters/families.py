@@ -278,12 +278,16 @@ GPT_OSS = replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe_router="r
 GRANITEMOE = replace(GRANITE, name="granitemoe", model_types=("granitemoe",), mlp="block_sparse_moe",
                      moe_router="router")
 
+# Granite-MoE-Shared: Granite-MoE with a dense shared_mlp beside the experts (on the same input).
+GRANITEMOESHARED = replace(GRANITEMOE, name="granitemoeshared", model_types=("granitemoeshared",),
+                           shared_mlp="shared_mlp")
+
 #: Every supported family by its config name (``model.family``).
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
     GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
     SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
     GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
-    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE)}
+    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE, GRANITEMOESHARED)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}

@@ -118,6 +118,9 @@ class FamilySpec:
             on ``[n_tokens, d_model]`` returns ``(logits, weights, expert indices)``), or None
             for a dense MLP. The MLP module itself (router, experts, shared experts) is run for
             ``mlp0``; a layer whose MLP has no router (Qwen2-MoE's ``mlp_only_layers``) is dense.
+        shared_mlp: path, on the decoder layer, of a dense MLP that reads the MoE block's input
+            and whose output is added to the block's (Granite-MoE-Shared's ``shared_mlp``), or
+            None; ``Adapter.mlp0`` runs both.
         variant: None, or a function of the transformers config returning the fields that differ
             for that checkpoint (Falcon's decoder architectures, StableLM's parallel residual);
             :func:`~successor_heads.core.adapters.families.family_of` applies them.
@@ -162,6 +165,7 @@ class FamilySpec:
     kv_heads_attr: str = "num_key_value_heads"
     variant: Callable[[Any], dict[str, Any]] | None = None
     moe_router: str | None = None
+    shared_mlp: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model_types:
