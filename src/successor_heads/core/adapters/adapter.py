@@ -8,7 +8,8 @@ and yields, with the standard names and shapes,
 * ``W_U`` ``[d_model, d_vocab]`` and ``b_U`` ``[d_vocab]``,
 * ``W_V`` ``[n_layers, n_heads, d_model, d_head]`` and ``b_V`` ``[n_layers, n_heads, d_head]``
   with grouped-query attention mapped (query head h reads KV head ``h // (n_heads // n_kv_heads)``),
-* ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` and ``b_O`` ``[n_layers, d_model]``,
+* ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` and ``b_O`` ``[n_layers, d_model]`` (times
+  Granite's residual multiplier: a head's output as it reaches the residual stream),
 
 and the model's own norm and MLP modules, so the effective OV circuit
 ``logits_h(t) = W_U · W_OV^h · x_t`` (paper, Section 2) can be computed with layer norms either

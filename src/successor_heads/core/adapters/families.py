@@ -6,8 +6,9 @@ with q/k norms; Phi-3 is Llama with one fused ``qkv_proj`` (and a fused ``gate_u
 its MLP module); OLMo-2 is Llama with its norms after attention and after the MLP instead of
 before them; Gemma3 is Llama with sandwich norms in Gemma's ``(1 + w)`` convention, an embedding
 scaled by sqrt(d_model) and soft-caps, and Gemma 2 is Gemma3 without q/k norms. Llama 3 is
-``model_type`` ``llama``. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE, PhiMoE,
-gpt-oss) declare their router (``moe_router``); other MoE models, models without attention heads,
+``model_type`` ``llama``. Granite is Llama with scalar multipliers; BLOOM's attention and MLP
+modules add the residual themselves. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE,
+PhiMoE, gpt-oss, Granite-MoE(-Shared)) declare their router (``moe_router``); other MoE models, models without attention heads,
 hybrids and multi-head latent attention (DeepSeek-V2/V3) are refused with the reason (:func:`family_of`).
 """
 

@@ -7,7 +7,8 @@ one generic :class:`~successor_heads.core.adapters.adapter.Adapter` reads it; th
 :data:`~successor_heads.core.adapters.families.FAMILIES`.
 
 Facts the adapter reads: the module paths, ``qkv``, ``weights_in_out``, ``parallel_attn_mlp``
-(with ``parallel_flag``), ``logit_softcap`` and ``refuse``. The others (``norm``, ``embed_scale``,
+(with ``parallel_flag``), ``logit_softcap``, ``logit_scale``, ``embed_multiplier``,
+``residual_multiplier``, ``residual_in_modules``, ``moe_router``, ``shared_mlp`` and ``refuse``. The others (``norm``, ``embed_scale``,
 ``attn_softcap``, ``value_bias``, ``output_bias``, ``unembed_bias``, ``mlp_kind``, ``qk_norm``,
 ``positions``) describe what the family's own modules already do (Gemma's embedding module
 multiplies by sqrt(d_model), its RMSNorm scales by ``1 + w``); the adapter runs those modules,
