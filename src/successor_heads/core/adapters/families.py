@@ -320,14 +320,28 @@ _REFUSED["jetmoe"] = ("model_type='jetmoe' has a mixture of attention experts (M
                       "no fixed OV circuit")
 
 
+#: Hybrids whose attention layers themselves have no per-head OV circuit, and why (the other
+#: hybrids' attention layers are ordinary softmax attention; scoring them alone is not built yet).
+_HYBRID_ATTENTION = {
+    **{mt: "its full-attention layers multiply each head's output by sigmoid(x W_gate) (the second half of "
+           "q_proj), so a head's output is not linear in its values and it has no OV circuit"
+       for mt in ("qwen3_next", "qwen3_5", "qwen3_5_moe")},
+    **{mt: "its attention is one transformer block shared by several depths, reading the residual stream "
+           "concatenated with the token embeddings and added back through a linear layer, so no head has "
+           "the W_V, W_O of one layer"
+       for mt in ("zamba", "zamba2")},
+}
+
+
 def _no_heads(model_type: str | None) -> str | None:
     """Why a model without (only) attention heads is refused, or None."""
     if model_type in NO_ATTENTION:
         return (f"model_type={model_type!r} has no attention heads (a state-space or recurrent model): "
                 "a successor head is an attention head, so there is nothing to score")
     if model_type in HYBRIDS:
+        why = _HYBRID_ATTENTION.get(model_type, "scoring a hybrid's attention layers alone is not supported yet")
         return (f"model_type={model_type!r} is a hybrid whose layers are not all attention layers "
-                "(state-space, linear-attention or recurrent layers): hybrids are not supported yet")
+                f"(state-space, linear-attention or recurrent layers): {why}")
     return None
 
 
