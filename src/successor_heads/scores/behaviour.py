@@ -241,25 +241,24 @@ def _capture_layer_inputs(adapter: Adapter, ids: torch.Tensor, tgt: torch.Tensor
     return lp, [calls[i][0] for i in range(len(layers))]
 
 
-def _repeat_batch(x, k: int, n: int, memo: dict, n_heads: int = 0):
-    """``x`` with every tensor of batch size ``n`` (first dim ``n``, or ``n * n_heads`` batch-major:
-    BLOOM's ALiBi bias ``[n * n_heads, 1, pos]``; at least 2-D) stacked ``k`` times along dim 0
-    (copy j = rows ``j*n .. (j+1)*n - 1``, as ``ids.repeat(k, 1)``), recursing
+def _repeat_batch(x, k: int, n: int, memo: dict):
+    """``x`` with every tensor of batch size ``n`` (first dim ``n``, at least 2-D) stacked ``k``
+    times along dim 0 (copy j = rows ``j*n .. (j+1)*n - 1``, as ``ids.repeat(k, 1)``), recursing
     into tuples, lists and dicts. Tensors shared by the batch (first dim 1 when ``n > 1``, e.g.
     rotary ``cos``/``sin [1, pos, d_head]``) broadcast and are left alone; so are non-tensors
     (None caches, flags). ``memo`` (by ``id``) repeats a mask shared by all layers only once."""
     if torch.is_tensor(x):
-        if x.dim() >= 2 and x.shape[0] in (n, n * n_heads) and k > 1:
+        if x.dim() >= 2 and x.shape[0] == n and k > 1:
             if id(x) not in memo:
                 memo[id(x)] = (x, x.repeat(k, *([1] * (x.dim() - 1))))  # keep x alive: ids stay unique
             return memo[id(x)][1]
         return x
     if isinstance(x, tuple):
-        return tuple(_repeat_batch(v, k, n, memo, n_heads) for v in x)
+        return tuple(_repeat_batch(v, k, n, memo) for v in x)
     if isinstance(x, list):
-        return [_repeat_batch(v, k, n, memo, n_heads) for v in x]
+        return [_repeat_batch(v, k, n, memo) for v in x]
     if isinstance(x, dict):
-        return {key: _repeat_batch(v, k, n, memo, n_heads) for key, v in x.items()}
+        return {key: _repeat_batch(v, k, n, memo) for key, v in x.items()}
     return x
 
 
@@ -281,9 +280,13 @@ def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> to
     h = h.repeat(k, 1, 1) if k > 1 else h
     for i in range(first, len(layers)):
         args, kwargs = inputs[i]
-        kwargs = _repeat_batch(kwargs, k, n, memo, adapter.dims.n_heads)
+        alibi = kwargs.get("alibi")
+        kwargs = _repeat_batch(kwargs, k, n, memo)
+        if alibi is not None and k > 1 and alibi.shape[0] == n * adapter.dims.n_heads != n:
+            # BLOOM's ALiBi bias [n * n_heads, 1, pos], batch-major: one block per prompt
+            kwargs["alibi"] = alibi.repeat(k, *([1] * (alibi.dim() - 1)))
         if args:
-            out = layers[i](h, *_repeat_batch(args[1:], k, n, memo, adapter.dims.n_heads), **kwargs)
+            out = layers[i](h, *_repeat_batch(args[1:], k, n, memo), **kwargs)
         else:
             out = layers[i](**{**kwargs, "hidden_states": h})
         h = out[0] if isinstance(out, (tuple, list)) else out
