@@ -75,12 +75,17 @@ VARIANTS = {"llama3": "llama"}
 #: Checkpoint layouts a family reads from the config (``FamilySpec.variant``), each a tiny model
 #: of its family's config with the settings listed: Falcon-40B/180B's grouped KV heads and two
 #: parallel norms, Falcon-RW's per-head q/k/v, sequential block and ALiBi, GPT-BigCode without
-#: multi-query, StableLM-2-12B's parallel residual.
+#: multi-query, StableLM-2-12B's parallel residual; and model types a family covers beside its
+#: own (``model_type`` in the settings): Granite-SWA, Granite-MoE-SWA.
 CHECKPOINT_VARIANTS = {
     "falcon_new": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}),
     "falcon_rw": ("falcon", {"multi_query": False, "parallel_attn": False, "alibi": True, "bias": True}),
     "gpt_bigcode_mha": ("gpt_bigcode", {"multi_query": False}),
     "stablelm_parallel": ("stablelm", {"use_parallel_residual": True}),
+    "granite_swa": ("granite", {"model_type": "granite_swa", "sliding_window": 4,
+                                "layer_types": ["full_attention", "sliding_attention"]}),
+    "granitemoe_swa": ("granitemoeshared", {"model_type": "granitemoe_swa", "sliding_window": 4,
+                                            "layer_types": ["full_attention", "sliding_attention"]}),
 }
 VARIANTS.update({name: family for name, (family, _) in CHECKPOINT_VARIANTS.items()})
 
@@ -173,6 +178,7 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
         base, settings = CHECKPOINT_VARIANTS.get(family, (family, {}))
         model_type, extra = DENSE[base]
         extra = {**extra, **settings}
+        model_type = extra.pop("model_type", model_type)
         kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
                   num_key_value_heads=n_heads // 2, head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                   max_position_embeddings=512, tie_word_embeddings=False, **common)

@@ -230,12 +230,13 @@ FALCON = FamilySpec(
     mlp="mlp", mlp_kind="dense", norm="layernorm", variant=_falcon_variant,
 )
 
-# Granite: Llama's layout with four scalar multipliers: the token embeddings times
+# Granite (and Granite-SWA, its sliding-window layers acting on attention patterns only): Llama's
+# layout with four scalar multipliers: the token embeddings times
 # embedding_multiplier, each attention and MLP output times residual_multiplier before the
 # residual add (folded into W_O, b_O), logits divided by logits_scaling (folded into W_U, b_U);
 # attention_multiplier replaces 1/sqrt(d_head) in QK (attention patterns only).
 GRANITE = replace(
-    LLAMA, name="granite", model_types=("granite",), embed_multiplier="embedding_multiplier",
+    LLAMA, name="granite", model_types=("granite", "granite_swa"), embed_multiplier="embedding_multiplier",
     residual_multiplier="residual_multiplier", logit_scale="1/logits_scaling",
 )
 
@@ -279,8 +280,9 @@ GPT_OSS = replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe_router="r
 GRANITEMOE = replace(GRANITE, name="granitemoe", model_types=("granitemoe",), mlp="block_sparse_moe",
                      moe_router="router")
 
-# Granite-MoE-Shared: Granite-MoE with a dense shared_mlp beside the experts (on the same input).
-GRANITEMOESHARED = replace(GRANITEMOE, name="granitemoeshared", model_types=("granitemoeshared",),
+# Granite-MoE-Shared: Granite-MoE with a dense shared_mlp beside the experts (on the same input);
+# Granite-MoE-SWA is its layout with sliding-window layers.
+GRANITEMOESHARED = replace(GRANITEMOE, name="granitemoeshared", model_types=("granitemoeshared", "granitemoe_swa"),
                            shared_mlp="shared_mlp")
 
 #: Every supported family by its config name (``model.family``).
