@@ -15,17 +15,23 @@ from tests.support.tiny import FAMILIES, make_model
 
 
 def _capture_attention(adapter, layer, ids):
+    """The attention module's input, the heads' summed output (:meth:`Adapter.attn_out`: BLOOM's
+    attention module also adds the residual) and the attention pattern."""
     got = {}
 
-    def hook(_m, args, kwargs, out):
+    def hook(_m, args, kwargs):
         got["x"] = args[0] if args else kwargs["hidden_states"]
+
+    def out_hook(_m, _i, out):
         got["out"] = out[0] if isinstance(out, tuple) else out
 
-    h = adapter.attn(layer).register_forward_hook(hook, with_kwargs=True)
+    handles = [adapter.attn(layer).register_forward_pre_hook(hook, with_kwargs=True),
+               adapter.attn_out(layer).register_forward_hook(out_hook)]
     try:
         res = adapter.model(input_ids=ids, output_attentions=True)
     finally:
-        h.remove()
+        for h in handles:
+            h.remove()
     return got["x"], got["out"], res.attentions[layer]
 
 
@@ -40,7 +46,8 @@ def test_head_outputs_sum_to_attention_output(layer, tiny_model):
     z_BHQD = pattern_BHQP @ v_BHPD
     heads_BHQM = torch.einsum("bhqd,hdm->bhqm", z_BHQD, W_O)
     recon = heads_BHQM.sum(1) + b_O
-    torch.testing.assert_close(recon, out_BPM, atol=1e-5, rtol=1e-4)
+    # W_O, b_O give the heads' output as it reaches the residual stream (Granite scales it)
+    torch.testing.assert_close(recon, out_BPM * a.residual_multiplier, atol=1e-5, rtol=1e-4)
 
 
 def test_shapes_and_tied_unembedding(tiny_model):
@@ -131,7 +138,9 @@ def test_declared_facts_hold(family, tokenizer):
             torch.testing.assert_close(norm(x), _declared_norm(s.norm, norm, x), atol=1e-5, rtol=1e-5)
         ids = torch.arange(3, 9)
         scale = math.sqrt(d.d_model) if s.embed_scale == "sqrt_d_model" else 1.0
-        torch.testing.assert_close(a.embed(ids), a.W_E[ids] * scale)
+        scale *= getattr(model.config, s.embed_multiplier) if s.embed_multiplier else 1.0
+        norm = a.embed_norm() or torch.nn.Identity()  # BLOOM's LayerNorm on the embeddings
+        torch.testing.assert_close(a.embed(ids), norm(a.W_E[ids] * scale))
     assert (a.v_proj(0).bias is not None) == s.value_bias
     assert (a.o_proj(0).bias is not None) == s.output_bias
     assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)
@@ -151,6 +160,28 @@ def test_declared_facts_hold(family, tokenizer):
     assert learned == (s.positions == "learned")
     sinusoidal = any("Sinusoidal" in type(m).__name__ for m in model.modules())
     assert sinusoidal == (s.positions == "sinusoidal")
+    assert a.residual_multiplier == (getattr(model.config, s.residual_multiplier) if s.residual_multiplier else 1.0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_first_layer_reads_the_embedding(family, tokenizer):
+    """Where no position embedding is added to the residual stream, the first decoder layer's
+    input in the model's forward pass is :meth:`Adapter.embed` (embedding scale, Granite's
+    embedding multiplier, BLOOM's embedding norm)."""
+    model, tok = make_model(family, tokenizer)
+    a = get_adapter(model)
+    if a.spec.positions in ("learned", "sinusoidal"):
+        pytest.skip("positions are added to the residual stream")
+    ids = torch.tensor([tok("Monday Tuesday 1 2 3")["input_ids"]])
+    got = {}
+    h = a.layers()[0].register_forward_pre_hook(
+        lambda _m, args, kwargs: got.__setitem__("x", args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        h.remove()
+    torch.testing.assert_close(got["x"], a.embed(ids), atol=1e-6, rtol=1e-5)
 
 
 def test_parallel_flag_of_the_checkpoint_wins(tokenizer):

@@ -19,7 +19,7 @@ from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, i
 from successor_heads.core.hooks import hooks
 from tests.support.tiny import FAMILIES, MOE, NEW_FAMILIES, make_model
 
-MOE_TYPES = ["granitemoe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
+MOE_TYPES = ["hunyuan_v1_moe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
 
 
 def _stub(model_type, **config):
@@ -60,8 +60,9 @@ def test_expert_count_in_the_config_marks_moe():
 
 @pytest.mark.parametrize(("model_type", "why"), [
     ("mamba", "has no attention heads"), ("rwkv", "has no attention heads"),
-    ("jamba", "hybrid whose layers are not all attention layers"),
-    ("qwen3_next", "hybrid whose layers are not all attention layers"),
+    ("jamba", "hybrid whose layers are not all attention layers .*attention layers alone is not supported yet"),
+    ("qwen3_next", "hybrid whose layers are not all attention layers .*sigmoid.*no OV circuit"),
+    ("zamba2", "hybrid whose layers are not all attention layers .*shared by several depths"),
 ])
 def test_models_without_attention_heads_are_refused_with_the_reason(model_type, why):
     with pytest.raises(ValueError, match=f"model_type='{model_type}' .*{why}"):
@@ -89,6 +90,19 @@ def test_opt_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokenizer
     assert family_of("opt") is SPECS["opt"]  # without a config nothing is refused
 
 
+@pytest.mark.parametrize(("change", "why"), [
+    ({"apply_residual_connection_post_layernorm": True}, "apply_residual_connection_post_layernorm=True"),
+    ({"pretraining_tp": 2, "slow_but_exact": True}, "slow_but_exact=True"),
+])
+def test_bloom_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokenizer):
+    model, _ = make_model("bloom", tokenizer)
+    get_adapter(model)
+    for key, value in change.items():
+        setattr(model.config, key, value)
+    with pytest.raises(ValueError, match=f"bloom checkpoint not supported: .*{why}"):
+        get_adapter(model)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
     """Layer 0's MLP input in the model's own forward pass equals the declared form: its input
@@ -104,7 +118,7 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         a.layers()[0].register_forward_pre_hook(
             lambda _m, args, kwargs: got.__setitem__("h", args[0] if args else kwargs["hidden_states"]),
             with_kwargs=True),
-        a.attn(0).register_forward_hook(
+        a.attn_out(0).register_forward_hook(
             lambda _m, _i, out: got.__setitem__("attn", out[0] if isinstance(out, tuple) else out)),
         first.register_forward_pre_hook(lambda _m, args: got.__setitem__("mlp_in", args[0])),
         # a copy: Falcon adds the attention output into the MLP's output tensor in place
@@ -118,8 +132,8 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         for h in handles:
             h.remove()
     h = got["h"]
-    if not a.parallel_attn_mlp:
-        h = h + a.run_f32(a.attn_out_norm(0), got["attn"])
+    if not a.parallel_attn_mlp:  # Granite scales the attention output before the residual add
+        h = h + a.run_f32(a.attn_out_norm(0), got["attn"]) * a.residual_multiplier
     want = a.run_f32(a.mlp_in_norm(0), h)
     torch.testing.assert_close(got["mlp_in"].reshape(want.shape), want, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
@@ -131,15 +145,17 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_mlp0_applied_runs_the_declared_norms(family, tokenizer):
-    """``mlp0(x, "applied")`` is the MLP input norm, the MLP, then the post-MLP norm where the
-    family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
+    """``mlp0(x, "applied")`` is the MLP input norm, the MLP (plus Granite-MoE-Shared's shared
+    MLP), then the post-MLP norm where the family has one (Gemma 2, OLMo-2); "raw" is the MLP alone."""
     model, _ = make_model(family, tokenizer)
     a = get_adapter(model)
     x = torch.randn(1, 5, a.dims.d_model)  # [batch, pos, d_model], as an MoE block reads it
     first = lambda y: y[0] if isinstance(y, tuple) else y  # noqa: E731 (gpt-oss: (out, router scores))
+    shared = a.shared_mlp(0) or (lambda y: 0)  # Granite-MoE-Shared's dense MLP beside the experts
     with torch.no_grad():
-        raw = first(a.mlp(0)(x))
-        applied = first(a.mlp(0)(a.run_f32(a.mlp_in_norm(0), x)))
+        raw = first(a.mlp(0)(x)) + shared(x)
+        normed = a.run_f32(a.mlp_in_norm(0), x)
+        applied = first(a.mlp(0)(normed)) + shared(normed)
         if a.mlp_out_norm(0) is not None:
             applied = a.mlp_out_norm(0)(applied)
     torch.testing.assert_close(a.mlp0(x, "raw"), raw)
@@ -160,9 +176,12 @@ def test_moe_mlp0_is_the_first_moe_block_on_each_token_alone(family, tokenizer):
         (a.mlp_out(0), "forward",
          lambda _m, _i, out: got.append((out[0] if isinstance(out, tuple) else out).reshape(-1, a.dims.d_model))),
         (a.router(0), "forward", lambda _m, _i, out: picked.append(out[-1])),
+        *([(a.shared_mlp(0), "forward", lambda _m, _i, out: got.append(out.reshape(-1, a.dims.d_model)))]
+          if a.shared_mlp(0) is not None else []),
     ):
         model(input_ids=torch.tensor([tok("Monday, Tuesday, 1 2 3 the lazy dog")["input_ids"]]))
-    x_in, out, experts = seen[0], got[0], picked[0]
+    # Granite-MoE-Shared: the dense shared MLP's output (layer 0's) is added to the experts'
+    x_in, out, experts = seen[0], got[0] + (got[1] if a.shared_mlp(0) is not None else 0), picked[0]
     torch.testing.assert_close(a.mlp0(x_in), out, atol=1e-5, rtol=1e-5)
     mine = a.mlp0_experts(x_in)
     assert mine.shape == (len(x_in), model.config.num_experts_per_tok)

@@ -58,16 +58,17 @@ def test_open_model_dtype(tmp_path):
 
 
 def test_open_model_without_adapter_names_the_families(tmp_path):
-    """A transformers family the package has no adapter for (BLOOM) fails naming the supported ones."""
-    from transformers import BloomConfig, BloomForCausalLM
+    """A transformers family the package has no adapter for (BioGPT) fails naming the supported ones."""
+    from transformers import BioGptConfig, BioGptForCausalLM
 
     tok = make_tokenizer()
-    cfg = BloomConfig(vocab_size=len(tok), hidden_size=32, n_layer=1, n_head=4)
-    folder = tmp_path / "results" / "bloom" / "model"
-    BloomForCausalLM(cfg).save_pretrained(folder)
+    cfg = BioGptConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64)
+    folder = tmp_path / "results" / "biogpt" / "model"
+    BioGptForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     (folder / "manifest.json").write_text(json.dumps(MANIFEST))
-    with pytest.raises(ValueError, match="no adapter for model_type='bloom'; supported: .*gpt2.*opt"):
+    with pytest.raises(ValueError, match="no adapter for model_type='biogpt'; supported: .*gpt2.*opt"):
         open_model(folder)
 
 

@@ -31,8 +31,9 @@ def _save(family, tmp_path_factory, tokenizer):
 
 
 #: MoE families whose checkpoint holds per-expert tensors that transformers fuses while loading
-#: (refused streamed); gpt-oss stores its experts fused already and streams like a dense model
-FUSED_ON_LOAD = sorted(set(MOE) - {"gpt_oss"})
+#: (refused streamed); gpt-oss and Granite-MoE(-Shared) store their experts fused already
+#: (Granite's under names transformers renames while loading) and stream like a dense model
+FUSED_ON_LOAD = sorted(set(MOE) - {"gpt_oss", "granitemoe", "granitemoeshared"})
 
 
 @pytest.fixture(scope="module", params=[f for f in FAMILIES if f not in FUSED_ON_LOAD])
@@ -79,8 +80,8 @@ def test_mlp0_scores_streamed_equal_in_memory_and_read_only_what_they_need(folde
     stream = streamed_of(streamed.model)
     assert not stream.loaded_now  # everything read was freed
     ad = streamed.adapter
-    needed = {ad.model.get_input_embeddings(), ad.model.get_output_embeddings(), ad.final_norm(),
-              ad.mlp_in_norm(0), ad.mlp(0), ad.mlp_out_norm(0)}
+    needed = {ad.model.get_input_embeddings(), ad.embed_norm(), ad.model.get_output_embeddings(), ad.final_norm(),
+              ad.mlp_in_norm(0), ad.mlp(0), ad.shared_mlp(0), ad.mlp_out_norm(0)}
     for layer in range(ad.dims.n_layers):
         needed |= {ad.attn_in_norm(layer), ad.v_proj(layer), ad.o_proj(layer), ad.attn_out_norm(layer)}
     allowed = {stream._source[n] for m in needed if m is not None for n in stream._params_of(m)}

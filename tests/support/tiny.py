@@ -25,11 +25,16 @@ import torch
 #: The paper zoo's families, then those added later (:data:`NEW_FAMILIES`); each name is an
 #: adapter family (``successor_heads.core.adapters.FAMILIES``).
 NEW_FAMILIES = ("mistral", "qwen3", "phi3", "olmo2", "gemma2", "gptj", "gpt_neo", "opt")
+#: Granite's scalar multipliers, none of them 1 so that each is tested (the logits are divided
+#: by ``logits_scaling``: 0.5 keeps the tiny model's log-probs as sensitive to ablations as 1 would).
+_GRANITE_MULTIPLIERS = {"embedding_multiplier": 2.0, "residual_multiplier": 1.5, "attention_multiplier": 0.5,
+                        "logits_scaling": 0.5}
 #: The second wave of dense families, each built from its transformers config class through
 #: ``AutoConfig.for_model(model_type, ...)`` with the sizes below and the extra settings listed
 #: (Cohere's logit scale 4 instead of 1/16: not 1, so its handling is tested, and ablations of a
 #: tiny random model still move the log-probs measurably; XGLM's weights drawn with std 0.1, as
-#: its sqrt(d_model)-scaled embeddings and sinusoidal positions otherwise drown the heads).
+#: its sqrt(d_model)-scaled embeddings and sinusoidal positions otherwise drown the heads; BLOOM's
+#: with std 0.1, as its heads' direct effects are otherwise too small to test).
 DENSE = {
     "smollm3": ("smollm3", {}), "ministral": ("ministral3", {}), "exaone": ("exaone", {}),
     "seed_oss": ("seed_oss", {}), "ernie4_5": ("ernie4_5", {}), "hunyuan_v1_dense": ("hunyuan_v1_dense", {}),
@@ -39,8 +44,11 @@ DENSE = {
     "gpt_bigcode": ("gpt_bigcode", {"num_key_value_heads": None}), "mpt": ("mpt", {"num_key_value_heads": None}),
     "codegen": ("codegen", {"rotary_dim": 4, "num_key_value_heads": None}), "xglm": ("xglm", {"ffn_dim": 128, "num_key_value_heads": None, "tie_word_embeddings": True, "init_std": 0.1}),
     "falcon": ("falcon", {"head_dim": None, "num_key_value_heads": None}),
+    "granite": ("granite", {**_GRANITE_MULTIPLIERS}),
+    "bloom": ("bloom", {"num_key_value_heads": None, "head_dim": None, "initializer_range": 0.1}),
 }
-#: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert).
+#: Mixture-of-experts families: 4 experts, top-2 (Qwen2-MoE also with its shared expert;
+#: Granite-MoE with Granite's multipliers, Granite-MoE-Shared also with its shared MLP).
 MOE = {
     "mixtral": ("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
     "olmoe": ("olmoe", {"num_experts": 4, "num_experts_per_tok": 2}),
@@ -50,6 +58,9 @@ MOE = {
                                 "decoder_sparse_step": 1, "mlp_only_layers": []}),
     "phimoe": ("phimoe", {"num_local_experts": 4, "num_experts_per_tok": 2, "attention_bias": True}),
     "gpt_oss": ("gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 4}),
+    "granitemoe": ("granitemoe", {"num_local_experts": 4, "num_experts_per_tok": 2, **_GRANITE_MULTIPLIERS}),
+    "granitemoeshared": ("granitemoeshared", {"num_local_experts": 4, "num_experts_per_tok": 2,
+                                              "shared_intermediate_size": 32, **_GRANITE_MULTIPLIERS}),
 }
 DENSE.update(MOE)
 NEW_FAMILIES += tuple(DENSE)
@@ -64,12 +75,17 @@ VARIANTS = {"llama3": "llama"}
 #: Checkpoint layouts a family reads from the config (``FamilySpec.variant``), each a tiny model
 #: of its family's config with the settings listed: Falcon-40B/180B's grouped KV heads and two
 #: parallel norms, Falcon-RW's per-head q/k/v, sequential block and ALiBi, GPT-BigCode without
-#: multi-query, StableLM-2-12B's parallel residual.
+#: multi-query, StableLM-2-12B's parallel residual; and model types a family covers beside its
+#: own (``model_type`` in the settings): Granite-SWA, Granite-MoE-SWA.
 CHECKPOINT_VARIANTS = {
     "falcon_new": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}),
     "falcon_rw": ("falcon", {"multi_query": False, "parallel_attn": False, "alibi": True, "bias": True}),
     "gpt_bigcode_mha": ("gpt_bigcode", {"multi_query": False}),
     "stablelm_parallel": ("stablelm", {"use_parallel_residual": True}),
+    "granite_swa": ("granite", {"model_type": "granite_swa", "sliding_window": 4,
+                                "layer_types": ["full_attention", "sliding_attention"]}),
+    "granitemoe_swa": ("granitemoeshared", {"model_type": "granitemoe_swa", "sliding_window": 4,
+                                            "layer_types": ["full_attention", "sliding_attention"]}),
 }
 VARIANTS.update({name: family for name, (family, _) in CHECKPOINT_VARIANTS.items()})
 
@@ -162,6 +178,7 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
         base, settings = CHECKPOINT_VARIANTS.get(family, (family, {}))
         model_type, extra = DENSE[base]
         extra = {**extra, **settings}
+        model_type = extra.pop("model_type", model_type)
         kw = dict(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
                   num_key_value_heads=n_heads // 2, head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                   max_position_embeddings=512, tie_word_embeddings=False, **common)

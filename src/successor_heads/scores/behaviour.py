@@ -280,7 +280,11 @@ def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> to
     h = h.repeat(k, 1, 1) if k > 1 else h
     for i in range(first, len(layers)):
         args, kwargs = inputs[i]
+        alibi = kwargs.get("alibi")
         kwargs = _repeat_batch(kwargs, k, n, memo)
+        if alibi is not None and k > 1 and alibi.shape[0] == n * adapter.dims.n_heads != n:
+            # BLOOM's ALiBi bias [n * n_heads, 1, pos], batch-major: one block per prompt
+            kwargs["alibi"] = alibi.repeat(k, *([1] * (alibi.dim() - 1)))
         if args:
             out = layers[i](h, *_repeat_batch(args[1:], k, n, memo), **kwargs)
         else:

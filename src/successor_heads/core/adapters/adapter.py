@@ -8,7 +8,8 @@ and yields, with the standard names and shapes,
 * ``W_U`` ``[d_model, d_vocab]`` and ``b_U`` ``[d_vocab]``,
 * ``W_V`` ``[n_layers, n_heads, d_model, d_head]`` and ``b_V`` ``[n_layers, n_heads, d_head]``
   with grouped-query attention mapped (query head h reads KV head ``h // (n_heads // n_kv_heads)``),
-* ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` and ``b_O`` ``[n_layers, d_model]``,
+* ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` and ``b_O`` ``[n_layers, d_model]`` (times
+  Granite's residual multiplier: a head's output as it reaches the residual stream),
 
 and the model's own norm and MLP modules, so the effective OV circuit
 ``logits_h(t) = W_U · W_OV^h · x_t`` (paper, Section 2) can be computed with layer norms either
@@ -26,17 +27,13 @@ from torch import nn
 from successor_heads.core import NORMS as NORM_OPTIONS
 from successor_heads.core.streaming import streamed_of
 
+from .experts import Experts
 from .head_weights import HeadWeights
-from .parts import Dims, module_at as _module
+from .parts import Dims, check_norms as _check_norms, module_at as _module
 from .spec import FamilySpec
 
 
-def _check_norms(norms: str) -> None:
-    if norms not in NORM_OPTIONS:
-        raise ValueError(f"norms={norms!r}: must be one of {NORM_OPTIONS}")
-
-
-class Adapter(HeadWeights):
+class Adapter(HeadWeights, Experts):
     """One transformers causal LM seen through its family's spec (module docstring).
 
     Construct through :func:`successor_heads.core.adapters.get_adapter`, which picks the spec
@@ -100,6 +97,12 @@ class Adapter(HeadWeights):
     def o_proj(self, layer: int) -> nn.Module:
         """The output projection; its input ``[batch, pos, n_heads * d_head]`` holds each head's ``z``."""
         return _module(self.attn(layer), self.spec.o_proj)
+
+    def attn_out(self, layer: int) -> nn.Module:
+        """The module of the model's forward pass whose output is the sum of head outputs plus
+        ``b_O`` (before the residual multiplier and any post-attention norm): :meth:`attn`, or
+        :meth:`o_proj` where the attention module also adds the residual (BLOOM)."""
+        return self.o_proj(layer) if self.spec.residual_in_modules else self.attn(layer)
 
     def attn_in_norm(self, layer: int) -> nn.Module | None:
         """The norm on the residual stream before attention; None where the family has none
@@ -173,17 +176,30 @@ class Adapter(HeadWeights):
 
     @property
     def logit_scale(self) -> float | None:
-        """The constant the model multiplies its logits by (Cohere's ``logit_scale``), or None;
-        :attr:`W_U` and :attr:`b_U` include it."""
+        """The constant the model multiplies its logits by (Cohere's ``logit_scale``; one over
+        Granite's ``logits_scaling``), or None; :attr:`W_U` and :attr:`b_U` include it."""
         key = self.spec.logit_scale
-        return getattr(self.cfg, key, None) if key else None
+        if not key:
+            return None
+        value = getattr(self.cfg, key.removeprefix("1/"), None)
+        return None if value is None else (1.0 / value if key.startswith("1/") else value)
+
+    @property
+    def residual_multiplier(self) -> float:
+        """The constant each attention and MLP output is multiplied by before the residual add
+        (Granite's ``residual_multiplier``; 1.0 for other families). :attr:`W_O` and :attr:`b_O`
+        include it, so they give a head's output as it reaches the residual stream (``attn``'s
+        own output times this)."""
+        key = self.spec.residual_multiplier
+        return float(getattr(self.cfg, key, None) or 1.0) if key else 1.0
 
     # --- the circuits -------------------------------------------------------------------
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings as the model's first layer sees them (no positions).
 
         The family's embedding scale (``FamilySpec.embed_scale``) is applied by its own
-        embedding module, so it is included; so is the embedding norm where the family has one
+        embedding module, so it is included; so are the embedding multiplier
+        (``FamilySpec.embed_multiplier``, Granite) and the embedding norm where the family has one
         (``FamilySpec.embed_norm``, BLOOM).
 
         Args:
@@ -193,8 +209,15 @@ class Adapter(HeadWeights):
             ``[..., d_model]`` in the model's dtype, on :attr:`device`.
         """
         x = self.model.get_input_embeddings()(token_ids.to(self.device))
-        norm = _module(self.model, self.spec.embed_norm)
+        if self.spec.embed_multiplier:  # Granite: the model scales the embedding module's output
+            x = x * getattr(self.cfg, self.spec.embed_multiplier)
+        norm = self.embed_norm()
         return x if norm is None else norm(x)
+
+    def embed_norm(self) -> nn.Module | None:
+        """The norm on the token embeddings before the first layer (BLOOM's
+        ``word_embeddings_layernorm``), or None."""
+        return _module(self.model, self.spec.embed_norm)
 
     def mlp0(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor:
         """MLP0's output for residual input ``x`` (paper Section 2: effective embedding ``MLP0(W_E[t])``).
@@ -203,6 +226,9 @@ class Adapter(HeadWeights):
             x: ``[..., d_model]`` residual vectors (any dtype).
             norms: ``"applied"`` runs layer 0's MLP input norm first (and the post-MLP
                 norm of Gemma 2/3 and OLMo-2 after); ``"raw"`` feeds ``x`` straight in.
+
+        The MLP module's own output (plus the shared MLP's where the family has one, Granite-MoE-Shared),
+        before any residual multiplier (Granite's scales what is added to the residual stream).
 
         Returns:
             float32 ``[..., d_model]``.
@@ -217,45 +243,13 @@ class Adapter(HeadWeights):
             out = self.run_f32(self.mlp(0), h)
         else:  # an MoE block reads [batch, pos, d_model]: the tokens as one sequence
             out = self.run_f32(self.mlp(0), h.reshape(1, -1, h.shape[-1])).reshape(h.shape)
+        shared = self.shared_mlp(0)
+        if shared is not None:  # Granite-MoE-Shared: a dense MLP beside the experts, on the same input
+            out = out + self.run_f32(shared, h)
         post = self.mlp_out_norm(0)
         if norms == "applied" and post is not None:
             out = self.run_f32(post, out)
         return out
-
-    def router(self, layer: int) -> nn.Module | None:
-        """The router of layer ``layer``'s mixture-of-experts MLP, or None (a dense family or a
-        dense layer of an MoE model)."""
-        path = self.spec.moe_router
-        if path is None:
-            return None
-        try:
-            return _module(self.mlp(layer), path)
-        except AttributeError:
-            return None
-
-    @torch.no_grad()
-    def mlp0_experts(self, x: torch.Tensor, norms: str = "raw") -> torch.Tensor | None:
-        """The experts layer 0's router picks for each input of :meth:`mlp0` (ours: the record of
-        which experts make a token's ``mlp0`` effective embedding in a mixture-of-experts model).
-
-        Args:
-            x: ``[n_tokens, d_model]`` residual vectors (the token embeddings).
-            norms: as in :meth:`mlp0` (``"applied"`` routes the normed input, as the model does).
-
-        Returns:
-            long ``[n_tokens, top_k]`` expert indices in the router's order, or None where layer
-            0's MLP is dense.
-
-        Raises:
-            ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
-        """
-        _check_norms(norms)
-        router = self.router(0)
-        if router is None:
-            return None
-        x = x.to(self.device, torch.float32).reshape(-1, self.dims.d_model)
-        h = self.run_f32(self.mlp_in_norm(0), x) if norms == "applied" else x
-        return router(h.to(next(router.parameters()).dtype))[-1].long()
 
     def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None,
            value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:

@@ -6,8 +6,9 @@ with q/k norms; Phi-3 is Llama with one fused ``qkv_proj`` (and a fused ``gate_u
 its MLP module); OLMo-2 is Llama with its norms after attention and after the MLP instead of
 before them; Gemma3 is Llama with sandwich norms in Gemma's ``(1 + w)`` convention, an embedding
 scaled by sqrt(d_model) and soft-caps, and Gemma 2 is Gemma3 without q/k norms. Llama 3 is
-``model_type`` ``llama``. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE, PhiMoE,
-gpt-oss) declare their router (``moe_router``); other MoE models, models without attention heads,
+``model_type`` ``llama``. Granite is Llama with scalar multipliers; BLOOM's attention and MLP
+modules add the residual themselves. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE,
+PhiMoE, gpt-oss, Granite-MoE(-Shared)) declare their router (``moe_router``); other MoE models, models without attention heads,
 hybrids and multi-head latent attention (DeepSeek-V2/V3) are refused with the reason (:func:`family_of`).
 """
 
@@ -229,6 +230,39 @@ FALCON = FamilySpec(
     mlp="mlp", mlp_kind="dense", norm="layernorm", variant=_falcon_variant,
 )
 
+# Granite (and Granite-SWA, its sliding-window layers acting on attention patterns only): Llama's
+# layout with four scalar multipliers: the token embeddings times
+# embedding_multiplier, each attention and MLP output times residual_multiplier before the
+# residual add (folded into W_O, b_O), logits divided by logits_scaling (folded into W_U, b_U);
+# attention_multiplier replaces 1/sqrt(d_head) in QK (attention patterns only).
+GRANITE = replace(
+    LLAMA, name="granite", model_types=("granite", "granite_swa"), embed_multiplier="embedding_multiplier",
+    residual_multiplier="residual_multiplier", logit_scale="1/logits_scaling",
+)
+
+def _bloom_refuse(cfg: Any) -> str | None:
+    """BLOOM checkpoints whose residual or output projection the paths cannot read."""
+    if getattr(cfg, "apply_residual_connection_post_layernorm", False):
+        return ("its residual stream is the normed input (apply_residual_connection_post_layernorm=True), "
+                "so a head's output is not added to the layer's input")
+    if getattr(cfg, "pretraining_tp", 1) > 1 and getattr(cfg, "slow_but_exact", False):
+        return ("its output projections run in slices (pretraining_tp > 1 with slow_but_exact=True), "
+                "so the hooks on the output projection never run; set slow_but_exact=False")
+    return None
+
+
+# BLOOM: ALiBi, q/k/v interleaved head by head (as GPT-NeoX), a LayerNorm on the embeddings;
+# its attention and MLP modules add the residual themselves, so the heads' sum is dense's output
+# and the MLP is run as its parts (as MPT's).
+BLOOM = FamilySpec(
+    "bloom", ("bloom",), layers="transformer.h", final_norm="transformer.ln_f", attn="self_attention",
+    v_proj="query_key_value", o_proj="dense", qkv="fused_per_head", residual_in_modules=True,
+    attn_in_norm="input_layernorm", mlp_in_norm="post_attention_layernorm",
+    mlp=("mlp.dense_h_to_4h", "mlp.gelu_impl", "mlp.dense_4h_to_h"), mlp_kind="dense", norm="layernorm",
+    value_bias=True, output_bias=True, positions="alibi", embed_norm="transformer.word_embeddings_layernorm",
+    kv_heads_attr="num_attention_heads", refuse=_bloom_refuse,
+)
+
 # --- mixture-of-experts families: MLP0 is the first layer's MoE block (router, top-k experts,
 # shared experts), run as the family's own module; attention is dense as in Llama.
 MIXTRAL = replace(LLAMA, name="mixtral", model_types=("mixtral",), moe_router="gate")
@@ -242,12 +276,21 @@ PHIMOE = replace(LLAMA, name="phimoe", model_types=("phimoe",), moe_router="rout
 GPT_OSS = replace(LLAMA, name="gpt_oss", model_types=("gpt_oss",), moe_router="router", value_bias=True,
                   output_bias=True)
 
+# Granite-MoE: Granite's multipliers, its MoE block on the layer as block_sparse_moe.
+GRANITEMOE = replace(GRANITE, name="granitemoe", model_types=("granitemoe",), mlp="block_sparse_moe",
+                     moe_router="router")
+
+# Granite-MoE-Shared: Granite-MoE with a dense shared_mlp beside the experts (on the same input);
+# Granite-MoE-SWA is its layout with sliding-window layers.
+GRANITEMOESHARED = replace(GRANITEMOE, name="granitemoeshared", model_types=("granitemoeshared", "granitemoe_swa"),
+                           shared_mlp="shared_mlp")
+
 #: Every supported family by its config name (``model.family``).
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
     GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
     SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
     GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
-    FALCON, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS)}
+    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE, GRANITEMOESHARED)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}
@@ -279,14 +322,28 @@ _REFUSED["jetmoe"] = ("model_type='jetmoe' has a mixture of attention experts (M
                       "no fixed OV circuit")
 
 
+#: Hybrids whose attention layers themselves have no per-head OV circuit, and why (the other
+#: hybrids' attention layers are ordinary softmax attention; scoring them alone is not built yet).
+_HYBRID_ATTENTION = {
+    **{mt: "its full-attention layers multiply each head's output by sigmoid(x W_gate) (the second half of "
+           "q_proj), so a head's output is not linear in its values and it has no OV circuit"
+       for mt in ("qwen3_next", "qwen3_5", "qwen3_5_moe")},
+    **{mt: "its attention is one transformer block shared by several depths, reading the residual stream "
+           "concatenated with the token embeddings and added back through a linear layer, so no head has "
+           "the W_V, W_O of one layer"
+       for mt in ("zamba", "zamba2")},
+}
+
+
 def _no_heads(model_type: str | None) -> str | None:
     """Why a model without (only) attention heads is refused, or None."""
     if model_type in NO_ATTENTION:
         return (f"model_type={model_type!r} has no attention heads (a state-space or recurrent model): "
                 "a successor head is an attention head, so there is nothing to score")
     if model_type in HYBRIDS:
+        why = _HYBRID_ATTENTION.get(model_type, "scoring a hybrid's attention layers alone is not supported yet")
         return (f"model_type={model_type!r} is a hybrid whose layers are not all attention layers "
-                "(state-space, linear-attention or recurrent layers): hybrids are not supported yet")
+                f"(state-space, linear-attention or recurrent layers): {why}")
     return None
 
 

@@ -2,7 +2,7 @@
 through its family's declared q/k/v layout (:class:`~successor_heads.core.adapters.spec.FamilySpec`
 ``qkv``; docs/DESIGN.md, "Architecture facts"). A base of
 :class:`~successor_heads.core.adapters.adapter.Adapter`, which provides ``spec``, ``dims``,
-``v_proj`` and ``o_proj``."""
+``v_proj``, ``o_proj`` and ``residual_multiplier``."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ class HeadWeights:
             layer: layer index in ``[0, n_layers)``.
 
         Returns:
-            ``(W_O [n_heads, d_head, d_model], b_O [d_model])`` in the model's dtype; ``b_O`` is
+            ``(W_O [n_heads, d_head, d_model], b_O [d_model])`` in the model's dtype, times the
+            family's residual multiplier (Granite; ``Adapter.residual_multiplier``); ``b_O`` is
             zeros when the family has no output bias.
         """
         proj, d = self.o_proj(layer), self.dims
@@ -81,7 +82,8 @@ class HeadWeights:
         W, b = self._out_in(proj).T.reshape(d.n_heads, d.d_head, -1), proj.bias
         if b is None:
             b = torch.zeros(W.shape[-1], dtype=W.dtype, device=W.device)
-        return W, b
+        r = self.residual_multiplier  # Granite: the layer scales the attention output before the add
+        return (W, b) if r == 1.0 else (W * r, b * r)
 
     # Every layer's weights at once, stacked on a leading n_layers axis.
     W_V = _stacked("W_V_layer", 0, "``[n_layers, n_heads, d_model, d_head]`` (:meth:`W_V_layer` of every layer).")

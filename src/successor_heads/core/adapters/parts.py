@@ -10,6 +10,14 @@ from operator import attrgetter
 import torch
 from torch import nn
 
+from successor_heads.core import NORMS as NORM_OPTIONS
+
+
+def check_norms(norms: str) -> None:
+    """Raise ValueError unless ``norms`` is one of :data:`successor_heads.core.NORMS`."""
+    if norms not in NORM_OPTIONS:
+        raise ValueError(f"norms={norms!r}: must be one of {NORM_OPTIONS}")
+
 
 def module_at(root: nn.Module, path: str | None) -> nn.Module | None:
     """The submodule at dotted ``path`` below ``root`` (None for a norm the family lacks)."""

@@ -7,7 +7,8 @@ one generic :class:`~successor_heads.core.adapters.adapter.Adapter` reads it; th
 :data:`~successor_heads.core.adapters.families.FAMILIES`.
 
 Facts the adapter reads: the module paths, ``qkv``, ``weights_in_out``, ``parallel_attn_mlp``
-(with ``parallel_flag``), ``logit_softcap`` and ``refuse``. The others (``norm``, ``embed_scale``,
+(with ``parallel_flag``), ``logit_softcap``, ``logit_scale``, ``embed_multiplier``,
+``residual_multiplier``, ``residual_in_modules``, ``moe_router``, ``shared_mlp`` and ``refuse``. The others (``norm``, ``embed_scale``,
 ``attn_softcap``, ``value_bias``, ``output_bias``, ``unembed_bias``, ``mlp_kind``, ``qk_norm``,
 ``positions``) describe what the family's own modules already do (Gemma's embedding module
 multiplies by sqrt(d_model), its RMSNorm scales by ``1 + w``); the adapter runs those modules,
@@ -99,7 +100,18 @@ class FamilySpec:
             the first layer (BLOOM's ``word_embeddings_layernorm``), or None; :meth:`Adapter.embed`
             applies it.
         logit_scale: config attribute of a constant the logits are multiplied by (Cohere's
-            ``logit_scale``), or None; folded into ``Adapter.W_U``.
+            ``logit_scale``), or ``"1/"`` and the attribute of one they are divided by (Granite's
+            ``"1/logits_scaling"``), or None; folded into ``Adapter.W_U``.
+        residual_in_modules: the attention and MLP modules take the residual stream and return
+            their output plus it (BLOOM): :meth:`Adapter.attn_out` is then ``o_proj`` (whose
+            output is the sum of head outputs plus ``b_O``) and ``mlp`` names the MLP's parts.
+        embed_multiplier: config attribute of a constant the model multiplies the embedding
+            module's output by before the first layer (Granite's ``embedding_multiplier``), or
+            None; :meth:`Adapter.embed` applies it.
+        residual_multiplier: config attribute of a constant each attention and MLP output is
+            multiplied by before the residual add (Granite's ``residual_multiplier``), or None;
+            folded into ``Adapter.W_O`` and ``b_O`` (a head's output as it reaches the residual
+            stream). ``Adapter.mlp0`` stays the MLP module's own output.
         multi_query: one key/value head shared by all query heads (GPT-BigCode, Falcon-7B).
         kv_heads_attr: config attribute holding the number of key/value heads (absent or None:
             ``n_heads``), unless ``multi_query``.
@@ -107,6 +119,9 @@ class FamilySpec:
             on ``[n_tokens, d_model]`` returns ``(logits, weights, expert indices)``), or None
             for a dense MLP. The MLP module itself (router, experts, shared experts) is run for
             ``mlp0``; a layer whose MLP has no router (Qwen2-MoE's ``mlp_only_layers``) is dense.
+        shared_mlp: path, on the decoder layer, of a dense MLP that reads the MoE block's input
+            and whose output is added to the block's (Granite-MoE-Shared's ``shared_mlp``), or
+            None; ``Adapter.mlp0`` runs both.
         variant: None, or a function of the transformers config returning the fields that differ
             for that checkpoint (Falcon's decoder architectures, StableLM's parallel residual);
             :func:`~successor_heads.core.adapters.families.family_of` applies them.
@@ -144,10 +159,14 @@ class FamilySpec:
     refuse: Callable[[Any], str | None] | None = None
     embed_norm: str | None = None
     logit_scale: str | None = None
+    residual_in_modules: bool = False
+    embed_multiplier: str | None = None
+    residual_multiplier: str | None = None
     multi_query: bool = False
     kv_heads_attr: str = "num_key_value_heads"
     variant: Callable[[Any], dict[str, Any]] | None = None
     moe_router: str | None = None
+    shared_mlp: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model_types:
