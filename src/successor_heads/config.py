@@ -81,7 +81,8 @@ def schema(cls: type | None = None) -> dict[str, Any]:
     """Every key's default as plain values (a required key: ``"???"``; a required section: its
     keys'), the first entry of config.yaml's defaults list, so Hydra accepts an override of a key
     the YAML leaves out (``wild.batch_size=8``) and rejects a misspelt one."""
-    cls, hints = cls or RootConfig, typing.get_type_hints(cls or RootConfig)
+    cls = cls or RootConfig
+    hints = typing.get_type_hints(cls)
     return {f.name: as_dict(f.default_factory()) if f.default_factory is not dataclasses.MISSING
             else schema(hints[f.name]) if f.default == MISSING and dataclasses.is_dataclass(hints[f.name])
             else f.default for f in dataclasses.fields(cls)}
