@@ -1,6 +1,25 @@
+import os
+
 import pytest
+import torch
 
 from tests.support.tiny import FAMILIES, make_model, make_tokenizer
+
+# One torch thread in the test process (and, unless set, in the command lines it starts; workflow
+# jobs set theirs from snakemake.threads): a tiny model's operations take microseconds, so a
+# thread pool only adds hand-offs, and on cores shared with other work its waiting threads spin
+# (a behavioural-check test took 7-20 s with two threads on loaded cores, 0.2 s with one). Tests
+# of thread handling set their own count (the `torch_threads` fixture).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def torch_threads():
+    """``torch_threads(n)``: run the rest of the test with ``n`` torch threads (restored after)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -12,8 +31,6 @@ def tokenizer():
 @pytest.fixture(autouse=True)
 def _grad_mode_is_left_as_found():
     """Fail the test that leaves autograd switched off globally: it breaks SAE training in later tests."""
-    import torch
-
     before = torch.is_grad_enabled()
     yield
     after = torch.is_grad_enabled()

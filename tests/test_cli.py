@@ -70,11 +70,21 @@ def test_unknown_model_names_the_known_ones(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_scores_stage_on_a_tiny_local_model(tmp_path):
+TINY = ("model=tiny-llama", "device=cpu", "results_dir=out")
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A project folder after ``successor-heads scores`` on its tiny local model (run once, shared
+    by the tests of the scores and the cycles command): ``(folder, process)``."""
+    project = make_project(tmp_path_factory.mktemp("cli"), family="llama", name="tiny-llama")
+    return project, _cli("scores", *TINY, cwd=project)
+
+
+def test_scores_stage_on_a_tiny_local_model(scored):
     """From a project folder (config found in the working directory): the model is fetched from
     its local source, the scores stage writes its files, and the summary is printed."""
-    make_project(tmp_path, family="llama", name="tiny-llama")
-    proc = _cli("scores", "model=tiny-llama", "device=cpu", "results_dir=out", cwd=tmp_path)
+    tmp_path, proc = scored
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = tmp_path / "out" / "tiny-llama"
     assert json.loads((out / "model" / "manifest.json").read_text())["source_kind"] == "local"
@@ -89,14 +99,18 @@ def test_scores_stage_on_a_tiny_local_model(tmp_path):
     assert f"L{df.layer[0]}H{df['head'][0]}" == summary["top_head_resid"]
 
 
-def test_cycles_stage_after_scores_on_a_tiny_local_model(tmp_path):
+def test_cycles_stage_after_scores_on_a_tiny_local_model(scored, tmp_path):
     """`successor-heads cycles` reads the scores stage's file and writes the cycles outputs with
     the columns of docs/DESIGN.md; without the scores it fails with a message naming that stage."""
-    make_project(tmp_path, family="llama", name="tiny-llama")
-    args = ("model=tiny-llama", "device=cpu", "results_dir=out", "cycles.n_permutations=20")
-    proc = _cli("cycles", *args, cwd=tmp_path)
+    import shutil
+
+    assert scored[1].returncode == 0, scored[1].stderr[-6000:]
+    args = (*TINY, "cycles.n_permutations=20")
+    unscored = shutil.copytree(scored[0], tmp_path / "unscored", symlinks=True)
+    (unscored / "out" / "tiny-llama" / "successor_scores.h5").unlink()
+    proc = _cli("cycles", *args, cwd=unscored)
     assert proc.returncode == 1 and "successor-heads scores model=tiny-llama" in proc.stderr, proc.stderr[-3000:]
-    assert _cli("scores", *args, "behaviour.top_k=1", cwd=tmp_path).returncode == 0
+    tmp_path = shutil.copytree(scored[0], tmp_path / "project", symlinks=True)
     proc = _cli("cycles", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = tmp_path / "out" / "tiny-llama" / "cycles"

@@ -1,17 +1,7 @@
-"""Compose a run's config from the Hydra tree in ``config/`` into typed, frozen sections.
-
-Each section is a frozen dataclass beside the code that reads it (:class:`RootConfig` lists
-them: adding a stage's config is one dataclass in ``<stage>/config.py`` and one field here).
-:func:`compose` runs Hydra (``config.yaml`` + the model file + overrides) on top of the
-dataclasses' defaults, so a misspelt key or a value of the wrong type is rejected naming it,
-then builds the dataclasses, whose ``__post_init__`` checks choices and bounds: a bad value
-fails here, when the Snakefile is parsed or the command line composes, before any job starts.
-A model without a file in ``config/model/`` (a hub id, a folder, a ``.gguf`` file, a sweep's
-checkpoint) gets its ``model`` section derived from its weights (docs/DESIGN.md, "Model specs").
-
-The workflow hands each job the keys it reads as Snakemake ``params`` (:data:`PARAMS`,
-:func:`job_params`), so Snakemake reruns exactly the jobs whose keys changed; a job rebuilds its
-typed config with :func:`from_params`. Nothing is written while composing.
+"""A run's config: Hydra composes ``config/`` (``config.yaml``, the model file, overrides) on top
+of the typed, frozen sections beside the stages, checked once here, before any job; each job gets
+the keys it reads as Snakemake ``params`` (:data:`PARAMS`). Nothing is written while composing.
+docs/DESIGN.md, "Configuration" (adding a stage's section: one field of :class:`RootConfig`).
 """
 
 from __future__ import annotations
@@ -87,59 +77,50 @@ PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _default(f: dataclasses.Field, tp: Any) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return as_dict(f.default_factory())
-    if f.default == MISSING and dataclasses.is_dataclass(tp):  # a required section: its keys' defaults
-        return _defaults(tp)
-    return as_dict(f.default)  # MISSING ("???"): a required key
-
-
-def _defaults(cls: type) -> dict[str, Any]:
+def schema(cls: type | None = None) -> dict[str, Any]:
+    """Every key's default as plain values (a required key: ``"???"``; a required section: its
+    keys'), the first entry of config.yaml's defaults list, so Hydra accepts an override of a key
+    the YAML leaves out (``wild.batch_size=8``) and rejects a misspelt one."""
+    cls = cls or RootConfig
     hints = typing.get_type_hints(cls)
-    return {f.name: _default(f, hints[f.name]) for f in dataclasses.fields(cls)}
+    return {f.name: as_dict(f.default_factory()) if f.default_factory is not dataclasses.MISSING
+            else schema(hints[f.name]) if f.default == MISSING and dataclasses.is_dataclass(hints[f.name])
+            else f.default for f in dataclasses.fields(cls)}
 
 
-def schema() -> dict[str, Any]:
-    """Every section's defaults as plain values, the first entry of config.yaml's defaults list
-    (so an override of a key the YAML leaves out, e.g. ``wild.batch_size=8``, is accepted and a
-    misspelt one rejected by Hydra)."""
-    return _defaults(RootConfig)
+_SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
 
 
 def _typed(tp: Any, value: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp`` (dataclasses built with :func:`_make`)."""
+    """``value`` checked against the annotation ``tp`` (strictly: no bool for a number, no string
+    for a bool); a section is built with :func:`_make`."""
     if isinstance(value, str) and value == MISSING:
         raise ConfigError(f"config is missing the required key {key}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r}: must be a mapping of the keys of {tp.__name__}")
-        return _make(tp, value, f"{key}.")
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return _make(tp, value, f"{key}.")
     if origin is typing.Union:  # Optional[X]
         return None if value is None else _typed(args[0], value, key)
     if origin is list and isinstance(value, list):
         return [_typed(args[0], v, key) for v in value]
     if origin is dict and isinstance(value, dict):
         return {k: _typed(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
-          Any: lambda v: True}
-    if tp in ok and ok[tp](value):
+    if tp is Any or (isinstance(value, _SCALARS.get(tp, ())) and (tp is bool or not isinstance(value, bool))):
         return float(value) if tp is float else value
-    raise ConfigError(f"{key}={value!r}: must be of type {getattr(tp, '__name__', None) or tp}")
+    raise ConfigError(f"{key}={value!r}: must be " + (f"a mapping of the keys of {tp.__name__}"
+                      if dataclasses.is_dataclass(tp) else f"of type {getattr(tp, '__name__', None) or tp}"))
 
 
 def _make(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build the frozen dataclass ``cls`` from ``data`` (keys not given keep their defaults):
-    unknown keys and wrong types fail naming the key; then its ``__post_init__`` checks values."""
+    """The frozen dataclass ``cls`` of ``data`` (keys left out keep their defaults): an unknown key
+    or a wrong type fails naming the key, every one of the section at once; then its
+    ``__post_init__`` checks the values."""
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
+    if unknown := [k for k in data if k not in names]:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; the keys of {prefix.rstrip('.') or 'the root'} "
                           f"are {', '.join(names)}")
     hints, values, errors = typing.get_type_hints(cls), {}, []
-    for k, v in data.items():  # every section is checked, so all its broken rules are reported at once
+    for k, v in data.items():
         try:
             values[k] = _typed(hints[k], v, prefix + k)
         except ConfigError as e:
@@ -150,12 +131,8 @@ def _make(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def build(cfg: Any) -> RootConfig:
-    """The typed, frozen :class:`RootConfig` of a composed ``cfg`` (DictConfig or nested dict; keys
-    left out keep their defaults), with the checks of :func:`compose`.
-
-    Raises:
-        ConfigError: an unknown key, a wrong type or a value outside its rule, naming the key.
-    """
+    """The :class:`RootConfig` of a composed ``cfg`` (DictConfig or nested dict; keys left out keep
+    their defaults). Raises: ConfigError naming the key (an unknown key, a wrong type, a bad value)."""
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -165,26 +142,20 @@ def build(cfg: Any) -> RootConfig:
     return _make(RootConfig, data)
 
 
-def compose(
-    model: str | ModelSpec | None = None,
-    overrides: Sequence[str] = (),
-    config_dir: str | os.PathLike | None = None,
-) -> RootConfig:
-    """Compose ``config.yaml`` (+ the model + overrides) into a checked :class:`RootConfig`.
+def compose(model: str | ModelSpec | None = None, overrides: Sequence[str] = (),
+            config_dir: str | os.PathLike | None = None) -> RootConfig:
+    """Compose ``config.yaml``, the model and the Hydra ``overrides`` (e.g. ``["scores.norms=applied"]``)
+    into a checked :class:`RootConfig`.
 
     Args:
-        model: a model spec (:func:`successor_heads.core.model_spec.parse_model` reads a string);
+        model: a spec, or a string for :func:`~successor_heads.core.model_spec.parse_model`;
             None: the ``model=`` override, else the defaults list's choice.
-        overrides: Hydra override strings, e.g. ``["scores.norms=applied"]``.
         config_dir: the config folder (default: :func:`find_config_dir`).
 
-    Returns:
-        The frozen config.
-
     Raises:
-        ConfigError: unknown model (listing the known ones and the syntax), an unsupported
-            ``model_type``, a hub id offline and not cached, an unknown key, a wrong type, or a
-            value outside its rule (the message names the key, the value and what is allowed).
+        ConfigError: an unknown model (listing the known ones and the syntax), an unsupported
+            ``model_type``, a hub id offline and not cached, an unknown key (listing its section's
+            keys), a wrong type or a bad value (naming the key, the value and what is allowed).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -201,8 +172,6 @@ def compose(
     spec = model if isinstance(model, ModelSpec) or model is None else parse_model(model, known)
     if spec is not None and spec.kind == "name":
         ovr.append(f"model={spec.name}")
-    # The defaults are the first entry of config.yaml's defaults list, so overrides of keys that
-    # the YAML leaves out (e.g. wild.batch_size=8) are accepted and typed.
     ConfigStore.instance().store(name="successor_heads_schema", node=schema())
     GlobalHydra.instance().clear()
     try:
@@ -237,9 +206,8 @@ def _with_model(cfg: DictConfig, spec: ModelSpec, model_overrides: list[str]) ->
         raw["model"].update(name=spec.slug, revisions=[])
         raw["model"]["source"]["revision"] = spec.revision
         return raw
-    derived = OmegaConf.merge(_defaults(ModelConfig), derive_model(spec))
-    if model_overrides:
-        derived = OmegaConf.merge(derived, OmegaConf.from_dotlist([o[len("model."):] for o in model_overrides]))
+    derived = OmegaConf.merge(schema(ModelConfig), derive_model(spec),
+                              OmegaConf.from_dotlist([o[len("model."):] for o in model_overrides]))
     raw["model"] = OmegaConf.to_container(derived)
     return raw
 
@@ -250,12 +218,8 @@ def as_dict(cfg: Any) -> Any:
 
 
 def job_params(cfg: RootConfig, rule: str) -> dict[str, Any]:
-    """The keys of ``cfg`` that the job of ``rule`` reads (:data:`PARAMS`), as Snakemake params:
-    ``{section: value}`` with partial sections as nested dicts of plain values.
-
-    Raises:
-        KeyError: an unknown rule.
-    """
+    """The keys of ``cfg`` that the job of ``rule`` reads (:data:`PARAMS`) as Snakemake params:
+    ``{section: value}``, a partial section as a nested dict. Raises: KeyError for an unknown rule."""
     full, out = as_dict(cfg), {}
     for key in PARAMS[rule]:
         *parents, leaf = key.split(".")
@@ -267,42 +231,40 @@ def job_params(cfg: RootConfig, rule: str) -> dict[str, Any]:
 
 
 def from_params(params: Any) -> RootConfig:
-    """A job's typed config from its Snakemake ``params`` (:func:`job_params`): the keys the job
-    reads, the defaults elsewhere.
-
-    Raises:
-        ConfigError: as :func:`compose` (params are composed configs, so only a hand edit fails).
-    """
+    """A job's :class:`RootConfig` from its Snakemake ``params`` (:func:`job_params`; the other keys
+    keep their defaults). Raises: ConfigError as :func:`build` (only a hand edit fails)."""
     return build({k: params[k] for k in params.keys() if not str(k).startswith("_")})
 
 
 def record(cfg: RootConfig, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML to ``path`` (the command line's record of a run; the workflow records
-    each job's params in its log and in Snakemake's metadata)."""
+    """Write ``cfg`` as YAML to ``path``, atomically (the command line's record of a run)."""
     from successor_heads.core.atomic import atomic_path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(OmegaConf.to_yaml(as_dict(cfg)))
 
 
 @dataclasses.dataclass
 class Zoo:
-    """A resolved zoo: each model's config by slug (zoo order), the checkpoints of each sweep
-    (:func:`successor_heads.core.model_spec.sweeps`: model, revision, step), and its folder
-    under ``results/`` (:func:`zoo_name`)."""
+    """A resolved zoo: each model's config by slug (zoo order), each sweep's checkpoints
+    (:func:`~successor_heads.core.model_spec.sweeps`), its folder under ``results/`` (:func:`zoo_name`)."""
 
     models: dict[str, RootConfig]
     sweeps: dict[str, list[dict]]
     name: str
 
 
+#: What an explicit zoo name means "none given" by (``--config zoo_name=null`` reaches the
+#: Snakefile as the string "null": Snakemake reads only numbers and booleans in a scalar).
+_NO_NAME = (None, "", "null", "Null", "NULL", "~", "None")
+
+
 def zoo_name(slugs: Sequence[str], is_default: bool, explicit: str | None = None) -> str:
-    """The folder under ``results/`` of a zoo's tables: ``explicit`` when given, ``zoo`` for the
-    default zoo of ``config.yaml``, else ``zoo-<members' slugs>`` (``zoo-<hash>`` when long), so
-    a zoo given on the command line never overwrites another zoo's tables."""
-    if explicit:
+    """The folder under ``results/`` of a zoo's tables: ``explicit`` when given (not None, "" or a
+    YAML null spelling such as "null"), ``zoo`` for config.yaml's zoo, else ``zoo-<members' slugs>``
+    (``zoo-<hash>`` when long), so a zoo given on the command line never overwrites another's."""
+    if explicit not in _NO_NAME:
         return explicit
     if is_default:
         return "zoo"
@@ -312,40 +274,30 @@ def zoo_name(slugs: Sequence[str], is_default: bool, explicit: str | None = None
 
 def resolve_zoo(entries: Iterable[str], overrides: Sequence[str], config_dir=None, explicit_name: str | None = None,
                 root: RootConfig | None = None) -> Zoo:
-    """Expand the zoo's entries into models (docs/DESIGN.md, "Model specs") and compose each one's
-    config; nothing is written.
-
-    A model file whose ``model.revisions`` is not empty becomes one model per revision,
-    ``<name>@<revision>``, a sweep named after the file.
+    """Expand the zoo's ``entries`` (any form of :func:`~successor_heads.core.model_spec.expand_zoo`)
+    into models and compose each one's config with ``overrides``; nothing is written. A model
+    file with ``model.revisions`` becomes a sweep named after it: one model per revision,
+    ``<name>@<revision>``.
 
     Args:
-        entries: the zoo list: model file names, hub ids, folders, ``.gguf`` files, sweep folders.
-        overrides: Hydra overrides applied to every model.
         config_dir: the config folder (default: :func:`find_config_dir`).
-        explicit_name: the zoo's folder under ``results/`` (None: :func:`zoo_name`).
-        root: the config composed without a model choice (default: composed here), whose ``zoo``
-            is the default zoo.
+        explicit_name: the zoo's folder under ``results/`` (:func:`zoo_name`).
+        root: the config composed without a model (default: composed here); its ``zoo`` is the default zoo.
 
     Raises:
-        ConfigError: a bad entry or any model's config is bad (:func:`compose`).
+        ConfigError: a bad entry, or a model's config is bad (:func:`compose`).
     """
     cdir = Path(config_dir).resolve() if config_dir else find_config_dir()
     known = available_models(cdir)
     root = root or compose(None, overrides, cdir)
-
-    def models(specs):
-        pairs = []
-        for spec in specs:
-            cfg = compose(spec, overrides, cdir)
-            revs = list(cfg.model.revisions) if spec.kind == "name" and spec.revision is None else []
-            if not revs:
-                pairs.append((spec, cfg))
-            for r in revs:  # a file's revisions form a sweep named after it
-                member = dataclasses.replace(parse_model(f"{spec.name}@{r}", known), sweep=spec.name, label=r)
-                pairs.append((member, compose(member, overrides, cdir)))
-        return pairs
-
-    entries = list(entries)
-    pairs = models(expand_zoo(entries, known))
+    pairs = []
+    for spec in expand_zoo(entries := list(entries), known):
+        cfg = compose(spec, overrides, cdir)
+        revs = list(cfg.model.revisions) if spec.kind == "name" and spec.revision is None else []
+        if not revs:
+            pairs.append((spec, cfg))
+        for r in revs:  # a file's revisions form a sweep named after it
+            member = dataclasses.replace(parse_model(f"{spec.name}@{r}", known), sweep=spec.name, label=r)
+            pairs.append((member, compose(member, overrides, cdir)))
     name = zoo_name([s.slug for s, _ in pairs], entries == list(root.zoo), explicit_name)
     return Zoo({s.slug: c for s, c in pairs}, sweeps(s for s, _ in pairs), name)

@@ -71,7 +71,12 @@ def test_binary_file_is_named(tmp_path, tokenizer):
 
 
 def test_hub_dataset_without_network_fails_fast(tokenizer, monkeypatch):
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    try:  # datasets reads HF_DATASETS_OFFLINE when it is imported: its flag as without it
+        import datasets
+
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    except ImportError:
+        pass
     import successor_heads.core.hub as models
 
     calls = []
@@ -82,6 +87,18 @@ def test_hub_dataset_without_network_fails_fast(tokenizer, monkeypatch):
     assert calls and max(calls) <= 5  # one short reachability probe decides, before any streaming
     with pytest.raises(CorpusError, match="corpus=pydoc"):
         load_corpus(tokenizer, **cfg, reachable=lambda: False)
+
+
+def test_datasets_offline_mode_reads_the_cache_without_a_probe(tokenizer, monkeypatch):
+    """In the offline mode of ``datasets`` (HF_DATASETS_OFFLINE=1 when it was imported) no
+    reachability probe runs: the local cache is asked, and a dataset not in it is named."""
+    datasets = pytest.importorskip("datasets")  # the offline mode is the datasets package's
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    calls = []
+    cfg = {"kind": "hf_dataset", "hf_dataset": "no-such-org/no-such-dataset", "n_contexts": 2, "context_len": 16}
+    with pytest.raises(CorpusError, match="no-such-org/no-such-dataset"):
+        load_corpus(tokenizer, **cfg, reachable=lambda: calls.append(1) or True)
+    assert calls == []
 
 
 def test_corpus_too_short(tmp_path, tokenizer):

@@ -2,11 +2,15 @@
 
 import socket
 
+from huggingface_hub import constants
+
 from successor_heads.core import hub
 
 
 def test_hub_reachable_is_quick_when_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE when it is imported; its flag is what a process started
+    # with HF_HUB_OFFLINE=1 has
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     real_connect = socket.create_connection
 
     def no_connect(*a, **k):
@@ -15,7 +19,7 @@ def test_hub_reachable_is_quick_when_offline(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", no_connect)
     assert hub.hub_reachable() is False
     monkeypatch.setattr(socket, "create_connection", real_connect)
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with socket.socket() as s:  # a port with nobody listening: refused at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -97,7 +97,9 @@ def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
 
 
 def test_hub_id_offline_fails_within_seconds(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at the library's import
     t0 = time.time()
     with pytest.raises(ConfigError, match="cannot reach the Hugging Face hub.*no-such-org/no-such-model@step1"):
         compose("no-such-org/no-such-model@step1")
@@ -151,3 +153,20 @@ def test_a_zoo_given_on_the_command_line_never_takes_the_default_zoos_folder():
     long = [f"local-checkpoint-{k:05d}" for k in range(8)]
     assert zoo_name(long, False) == zoo_name(long, False) != zoo_name(long[:-1], False)
     assert len(zoo_name(long, False)) == len("zoo-") + 10
+
+
+@pytest.mark.parametrize("spelling", ["null", "Null", "NULL", "~", "None", ""])
+def test_a_null_zoo_name_from_the_command_line_means_none(spelling):
+    """``snakemake --config zoo_name=null`` reaches the workflow as the string "null" (Snakemake
+    reads only numbers and booleans in a scalar): it means no name, not results/null/."""
+    from successor_heads.config import zoo_name
+
+    assert zoo_name(["smollm2-135m"], False, spelling) == "zoo-smollm2-135m"
+    assert zoo_name(["smollm2-135m"], True, spelling) == "zoo"
+    assert zoo_name(["smollm2-135m"], False, "nullable") == "nullable"
+
+
+def test_a_null_override_is_none():
+    """An override ``key=null`` (``--config 'overrides=[editing.head_mode=null]'``) sets None."""
+    assert compose("smollm2-135m", ["editing.head_mode=mlp0"]).editing.head_mode == "mlp0"
+    assert compose("smollm2-135m", ["editing.head_mode=mlp0", "editing.head_mode=null"]).editing.head_mode is None

@@ -210,9 +210,10 @@ def test_chunking_does_not_change_results(setup, final_norm):
 
 @on_core_families
 @pytest.mark.parametrize("final_norm", FINAL_NORMS)
-def test_block_shape_and_threads_do_not_change_results(setup, final_norm):
+def test_block_shape_and_threads_do_not_change_results(setup, final_norm, torch_threads):
     """Other block shapes and one worker thread give the same numbers; torch's thread count is
     restored after the multi-threaded contraction."""
+    torch_threads(2)  # the default contraction then runs two workers
     _, a, ids, mz, _ = setup
     cap, tg = capture(a, ids, _sel(ids)), ids[:, 1:].reshape(-1)
     threads = torch.get_num_threads()

@@ -146,7 +146,7 @@ def test_sweep_over_three_local_checkpoints(tmp_path):
     _planted_checkpoint(ckpts / "step300", tok, seed=12)
     snakemake(_project(tmp_path), models=(str(ckpts),), config=("stages=[scores]",))
     results = tmp_path / "results"
-    out = layout.sweep_outputs(results, "zoo")
+    out = layout.zoo_outputs("over_training", results, "zoo")
     df = pd.read_csv(out["csv"])
     assert Path(out["fig"]).stat().st_size > 0
     assert list(df.step) == [100, 200, 300] and set(df.sweep) == {"local-run"}

@@ -66,12 +66,14 @@ def test_a_dry_run_with_an_override_writes_nothing(finished, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*")} == before
 
 
-def test_a_zoo_given_on_the_command_line_plans_its_own_tables(finished, tmp_path):
-    """Without zoo_name, a zoo other than config.yaml's writes results/zoo-<members>/, never the
-    finished run's results/zoo/."""
+@pytest.mark.parametrize("zoo_name", [None, "null"])
+def test_a_zoo_given_on_the_command_line_plans_its_own_tables(finished, tmp_path, zoo_name):
+    """Without zoo_name (or ``--config zoo_name=null``, which Snakemake passes as the string
+    "null"), a zoo other than config.yaml's writes results/zoo-<members>/, never the finished
+    run's results/zoo/."""
     project = tmp_path / "project"
     shutil.copytree(finished, project, symlinks=True)
-    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"], zoo_name=None)
+    proc = snakemake(project, "-n", overrides=[*TINY_OVERRIDES, f"model.resources.cpus={CPUS}"], zoo_name=zoo_name)
     out = proc.stdout + proc.stderr
     assert "results/zoo-tiny-llama/successor_heads.csv" in out and "results/zoo/" not in out
     # only the zoo-level tables are new: the zoo table, the cycles table (cycles is in the

@@ -25,7 +25,7 @@ def test_every_output_of_the_layout_exists(project):
         for name, path in layout.outputs(stage, results, "tiny-llama").items():
             assert Path(path).is_file(), (stage, name)
         assert Path(layout.log(stage, results, "tiny-llama")).is_file(), stage
-    for rule in layout.ZOO_OUTPUTS:
+    for rule in set(layout.ZOO_OUTPUTS) - {"over_training"}:  # that one: a zoo with a sweep only
         for name, path in layout.zoo_outputs(rule, results, "zoo").items():
             assert Path(path).is_file(), (rule, name)
         assert Path(layout.zoo_log(rule, results, "zoo")).is_file(), rule

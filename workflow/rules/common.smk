@@ -113,10 +113,10 @@ def reported(outputs, category, captions, subcategory="{model}"):
 
 
 # The default target's files: each chosen stage's targets per model, then the zoo-level files.
-ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS if r != "cycles_table" or "cycles" in STAGES
+# The over-training table and figure only when the zoo has a checkpoint sweep.
+_ZOO_RULES = {"cycles_table": "cycles" in STAGES, "over_training": bool(SWEEP_MEMBERS)}
+ZOO_TARGETS = [p for r in layout.ZOO_OUTPUTS if _ZOO_RULES.get(r, True)
                for p in layout.zoo_outputs(r, RESULTS, ZOO_NAME).values()]
-if SWEEP_MEMBERS:  # the over-training table and figure, when the zoo has a checkpoint sweep
-    ZOO_TARGETS += list(layout.sweep_outputs(RESULTS, ZOO_NAME).values())
 
 
 def all_outputs(wildcards):

@@ -10,7 +10,7 @@ rule over_training:
         scores_h5=[layout.outputs("scores", RESULTS, m["model"])["h5"] for m in SWEEP_MEMBERS],
     output:
         **reported(
-            layout.sweep_outputs(RESULTS, ZOO_NAME),
+            layout.zoo_outputs("over_training", RESULTS, ZOO_NAME),
             category="Zoo",
             subcategory=None,
             captions={"csv": "over_training_csv.rst", "fig": "over_training.rst"},
@@ -18,7 +18,7 @@ rule over_training:
     params:
         members=SWEEP_MEMBERS,
     log:
-        layout.sweep_log(RESULTS, ZOO_NAME),
+        layout.zoo_log("over_training", RESULTS, ZOO_NAME),
     conda:
         CONDA_ENV
     localrule: True

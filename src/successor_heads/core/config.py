@@ -1,14 +1,9 @@
-"""What every typed config of the project shares: its error, its value checks, the config folder.
-
-Each stage declares its keys in a frozen dataclass beside it (``scores/config.py``,
-``features/config.py``, ...; the tasks' and corpus' in :mod:`successor_heads.core.tasks` and
-:mod:`successor_heads.core.corpus`); the defaults are the dataclass's, the allowed values come
-from the module that implements them, and ``__post_init__`` checks them with the helpers below,
-so a bad value fails when the run is composed (:mod:`successor_heads.config`), before any job.
-"""
+"""What every typed config section shares (docs/DESIGN.md, "Configuration"): its error, the value
+checks its ``__post_init__`` runs, and the config folder. Ours."""
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,47 +20,40 @@ def _fail(key: str, value: Any, what: str, hint: str = "") -> None:
 
 def one_of(key: str, value: Any, choices: Iterable[str], *, optional: bool = False, each: bool = False,
            non_empty: bool = False) -> None:
-    """Check that ``value`` (``each``: every item of the list ``value``) is in ``choices``.
-
-    Args:
-        key: the dotted key, for the message (``wild.final_norm``).
-        value: the value.
-        choices: the allowed values (the implementing module's tuple).
-        optional: None is allowed too.
-        each: ``value`` is a list whose items are checked.
-        non_empty: the list must hold at least one item.
+    """Check that ``value`` (``each``: every item of the list, ``non_empty``: at least one) is in
+    ``choices`` (``optional``: or None).
 
     Raises:
-        ConfigError: e.g. ``wild.final_norm='fixed': must be one of frozen, recomputed``.
+        ConfigError: naming the key, e.g. ``wild.final_norm='fixed': must be one of frozen, recomputed``.
     """
     choices = tuple(choices)
     if value is None and optional:
         return
-    if each:
-        if non_empty and not value:
-            _fail(key, value, "must not be empty")
-        bad = [v for v in value if v not in choices]
-        if bad:
-            _fail(key, value, f"holds {', '.join(map(repr, bad))}: each must be one of {', '.join(choices)}")
-    elif value not in choices:
+    if each and non_empty and not value:
+        _fail(key, value, "must not be empty")
+    bad = [v for v in value if v not in choices] if each else []
+    if bad:
+        _fail(key, value, f"holds {', '.join(map(repr, bad))}: each must be one of {', '.join(choices)}")
+    if not each and value not in choices:
         _fail(key, value, f"must be one of {', '.join(choices)}")
 
 
-def bounded(key: str, value: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, hint: str = "") -> None:
-    """Check that the number ``value`` (a list: each item) is within the given bounds.
+_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+
+
+def bounded(key: str, value: Any, *, hint: str = "", **bounds: float) -> None:
+    """Check that the number ``value`` (a list: each item) is within ``bounds`` (``ge``, ``gt``,
+    ``le``, ``lt``).
 
     Raises:
         ConfigError: e.g. ``wild.batch_size=0: must be >= 1`` (NaN and booleans fail too).
     """
-    bounds = [(">=", ge, lambda v, b: v >= b), (">", gt, lambda v, b: v > b), ("<=", le, lambda v, b: v <= b),
-              ("<", lt, lambda v, b: v < b)]
-    bounds = [(sign, b, test) for sign, b, test in bounds if b is not None]
     many = isinstance(value, (list, tuple))
     for v in value if many else [value]:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not all(t(v, b) for _, b, t in bounds):
-            _fail(key, value, f"{'each item ' if many else ''}must be " + " and ".join(f"{s} {b}" for s, b, _ in bounds),
-                  hint)
+        if (isinstance(v, bool) or not isinstance(v, (int, float))
+                or not all(_BOUNDS[k][1](v, b) for k, b in bounds.items())):
+            _fail(key, value, f"{'each item ' if many else ''}must be "
+                  + " and ".join(f"{_BOUNDS[k][0]} {b}" for k, b in bounds.items()), hint)
 
 
 def require(ok: bool, key: str, value: Any, what: str) -> None:
@@ -75,36 +63,26 @@ def require(ok: bool, key: str, value: Any, what: str) -> None:
 
 
 def find_config_dir(start: str | os.PathLike | None = None) -> Path:
-    """Return the project's ``config/`` folder.
-
-    Args:
-        start: where to look first (default: the working directory); then its parents.
-            ``$SUCCESSOR_HEADS_CONFIG``, when set, wins.
-
-    Returns:
-        The folder holding ``config.yaml``.
+    """The project's ``config/`` folder: ``$SUCCESSOR_HEADS_CONFIG`` when set, else the first
+    ``config/config.yaml`` in ``start`` (default: the working directory) or its parents.
 
     Raises:
-        ConfigError: no ``config/config.yaml`` was found.
+        ConfigError: none found (saying where to run from).
     """
     env = os.environ.get("SUCCESSOR_HEADS_CONFIG")
     if env:
-        p = Path(env).resolve()
-        if (p / "config.yaml").is_file():
-            return p
+        if (Path(env) / "config.yaml").is_file():
+            return Path(env).resolve()
         raise ConfigError(f"SUCCESSOR_HEADS_CONFIG={env} has no config.yaml")
     here = Path(start or os.getcwd()).resolve()
     for d in [here, *here.parents]:
         if (d / "config" / "config.yaml").is_file():
             return d / "config"
-    raise ConfigError(
-        f"no config/config.yaml in {here} or its parents; run from the project root "
-        "or set SUCCESSOR_HEADS_CONFIG to the config folder"
-    )
+    raise ConfigError(f"no config/config.yaml in {here} or its parents; run from the project root "
+                      "or set SUCCESSOR_HEADS_CONFIG to the config folder")
 
 
 def available_models(config_dir: str | os.PathLike | None = None) -> list[str]:
     """Names of the models that have a ``config/model/<name>.yaml`` (sorted; default folder:
     :func:`find_config_dir`)."""
-    d = Path(config_dir) if config_dir else find_config_dir()
-    return sorted(p.stem for p in (d / "model").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(config_dir or find_config_dir()) / "model").glob("*.yaml"))

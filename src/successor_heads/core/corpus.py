@@ -9,7 +9,7 @@ configured in ``config/corpus/`` (:class:`CorpusConfig`):
   128 tokens so the main command stays quick on two cores; the outputs record the numbers.
 * ``files``: local text files matched by ``corpus.glob`` (sorted; ``**`` recurses).
 * ``hf_dataset``: a Hugging Face dataset (The Pile or a mirror), streamed; needs a network (or
-  ``HF_DATASETS_OFFLINE=1`` with a local cache) and the ``datasets`` package.
+  ``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` with a local cache) and the ``datasets`` package.
 
 Cutting is deterministic: documents (in a fixed order) are tokenised without special tokens and
 joined with the EOS token (or a blank line when the tokenizer has none) into one stream; the
@@ -140,10 +140,6 @@ def file_texts(pattern: str | None) -> tuple[list[str], str]:
     return texts, f"{len(paths)} file(s) matching {pattern}"
 
 
-def _datasets_offline() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hf_texts(name: str | None, n_tokens_needed: int, count_tokens: Callable[[str], int],
              reachable: Callable[[], bool] | None = None, *, split: str = "train",
              field_name: str = "text") -> tuple[list[str], str]:
@@ -151,8 +147,10 @@ def hf_texts(name: str | None, n_tokens_needed: int, count_tokens: Callable[[str
     ``field_name``) until about ``n_tokens_needed`` tokens are read.
 
     ``reachable`` (default :func:`successor_heads.core.hub.hub_reachable`) is checked first, so an
-    offline machine fails within about :data:`HUB_TIMEOUT_S` seconds; ``HF_DATASETS_OFFLINE=1``
-    skips the check and reads the local cache.
+    offline machine fails within about :data:`HUB_TIMEOUT_S` seconds; in the offline mode of
+    ``datasets`` (``datasets.config.HF_HUB_OFFLINE``: ``HF_DATASETS_OFFLINE=1``, else
+    ``HF_HUB_OFFLINE``, read when ``datasets`` is imported) the check is skipped and the local
+    cache is read.
 
     Raises:
         CorpusError: no network (names the offline corpus ``corpus=pydoc``); the ``datasets``
@@ -160,7 +158,11 @@ def hf_texts(name: str | None, n_tokens_needed: int, count_tokens: Callable[[str
     """
     if not name:
         raise CorpusError("corpus.kind=hf_dataset needs corpus.hf_dataset (e.g. monology/pile-uncopyrighted)")
-    if not _datasets_offline():
+    try:
+        import datasets
+    except ImportError:
+        datasets = None
+    if datasets is None or not datasets.config.HF_HUB_OFFLINE:
         if reachable is None:
             from successor_heads.core.hub import hub_reachable
 
@@ -171,10 +173,8 @@ def hf_texts(name: str | None, n_tokens_needed: int, count_tokens: Callable[[str
                 f"corpus {name!r} is a Hugging Face dataset but the hub is not reachable (no network); "
                 f"{OFFLINE_HINT} (or set HF_DATASETS_OFFLINE=1 to read a local datasets cache)"
             )
-    try:
-        import datasets
-    except ImportError as e:
-        raise CorpusError(f"corpus.kind=hf_dataset needs the `datasets` package (pip install -e '.[corpus]'); {OFFLINE_HINT}") from e
+    if datasets is None:
+        raise CorpusError(f"corpus.kind=hf_dataset needs the `datasets` package (pip install -e '.[corpus]'); {OFFLINE_HINT}")
     try:
         stream = datasets.load_dataset(name, split=split, streaming=True)
         texts, n = [], 0

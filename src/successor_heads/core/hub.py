@@ -15,10 +15,14 @@ HUB_TIMEOUT_S = 3.0
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """True if a TCP connection to the hub endpoint opens within ``timeout`` seconds.
 
-    Honours ``HF_HUB_OFFLINE`` (returns False) and ``HF_ENDPOINT``. DNS lookup is bounded too
-    (run in a daemon thread), so an offline machine answers within about ``timeout`` seconds.
+    False in huggingface_hub's offline mode (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``, which
+    that library reads when it is imported; its flag is read here at each call). Honours
+    ``HF_ENDPOINT``. DNS lookup is bounded too (run in a daemon thread), so an offline machine
+    answers within about ``timeout`` seconds.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = url.hostname or "huggingface.co"

@@ -1,19 +1,12 @@
-"""The model config of a model that has no file in ``config/model/``: derived from its weights.
-
-Implements docs/DESIGN.md, "Model specs". A Hugging Face id, a local transformers folder or a
-local ``.gguf`` file (:class:`successor_heads.core.model_spec.ModelSpec`) gets its ``model``
-section from what the weights declare: the family from ``config.json``'s ``model_type`` (or
-the GGUF's ``general.architecture``) through
-:func:`successor_heads.core.adapters.family_of`, the parameter count of the architecture
-(:func:`successor_heads.core.param_count.count_params`; a GGUF: summed over its header's tensors), and the dtype and Snakemake
-resources scaled from that count (:func:`resources_for`).
+"""The ``model`` section of a model without a file in ``config/model/``, derived from its weights
+(docs/DESIGN.md, "Model specs"): the family from ``config.json``'s ``model_type`` (a GGUF's
+``general.architecture``), the parameter count, and the dtype and resources scaled from it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +18,8 @@ from successor_heads.core.config import ConfigError
 #: Resource tiers by parameter count, read off the hand-written files in ``config/model/``:
 #: ``(up to n_params, mem_mb, runtime minutes, cpus, gpus)``; above the last tier memory
 #: grows by :data:`_MB_PER_MILLION` (Pythia-12B: 160 GB).
-_TIERS = (
-    (60e6, 2000, 20, 2, 0),
-    (250e6, 4000, 30, 2, 0),
-    (500e6, 8000, 60, 2, 0),
-    (950e6, 12000, 90, 2, 0),
-    (2e9, 24000, 120, 4, 1),
-    (4e9, 48000, 120, 4, 1),
-    (8e9, 96000, 180, 4, 1),
-)
+_TIERS = ((60e6, 2000, 20, 2, 0), (250e6, 4000, 30, 2, 0), (500e6, 8000, 60, 2, 0), (950e6, 12000, 90, 2, 0),
+          (2e9, 24000, 120, 4, 1), (4e9, 48000, 120, 4, 1), (8e9, 96000, 180, 4, 1))
 _MB_PER_MILLION = 14
 #: From this size on a model is loaded in bfloat16 and asks for a GPU, as the model files do.
 BF16_FROM = 950e6
@@ -56,15 +42,8 @@ def streamed_mem_mb(n_params: int, dtype: str, mem_mb: int) -> int:
 
 
 def resources_for(n_params: int) -> tuple[str, dict[str, int]]:
-    """The dtype and Snakemake resources of a model of ``n_params`` parameters.
-
-    Args:
-        n_params: the parameter count (an estimate is fine).
-
-    Returns:
-        ``(dtype, {"mem_mb", "runtime", "cpus", "gpu"})``: ``float32`` and no GPU below
-        :data:`BF16_FROM` parameters, ``bfloat16`` and one GPU from there on.
-    """
+    """``(dtype, {"mem_mb", "runtime", "cpus", "gpu"})`` of a model of ``n_params`` parameters
+    (an estimate is fine): float32 and no GPU below :data:`BF16_FROM`, bfloat16 and one GPU above."""
     for top, mem, runtime, cpus, gpu in _TIERS:
         if n_params <= top:
             break
@@ -94,22 +73,13 @@ def _family(model_type: str | None, where: str, config: dict | None = None) -> s
 
 
 def hub_config_json(repo_id: str, revision: str | None) -> dict:
-    """``config.json`` of a hub repo: from the local HF cache, else downloaded.
-
-    The cache is asked first, so a job re-parsing the Snakefile on an offline node finds it;
-    otherwise :func:`successor_heads.core.hub.hub_reachable` is asked before any download, so
-    an offline machine fails within seconds.
-
-    Args:
-        repo_id: ``org/name``.
-        revision: a branch, tag or commit (None: the default branch).
-
-    Returns:
-        The parsed ``config.json``.
+    """``config.json`` of a hub repo (``org/name`` at ``revision``, None: the default branch): from
+    the local HF cache (so a job re-parsing the Snakefile offline finds it), else downloaded after
+    :func:`successor_heads.core.hub.hub_reachable` (an offline machine fails within seconds).
 
     Raises:
-        ConfigError: the hub is unreachable and the file is not cached (the message says how to
-            work offline), or the download failed (a gated repo, a bad id or revision).
+        ConfigError: the hub unreachable and the file not cached (saying how to work offline), or
+            the download failed (a gated repo, a bad id or revision).
     """
     from huggingface_hub import hf_hub_download
 
@@ -135,42 +105,22 @@ def hub_config_json(repo_id: str, revision: str | None) -> dict:
         ) from e
 
 
-def gguf_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """The number and string metadata of a GGUF file (e.g. ``general.architecture``) and its
-    parameter count (the elements of every tensor), from the header alone
-    (:func:`successor_heads.core.gguf_header.read_gguf_header`).
-
-    Raises:
-        ConfigError: not a GGUF file, an unsupported version, or a header cut short.
-    """
-    try:
-        header = read_gguf_header(path)
-    except (ValueError, OSError) as e:
-        raise ConfigError(f"{path}: GGUF header unreadable ({e})") from e
-    return header["metadata"], sum(n for _, _, n in header["tensors"])
-
-
 def derive_model(spec: Any) -> dict[str, Any]:
-    """The ``model`` section of a spec without a model file (docs/DESIGN.md, "Model specs").
-
-    Args:
-        spec: a :class:`~successor_heads.core.model_spec.ModelSpec` of kind ``hf``, ``folder``
-            or ``gguf``.
-
-    Returns:
-        A mapping following :class:`~successor_heads.models.config.ModelConfig`: ``name`` (the
-X, ``source`` (kind ``hf``
-        with ``repo_id`` and ``revision``, or ``local`` with the absolute ``path``) and
-        ``resources`` (:func:`resources_for`).
+    """The ``model`` section (a mapping of :class:`~successor_heads.models.config.ModelConfig`
+    keys: name, family, n_params, dtype, source, resources) of a
+    :class:`~successor_heads.core.model_spec.ModelSpec` of kind ``hf``, ``folder`` or ``gguf``.
 
     Raises:
-        ConfigError: an unsupported ``model_type`` (the message lists the supported ones), a
-            folder without ``config.json``, an unreadable GGUF, or (hub ids) the hub unreachable
-            with nothing cached.
+        ConfigError: an unsupported ``model_type`` (listing the supported ones), a folder without
+            ``config.json``, an unreadable GGUF, or (hub ids) the hub unreachable with nothing cached.
     """
     if spec.kind == "gguf":
-        meta, n_params = gguf_header(spec.path)
-        arch = str(meta.get("general.architecture", ""))
+        try:
+            header = read_gguf_header(spec.path)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"{spec.path}: GGUF header unreadable ({e})") from e
+        n_params = sum(n for _, _, n in header["tensors"])
+        arch = str(header["metadata"].get("general.architecture", ""))
         family = _family(_GGUF_ARCH.get(arch, arch.replace("-", "_")), spec.path)
         source = {"kind": "local", "path": spec.path}
     else:

@@ -1,16 +1,8 @@
-"""What a zoo entry or ``model=`` value names: a model file, a hub id, a folder, a GGUF file, a sweep.
-
-Implements docs/DESIGN.md, "Model specs". :func:`parse_model` reads one value:
-
-- ``smollm2-135m``: a file in ``config/model/`` (``pythia-70m@step1000``: that file at another
-  hub revision);
-- ``org/name`` or ``org/name@revision``: a Hugging Face hub repo;
-- a path to a transformers folder (with ``config.json``) or to a ``.gguf`` file;
-- in a zoo only, a folder of checkpoint folders: a sweep, one model per checkpoint.
-
-Each model gets a filesystem-safe *slug*, the ``results/<slug>/`` folder and the Snakemake
-``{model}`` wildcard. :func:`expand_zoo` turns a zoo list into one spec per model, and
-:func:`sweeps` groups a sweep's checkpoints with their training steps.
+"""What a zoo entry or ``model=`` value names (docs/DESIGN.md, "Model specs"): a file in
+``config/model/`` (``pythia-70m@step1000``: at another hub revision), a hub id
+``org/name[@revision]``, a transformers folder or a ``.gguf`` file, and in a zoo a folder of
+checkpoints (a sweep). Each model gets a filesystem-safe *slug*: its ``results/<slug>/`` folder
+and Snakemake ``{model}`` wildcard.
 """
 
 from __future__ import annotations
@@ -34,29 +26,17 @@ SYNTAX = ("a name in config/model/ (e.g. smollm2-135m, or pythia-70m@step1000), 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a zoo, as parsed from its entry.
+    """One model of a zoo, as parsed from its entry."""
 
-    Attributes:
-        value: the entry as written.
-        kind: one of :data:`KINDS`.
-        slug: the ``results/<slug>/`` folder and ``model.name``.
-        name: the model file's name (kind ``name``).
-        repo_id: the hub repo (kind ``hf``).
-        revision: the hub revision (kinds ``name`` and ``hf``), None: the file's or the default branch.
-        path: the absolute path (kinds ``folder`` and ``gguf``).
-        sweep: the sweep this model is a checkpoint of (None: not in a sweep).
-        label: the checkpoint's revision or folder name within its sweep.
-    """
-
-    value: str
-    kind: str
-    slug: str
-    name: str | None = None
-    repo_id: str | None = None
-    revision: str | None = None
-    path: str | None = None
-    sweep: str | None = None
-    label: str | None = None
+    value: str  # the entry as written
+    kind: str  # one of KINDS
+    slug: str  # the results/<slug>/ folder and model.name
+    name: str | None = None  # the model file's name (kind name)
+    repo_id: str | None = None  # the hub repo (kind hf)
+    revision: str | None = None  # kinds name and hf; None: the file's or the default branch
+    path: str | None = None  # absolute path (kinds folder and gguf)
+    sweep: str | None = None  # the sweep this model is a checkpoint of
+    label: str | None = None  # the checkpoint's revision or folder name within its sweep
 
 
 def safe(text: str) -> str:
@@ -83,23 +63,15 @@ def checkpoint_folders(path: str | os.PathLike) -> list[Path]:
 
 
 def parse_model(value: str, known: Sequence[str]) -> ModelSpec:
-    """Parse one ``model=`` value or zoo entry (docs/DESIGN.md, "Model specs").
+    """Parse one ``model=`` value or zoo entry (``known``: the names of ``config/model/*.yaml``).
 
-    A value that is an existing path is a local model (prefix ``./`` to read ``org/name`` as a
-    folder); then a name in ``known`` (with an optional ``@revision``); then a hub id.
-
-    Args:
-        value: the entry.
-        known: the names of ``config/model/*.yaml``.
-
-    Returns:
-        The spec; its slug is the name, ``<org>--<name>[@<revision>]`` or ``local-<folder or
-        file stem>``.
+    An existing path is a local model (``./org/name`` reads a folder); then a name in ``known``
+    (with an optional ``@revision``); then a hub id. The slug is the name,
+    ``<org>--<name>[@<revision>]`` or ``local-<folder or file stem>``.
 
     Raises:
-        ConfigError: a path that does not exist, a folder that is neither a model nor a folder
-            of checkpoints, a file that is not ``.gguf``, or a value of no known form (the message
-            lists the known names and the syntax).
+        ConfigError: a missing path, a folder neither a model nor a folder of checkpoints, a file
+            not ``.gguf``, or a value of no known form (listing the known names and the syntax).
     """
     value = str(value).strip()
     p = _local(value)
@@ -149,20 +121,11 @@ def step_of(label: str) -> int | None:
 
 
 def expand_zoo(entries: Iterable[str], known: Sequence[str]) -> list[ModelSpec]:
-    """One spec per model of a zoo, with the members of each sweep marked.
-
-    A folder of checkpoint folders becomes one ``folder`` (or ``gguf``) spec per checkpoint,
-    slug ``local-<folder>@<checkpoint>``. Entries of one model file or hub repo at two or more
-    revisions form a sweep named after the file or repo. (A model file's own
-    ``model.revisions`` list is expanded by :func:`successor_heads.core.config.resolve_zoo`,
-    which composes the file.)
-
-    Args:
-        entries: the zoo list (any form :func:`parse_model` reads).
-        known: the names of ``config/model/*.yaml``.
-
-    Returns:
-        The specs in zoo order (a sweep's checkpoints by name).
+    """One spec per model of a zoo (``entries``: any form :func:`parse_model` reads), in zoo
+    order, with each sweep's members marked: a folder of checkpoints gives one spec per checkpoint
+    (slug ``local-<folder>@<checkpoint>``); entries of one file or hub repo at two or more
+    revisions form a sweep named after it. (A model file's ``model.revisions`` is expanded by
+    :func:`successor_heads.config.resolve_zoo`, which composes the file.)
 
     Raises:
         ConfigError: a bad entry (:func:`parse_model`) or two entries with the same slug.
@@ -196,17 +159,9 @@ def expand_zoo(entries: Iterable[str], known: Sequence[str]) -> list[ModelSpec]:
 
 
 def sweeps(specs: Iterable[ModelSpec]) -> dict[str, list[dict]]:
-    """The checkpoints of each sweep with their training steps, in step order.
-
-    The step is read from the revision or folder name (:func:`step_of`); when one checkpoint
-    of a sweep has none, every checkpoint's step is its place in the zoo order (0, 1, ...).
-
-    Args:
-        specs: the zoo's specs (:func:`expand_zoo`).
-
-    Returns:
-        ``{sweep: [{"model": slug, "revision": label, "step": int}, ...]}``.
-    """
+    """``{sweep: [{"model": slug, "revision": label, "step": int}, ...]}`` of the zoo's specs
+    (:func:`expand_zoo`), in step order: the step read from the revision or folder name
+    (:func:`step_of`), or, when one checkpoint of a sweep has none, each one's place in zoo order."""
     out: dict[str, list[dict]] = {}
     for s in specs:
         if s.sweep is not None:

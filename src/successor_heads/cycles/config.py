@@ -1,6 +1,4 @@
-"""The ``cycles`` config section (ours; docs/DESIGN.md, "Circular features"):
-:func:`successor_heads.cycles.stage.run` is its only reader, and every library function of the
-package takes these values as explicit keyword arguments."""
+"""The ``cycles`` config section (ours; docs/DESIGN.md, "Circular features")."""
 
 from __future__ import annotations
 

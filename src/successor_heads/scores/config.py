@@ -1,8 +1,4 @@
-"""The ``scores`` and ``behaviour`` config sections (stage ``scores``; paper Section 2).
-
-Checked when the run is composed (:mod:`successor_heads.config`); the allowed values come from
-the modules that implement them.
-"""
+"""The ``scores`` and ``behaviour`` config sections (stage ``scores``; paper Section 2)."""
 
 from __future__ import annotations
 
