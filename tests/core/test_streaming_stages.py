@@ -1,10 +1,9 @@
 """The stages after the scores, streamed from disk (successor_heads.core.streaming) against the
 same folder loaded in memory, on a tiny model of every family that streams: the activation cache
 (MLP0 outputs), the edit-loss (the MLP0 edit hooks in forward passes over a corpus; over prompts
-on Gemma3)
-and the direct effects (fast and exact paths) are equal within 1e-5, and their forward passes
-hold at most two decoder layers' weights at once; the cycles stage's measurements and the Python
-API's direct effects stream too."""
+on Gemma3) and the direct effects (fast and exact paths, corpus and listing prompts) are equal
+within 1e-5, and their forward passes hold at most two decoder layers' weights at once; the
+cycles stage's measurements and the Python API's direct effects stream too."""
 
 import json
 
@@ -20,6 +19,7 @@ from successor_heads.core.tasks import build_tasks
 from successor_heads.editing import edit_loss as el
 from successor_heads.features.activations import activation_rows
 from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
+from successor_heads.wild.listings import listing_direct_effects, listing_prompts
 from tests.support.tiny import FAMILIES, MOE, save_tiny_model
 
 #: MoE families whose per-expert checkpoint tensors transformers fuses while loading: refused
@@ -114,6 +114,11 @@ def test_activation_cache_edit_loss_and_direct_effects_streamed_equal_in_memory(
         assert da.method == db.method == ("exact" if fast is False else da.method)
         for key in ("loss", "target_logit", "base_loss", "base_logit"):
             np.testing.assert_allclose(getattr(db, key), getattr(da, key), atol=ATOL, rtol=0, err_msg=key)
+    # the listing prompts: one right-padded pass streamed, one pass per length group in memory
+    prompts = listing_prompts(6)
+    la, lb = (listing_direct_effects(x.adapter, tok, prompts, mz["a"]) for x in (mem, streamed))
+    for key in ("loss", "target_logit", "base_loss", "base_logit"):
+        np.testing.assert_allclose(lb[key], la[key], atol=ATOL, rtol=0, err_msg=key)
     # every forward pass held at most two decoder layers; everything read was freed
     assert counts and max(counts) <= 2
     assert not streamed_of(streamed.model).loaded_now

@@ -210,7 +210,7 @@ def residue_classes(tasks, moduli: Mapping | None = None, families=None,
 
 @torch.no_grad()
 def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, edit=None,
-                 base: torch.Tensor | None = None) -> torch.Tensor:
+                 base: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
     """Next-token cross-entropy ``[n_contexts, context_len - 1]`` (nats, float32) of ``tokens
     [n_contexts, context_len]``.
 
@@ -218,11 +218,12 @@ def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, ed
     :func:`edit_mlp0`, ``batch_idx`` indexing rows of ``tokens``. With ``base`` (the unedited
     losses of the same rows), logits are computed only from each batch's first edited position
     on (the model is causal, so earlier predictions are unchanged and are copied from ``base``).
+    ``progress``: a bar over the batches.
     """
     out = []
     # a streamed model: as many rows per pass as fit, so each decoder layer is read once per pass
     batch_size = pass_size(adapter.model, batch_size, tokens.shape[0], sequence_mb(adapter, tokens.shape[1], True))
-    for s in range(0, tokens.shape[0], batch_size):
+    for s in tqdm(range(0, tokens.shape[0], batch_size), desc="edit -> loss (corpus)", disable=not progress):
         chunk = tokens[s:s + batch_size].to(adapter.device)
         ctx, p0 = contextlib.nullcontext(), 0
         if edit is not None:
@@ -289,8 +290,9 @@ def corpus_edit_loss(adapter: Adapter, tokens: torch.Tensor, classes: Mapping, d
     if runs:
         ctx_all = torch.cat(ctx_rows)
         b, p, ff, ft = (torch.cat(parts) for parts in zip(*edits))
-        losses = token_losses(adapter, tokens[ctx_all], batch_size, (b, p, ff, ft, scale, ref, norms), base[ctx_all])
-    for src, m, i, j, ctx, b, p, r0 in tqdm(runs, desc="edit -> loss (corpus)", disable=not progress):
+        losses = token_losses(adapter, tokens[ctx_all], batch_size, (b, p, ff, ft, scale, ref, norms), base[ctx_all],
+                              progress)
+    for src, m, i, j, ctx, b, p, r0 in runs:
         delta = losses[r0:r0 + len(ctx)] - base[ctx]
         n = len(b)
         at = torch.zeros_like(delta, dtype=torch.bool)
