@@ -186,3 +186,32 @@ def test_api_direct_effects_on_a_streamed_model(tmp_path_factory):
     b = sh.direct_effects(sh.load(folder, memory="streamed"), corpus=corpus, heads=[(0, 0), (1, 1)])
     assert a.attrs["memory"] == "in_memory" and b.attrs["memory"] == "streamed"
     pd.testing.assert_frame_equal(b, a, atol=ATOL, rtol=0)
+
+
+def test_weights_only_blocks_of_features_and_editing_streamed_equal_in_memory(tmp_path_factory):
+    """The modules the editing stage holds for vector arithmetic and the greater-than bias, and
+    the features stage for its head score, are all these read (Gemma3, norms applied: post norms)."""
+    from successor_heads.core.streaming import head_circuit, mlp0_circuit, readout_modules, resident
+    from successor_heads.editing import greater_than as gt
+    from successor_heads.editing import vector_arithmetic as va
+    from successor_heads.features.selection import head_score_fn
+
+    folder = _folder("gemma3", tmp_path_factory)
+    out = []
+    for memory in ("in_memory", "streamed"):
+        model, tok, a, _ = open_model(folder, memory=memory)
+        tasks = build_tasks(tok, numbers_max=20, include_roman=False)
+        rows = activation_rows(tok, tasks, numbers_max=20)
+        with resident(model, *mlp0_circuit(a), *head_circuit(a, 1), *readout_modules(a)):
+            v = va.vector_arithmetic(a, 1, 0, tasks, _directions(a.dims.d_model), [1.0, 4.0], "applied")
+            g = gt.greater_than(a, 1, 0, tasks, "applied")
+            score, ov_norm = head_score_fn(a, 1, 0, rows, "applied")
+            x = mlp0_embeddings(a, rows.token_ids, "applied")
+            s = (score(x, np.arange(len(rows))), ov_norm(x[:8]))
+        out.append((v, g, s))
+    (va_a, gt_a, (sa, na)), (va_b, gt_b, (sb, nb)) = out
+    assert len(va_a) and len(gt_a)
+    np.testing.assert_allclose(_numeric(va_b), _numeric(va_a), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(_numeric(gt_b), _numeric(gt_a), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(sb, float), np.asarray(sa, float), atol=ATOL, rtol=0)
+    torch.testing.assert_close(nb, na, atol=ATOL, rtol=0)
