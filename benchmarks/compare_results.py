@@ -2,7 +2,7 @@
 attributes) under the given models' folders and the zoo folder.
 
     python benchmarks/compare_results.py OLD_RESULTS NEW_RESULTS [--models smollm2-135m gemma3-270m]
-        [--zoo zoo] [--tol 1e-6] [--include 'smollm2-135m/successor_scores*' ...]
+        [--zoo zoo] [--tol 1e-6] [--include 'smollm2-135m/successor_scores*' ...] [--ignore memory]
 
 Numbers are equal when ``|a - b| <= tol + tol * |b|`` (NaN equals NaN); strings and other values
 must be identical. Not compared: figures (PNG), the model folders (weights, shared), logs, and the
@@ -140,7 +140,10 @@ def main(argv=None) -> int:
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--include", nargs="+", default=["*"],
                    help="only files whose path under results/ matches one of these globs (e.g. a stage's files)")
+    p.add_argument("--ignore", nargs="+", default=[],
+                   help="more keys to skip, e.g. memory (to compare a streamed run with one in memory)")
     a = p.parse_args(argv)
+    IGNORED_KEYS.update(a.ignore)
     out: list[str] = []
     n_files = n_values = 0
     for folder in [*a.models, a.zoo]:

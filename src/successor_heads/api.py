@@ -207,13 +207,13 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
         ``target_id``, ``base_loss`` (clean loss, nats), then one column per head labelled
         ``"L{layer}H{head}"`` holding the loss increase (ablated loss - clean loss, nats).
         ``df.attrs`` holds ``method`` (``"fast"`` or ``"exact"``, both exact), ``final_norm``,
-        ``compute_dtype`` and ``corpus``.
+        ``compute_dtype``, ``corpus`` and ``memory`` (``"in_memory"`` or ``"streamed"``: a streamed
+        model runs the whole corpus through one decoder layer at a time, as far as memory allows).
 
     Raises:
         successor_heads.core.corpus.CorpusError: the corpus cannot be loaded or is too short.
         ValueError: contexts shorter than 2 tokens, unknown ``final_norm`` or
-            ``compute_dtype``, a head out of range, a model streamed from disk (not supported
-            here yet: load it with ``memory="in_memory"``).
+            ``compute_dtype``, or a head out of range.
     """
     import numpy as np
     import pandas as pd
@@ -225,9 +225,6 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
 
     check_final_norm(final_norm)
     check_compute_dtype(compute_dtype)
-    if loaded.manifest.get("memory") == "streamed":
-        raise ValueError("direct_effects needs the model in memory (it was streamed from disk): "
-                         "load it with successor_heads.load(..., memory='in_memory')")
     a, tok = loaded.adapter, loaded.tokenizer
     d = a.dims
     cols = ([(layer, head) for layer in range(d.n_layers) for head in range(d.n_heads)] if heads is None
@@ -255,5 +252,6 @@ def direct_effects(loaded: LoadedModel, corpus=None, heads: Iterable[tuple[int, 
             "base_loss": de.base_loss}
     data.update({_label(layer, head): increase[layer, head] for layer, head in cols})
     df = pd.DataFrame(data)
-    df.attrs.update(method=de.method, final_norm=de.final_norm, compute_dtype=de.compute_dtype, corpus=name)
+    df.attrs.update(method=de.method, final_norm=de.final_norm, compute_dtype=de.compute_dtype, corpus=name,
+                    memory=loaded.manifest.get("memory", "in_memory"))
     return df

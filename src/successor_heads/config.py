@@ -65,14 +65,14 @@ class RootConfig:
 _PROVENANCE = ("model.name", "model.family", "model.dtype", "model.n_params", "model.source", "device")
 PARAMS: dict[str, tuple[str, ...]] = {
     "fetch_model": ("model.name", "model.family", "model.dtype", "model.n_params", "model.source"),
-    "cache_activations": (*_PROVENANCE, "tasks", "features.numbers_max", "features.norms"),
+    "cache_activations": (*_PROVENANCE, "model.memory", "tasks", "features.numbers_max", "features.norms"),
     "successor_scores": (*_PROVENANCE, "model.memory", "tasks", "scores.modes", "scores.default_mode", "scores.norms",
                          "scores.value_bias", "scores.batch_heads", "behaviour"),
-    "features": (*_PROVENANCE, "seed", "tasks", "scores.modes", "scores.norms", "scores.value_bias", "features"),
-    "editing": (*_PROVENANCE, "tasks", "corpus", "scores.modes", "scores.norms", "scores.value_bias",
+    "features": (*_PROVENANCE, "model.memory", "seed", "tasks", "scores.modes", "scores.norms", "scores.value_bias", "features"),
+    "editing": (*_PROVENANCE, "model.memory", "tasks", "corpus", "scores.modes", "scores.norms", "scores.value_bias",
                 "features.norms", "features.residue_of", "editing"),
-    "wild": (*_PROVENANCE, "tasks", "corpus", "scores.modes", "scores.norms", "wild"),
-    "cycles": (*_PROVENANCE, "tasks", "scores.modes", "scores.norms", "cycles"),
+    "wild": (*_PROVENANCE, "model.memory", "tasks", "corpus", "scores.modes", "scores.norms", "wild"),
+    "cycles": (*_PROVENANCE, "model.memory", "tasks", "scores.modes", "scores.norms", "cycles"),
     "zoo_table": ("scores.threshold",),
 }
 

@@ -189,7 +189,8 @@ def default_params():
     ("corpus.n_contexts=4", {"editing", "wild"}),
     ("model.resources.cpus=8", set()),  # threads and resources: scheduling only
     ("model.resources.mem_mb=100", set()),
-    ("model.memory=streamed", {"successor_scores"}),  # how the scores stage holds the weights (recorded)
+    # how every stage that opens the model holds its weights (recorded in their outputs)
+    ("model.memory=streamed", {"cache_activations", "successor_scores", "features", "editing", "wild", "cycles"}),
     ("model.dtype=bfloat16", set(PARAMS) - {"zoo_table"}),
 ])
 def test_a_key_changes_exactly_the_params_that_read_it(default_params, override, changed):

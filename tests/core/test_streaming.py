@@ -262,14 +262,6 @@ def test_scores_stage_bf16_streamed_end_to_end_writes_float32(tmp_path, tokenize
     assert csv["in_memory"] == csv["streamed"]
 
 
-def test_api_direct_effects_refuses_a_streamed_model_in_one_line(folder):
-    import successor_heads as sh
-
-    loaded = sh.load(folder, memory="streamed")
-    with pytest.raises(ValueError, match="direct_effects needs the model in memory"):
-        sh.direct_effects(loaded, corpus={"n_contexts": 1, "context_len": 8}, heads=[(0, 0)])
-
-
 def test_auto_keeps_a_folder_without_safetensors_in_memory(folder, tmp_path):
     from safetensors.torch import load_file
 

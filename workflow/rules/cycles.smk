@@ -24,7 +24,7 @@ rule cycles:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=res("mem_mb"),
+        mem_mb=res("mem_mb", streams=True),
         runtime=res("runtime"),
         gpu=res("gpu"),
     threads: res("cpus")

@@ -16,7 +16,7 @@ rule cache_activations:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=res("mem_mb"),
+        mem_mb=res("mem_mb", streams=True),
         runtime=res("runtime"),
         gpu=res("gpu"),
     threads: res("cpus")
@@ -45,7 +45,7 @@ rule features:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=res("mem_mb"),
+        mem_mb=res("mem_mb", streams=True),
         runtime=res("runtime"),
         gpu=res("gpu"),
     threads: res("cpus")

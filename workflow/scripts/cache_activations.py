@@ -9,5 +9,6 @@ from successor_heads.features import stage as features  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = job_config(snakemake.params)  # noqa: F821
-rows, x, _ = features.build_cache(cfg, named(snakemake.input), named(snakemake.output))  # noqa: F821
+rows, x, _ = features.build_cache(cfg, named(snakemake.input), named(snakemake.output),  # noqa: F821
+                                  mem_mb=snakemake.resources.mem_mb)  # noqa: F821
 log.info("cached %d rows x %d dims: %s", x.shape[0], x.shape[1], rows.counts())

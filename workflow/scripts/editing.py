@@ -9,5 +9,6 @@ from successor_heads.editing import stage as editing  # noqa: E402
 
 log = setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
 cfg = job_config(snakemake.params)  # noqa: F821
-summary = editing.run(cfg, named(snakemake.input), named(snakemake.output))  # noqa: F821
+summary = editing.run(cfg, named(snakemake.input), named(snakemake.output),  # noqa: F821
+                      mem_mb=snakemake.resources.mem_mb)  # noqa: F821
 log.info("summary: %s", summary)

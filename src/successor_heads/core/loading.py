@@ -95,6 +95,18 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
     return LoadedModel(model, tokenizer, get_adapter(model), manifest)
 
 
+def open_for_stage(cfg, manifest: str | os.PathLike, mem_mb: int | None = None) -> LoadedModel:
+    """:func:`open_model` as every analysis stage calls it: the folder of ``manifest`` (a
+    ``manifest.json`` path), at ``cfg.model.dtype`` on ``cfg.device``, held as ``cfg.model.memory``
+    says (``auto``: compared with ``mem_mb``, the job's memory in MB that the workflow passes, else
+    ``cfg.model.resources.mem_mb``). Source: ours. Raises: as :func:`open_model`."""
+    from successor_heads.core.layout import model_dir
+
+    m = cfg.model
+    return open_model(model_dir(manifest), m.dtype, cfg.device, memory=m.memory,
+                      mem_mb=m.resources.mem_mb if mem_mb is None else mem_mb)
+
+
 def stream_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
     """As :func:`load_model`, but the model is built on the meta device and each module's weights are
     read from the folder's safetensors only while it runs (:class:`successor_heads.core.streaming.StreamedModel`,

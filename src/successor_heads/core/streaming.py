@@ -345,6 +345,60 @@ def streamed_of(model: nn.Module) -> StreamedModel | None:
     return getattr(model, STREAM_ATTR, None)
 
 
+def hold(model: nn.Module, *modules: nn.Module | None) -> None:
+    """Read ``modules``' weights into memory for the rest of the model's life (a no-op for a model
+    held in memory): for a stage that reads one head's circuit and the unembedding many times and
+    runs no forward pass (the features stage). Ours."""
+    stream = streamed_of(model)
+    if stream is not None:
+        stream.load(modules)
+
+
+def head_circuit(adapter, layer: int) -> list[nn.Module | None]:
+    """The modules the weights-only OV circuit of ``layer`` reads (paper Section 2): the attention
+    input norm, the value and output projections and the post-attention norm (None where the
+    family has none). ``adapter``: the model's :class:`~successor_heads.core.adapters.Adapter`. Ours."""
+    return [adapter.attn_in_norm(layer), adapter.v_proj(layer), adapter.o_proj(layer), adapter.attn_out_norm(layer)]
+
+
+def readout_modules(adapter) -> list[nn.Module | None]:
+    """The modules between the residual stream and the logits: the final norm and the unembedding
+    (``W_U``, and ``b_U`` where the family has one). Ours."""
+    return [adapter.final_norm(), adapter.model.get_output_embeddings()]
+
+
+def mlp0_circuit(adapter) -> list[nn.Module | None]:
+    """The modules of the paper's effective embedding ``MLP0(W_E[t])`` (Section 2): the token
+    embedding and layer 0's MLP with its input and output norms. Ours."""
+    return [adapter.model.get_input_embeddings(), adapter.mlp_in_norm(0), adapter.mlp(0), adapter.mlp_out_norm(0)]
+
+
+def sequence_mb(adapter, n_pos: int, logits: bool = False) -> float:
+    """Rough float32 activations (MB) of one sequence of ``n_pos`` tokens inside a decoder layer
+    (eager attention's scores and probabilities ``[n_heads, n_pos, n_pos]`` twice, and about eight
+    ``d_model`` vectors per position), plus its logits ``[n_pos, d_vocab]`` when ``logits``: the
+    ``item_mb`` of :func:`pass_size`. Ours."""
+    d = adapter.dims
+    per_pos = 2 * d.n_heads * n_pos + 8 * d.d_model + (2 * d.d_vocab if logits else 0)
+    return n_pos * per_pos * 4 / 2**20
+
+
+def pass_size(model: nn.Module, batch_size: int, n: int, item_mb: float = 0.0, max_mb: float = 2048) -> int:
+    """Sequences per forward pass (ours): ``batch_size`` for a model held in memory; for a streamed
+    one as many of the ``n`` as fit ``max_mb`` of per-pass activations (``item_mb`` each, e.g. one
+    sequence's float32 logits; 0: all ``n``), never fewer than ``batch_size``, so each decoder
+    layer is read from disk once per pass over the whole batch instead of once per small batch.
+
+    Raises: ValueError for a ``batch_size`` below 1.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1")
+    if streamed_of(model) is None:
+        return int(batch_size)
+    fit = int(max_mb // item_mb) if item_mb > 0 else n
+    return max(int(batch_size), min(int(n), fit))
+
+
 @contextlib.contextmanager
 def resident(model: nn.Module, *modules: nn.Module | None) -> Iterator[None]:
     """Within the block, ``modules``' weights are in memory: a no-op for a model held in memory,

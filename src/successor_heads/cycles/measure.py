@@ -17,6 +17,7 @@ from successor_heads.core.effective_embedding import effective_embeddings, head_
 from successor_heads.core.heads import head_label
 from successor_heads.core.tasks import Task
 from successor_heads.core.ov import ov_readout
+from successor_heads.core.streaming import head_circuit, readout_modules, resident
 from successor_heads.cycles.maps import causal_check, head_inputs, readout_logits, task_unembed
 from successor_heads.cycles.metrics import circle_fit, head_maps, purity, ranks
 
@@ -95,14 +96,15 @@ def measure_cycles(adapter: Adapter, tokenizer, tasks: list[Task], *, periods: d
     sl, sh = successor_head
     circles, rotation, grid, succ_info = [], [], {}, {}
     W_U_all = {}
-    for t in kept:
-        T = periods[t.name]
-        W = adapter.unembed_columns(torch.tensor(t.token_ids))[0].double().cpu().numpy().T  # [n, d_model]
-        W_U_all[t.name] = circle_fit(W, t.index, T, n_permutations, seed)
-        circles.append(_circle_row(model_name, OUTPUT_MODE, d.n_layers, t.name, T, W_U_all[t.name]))
+    with resident(adapter.model, *readout_modules(adapter)):  # a streamed model reads W_U for these columns only
+        for t in kept:
+            T = periods[t.name]
+            W = adapter.unembed_columns(torch.tensor(t.token_ids))[0].double().cpu().numpy().T  # [n, d_model]
+            W_U_all[t.name] = circle_fit(W, t.index, T, n_permutations, seed)
+            circles.append(_circle_row(model_name, OUTPUT_MODE, d.n_layers, t.name, T, W_U_all[t.name]))
+        unembed = {t.name: task_unembed(adapter, t.token_ids) for t in kept}
     union = sorted({i for t in kept for i in t.token_ids})
     col = {tid: i for i, tid in enumerate(union)}
-    unembed = {t.name: task_unembed(adapter, t.token_ids) for t in kept}
     for mode in modes:
         x_LTM = effective_embeddings(adapter, torch.tensor(union), mode, norms, prefix_ids=prefix_ids,
                                      progress=progress)
@@ -113,47 +115,51 @@ def measure_cycles(adapter: Adapter, tokenizer, tasks: list[Task], *, periods: d
         for t in kept:
             grid[mode, t.name] = np.full((d.n_layers, d.n_heads), np.nan)
         for layer in range(d.n_layers):
-            X = {t.name: head_inputs(adapter, layer, x_LTM[layer, [col[i] for i in t.token_ids]], inorm) for t in kept}
-            for t in kept:
-                if t.name not in fits or not layer_free:
-                    fits[t.name] = circle_fit(X[t.name].double().cpu().numpy(), t.index, periods[t.name],
-                                              n_permutations, seed)
-                    circles.append(_circle_row(model_name, mode, layer, t.name, periods[t.name], fits[t.name]))
-            # one OV product per layer: every task's inputs and their fitted circles' points
-            blocks = [X[t.name] for t in kept] + [torch.as_tensor(fits[t.name].points(t.index, periods[t.name]),
-                                                                  dtype=torch.float32, device=adapter.device)
-                                                  for t in kept]
-            readout = ov_readout(adapter, layer, torch.cat(blocks), norms, None, value_bias=False, input_norm=False)
-            starts = np.cumsum([0] + [len(b) for b in blocks])
-            for i, t in enumerate(kept):
-                T, k, succ = periods[t.name], np.asarray(t.index), np.asarray(t.successor)
-                task_col = names.index(t.name) if t.name in names else None
-                logits = readout_logits(readout[:, starts[i]:starts[i + 1]], unembed[t.name])
-                j = i + len(kept)
-                circle_logits = readout_logits(readout[:, starts[j]:starts[j + 1]], unembed[t.name])
-                m = head_maps(logits, k, T, succ)
-                pur = purity(circle_logits, k, T)
-                grid[mode, t.name][layer] = m.rotation_score
-                for h in range(d.n_heads):
-                    rotation.append({"mode": mode, "task": t.name, "head": head_label(layer, h),
-                                     "rotation_score": m.rotation_score[h], "shift_deg": m.shift_deg[h],
-                                     "shift_steps": m.shift_steps[h], "consistency": m.consistency[h],
-                                     "in_plane_accuracy": m.in_plane_accuracy[h], "purity": pur[h],
-                                     "best_offset": int(m.best_offset[h]), "rank": 0,
-                                     "successor_score": np.nan if scores is None or task_col is None
-                                     else float(scores[layer, h, task_col])})
-                if layer == sl:
-                    fit = fits[t.name]
-                    phase = np.angle(np.exp(1j * (m.delta[sh] + 2 * np.pi * k / T)))
-                    succ_info[mode, t.name] = {
-                        "profile": m.profile[sh].tolist(), "harmonics_input": fit.harmonics.tolist(),
-                        "closure_ratio_input": fit.closure_ratio,
-                        "causal_check": causal_check(adapter, layer, sh, X[t.name], fit, k, T, t.token_ids, succ,
-                                                     norms=norms),
-                        "figure": {"task": t.name, "labels": list(t.tokens), "input_xy": fit.coords,
-                                   "output_xy": W_U_all[t.name].coords, "image_phase": phase,
-                                   "input_r2": fit.r2, "output_r2": W_U_all[t.name].r2,
-                                   "rotation": float(m.rotation_score[sh])}}
+            # a streamed model: this layer's circuit and the final norm, read once per layer and mode
+            # (and W_U at the successor head's layer, for its causal check)
+            outer = readout_modules(adapter) if layer == sl else [adapter.final_norm()]
+            with resident(adapter.model, *head_circuit(adapter, layer), *outer):
+                X = {t.name: head_inputs(adapter, layer, x_LTM[layer, [col[i] for i in t.token_ids]], inorm) for t in kept}
+                for t in kept:
+                    if t.name not in fits or not layer_free:
+                        fits[t.name] = circle_fit(X[t.name].double().cpu().numpy(), t.index, periods[t.name],
+                                                  n_permutations, seed)
+                        circles.append(_circle_row(model_name, mode, layer, t.name, periods[t.name], fits[t.name]))
+                # one OV product per layer: every task's inputs and their fitted circles' points
+                blocks = [X[t.name] for t in kept] + [torch.as_tensor(fits[t.name].points(t.index, periods[t.name]),
+                                                                      dtype=torch.float32, device=adapter.device)
+                                                      for t in kept]
+                readout = ov_readout(adapter, layer, torch.cat(blocks), norms, None, value_bias=False, input_norm=False)
+                starts = np.cumsum([0] + [len(b) for b in blocks])
+                for i, t in enumerate(kept):
+                    T, k, succ = periods[t.name], np.asarray(t.index), np.asarray(t.successor)
+                    task_col = names.index(t.name) if t.name in names else None
+                    logits = readout_logits(readout[:, starts[i]:starts[i + 1]], unembed[t.name])
+                    j = i + len(kept)
+                    circle_logits = readout_logits(readout[:, starts[j]:starts[j + 1]], unembed[t.name])
+                    m = head_maps(logits, k, T, succ)
+                    pur = purity(circle_logits, k, T)
+                    grid[mode, t.name][layer] = m.rotation_score
+                    for h in range(d.n_heads):
+                        rotation.append({"mode": mode, "task": t.name, "head": head_label(layer, h),
+                                         "rotation_score": m.rotation_score[h], "shift_deg": m.shift_deg[h],
+                                         "shift_steps": m.shift_steps[h], "consistency": m.consistency[h],
+                                         "in_plane_accuracy": m.in_plane_accuracy[h], "purity": pur[h],
+                                         "best_offset": int(m.best_offset[h]), "rank": 0,
+                                         "successor_score": np.nan if scores is None or task_col is None
+                                         else float(scores[layer, h, task_col])})
+                    if layer == sl:
+                        fit = fits[t.name]
+                        phase = np.angle(np.exp(1j * (m.delta[sh] + 2 * np.pi * k / T)))
+                        succ_info[mode, t.name] = {
+                            "profile": m.profile[sh].tolist(), "harmonics_input": fit.harmonics.tolist(),
+                            "closure_ratio_input": fit.closure_ratio,
+                            "causal_check": causal_check(adapter, layer, sh, X[t.name], fit, k, T, t.token_ids, succ,
+                                                         norms=norms),
+                            "figure": {"task": t.name, "labels": list(t.tokens), "input_xy": fit.coords,
+                                       "output_xy": W_U_all[t.name].coords, "image_phase": phase,
+                                       "input_r2": fit.r2, "output_r2": W_U_all[t.name].r2,
+                                       "rotation": float(m.rotation_score[sh])}}
     for t in kept:
         w = W_U_all[t.name]
         for (mode, name), info in succ_info.items():

@@ -23,8 +23,8 @@ from successor_heads.core.effective_embedding import neutral_prefix, norm_conven
 from successor_heads.core.h5io import IncompleteOutputError, provenance, read_h5
 from successor_heads.core.handoff import StageInputError, load_top_heads
 from successor_heads.core.heads import head_label
-from successor_heads.core.layout import model_dir as model_dir_of
-from successor_heads.core.loading import open_model
+from successor_heads.core.loading import open_for_stage
+from successor_heads.core.streaming import readout_modules, resident
 from successor_heads.core.tasks import build_tasks
 from successor_heads.core.writers import SIGNIFICANT5, write_csv, write_json
 from successor_heads.cycles import figures
@@ -49,7 +49,8 @@ def read_successor_scores(scores_h5: str | Path, *, model: str) -> tuple[dict, s
     return modes, str(attrs["default_mode"])
 
 
-def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
+def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True,
+        mem_mb: int | None = None) -> dict:
     """Measure the circles of ``cfg.model`` and every head's map of them; write the outputs of the
     module docstring.
 
@@ -59,6 +60,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             ``cycles`` (:class:`~successor_heads.cycles.config.CyclesConfig`).
         inputs: ``manifest`` (the model folder's) and ``scores`` (``successor_scores.h5``).
         outputs: the paths by the names of the module docstring.
+        mem_mb: the job's memory (MB; the workflow passes the rule's ``mem_mb`` resource), which
+            ``model.memory=auto`` compares the weights with; None: ``cfg.model.resources.mem_mb``.
 
     Returns: the summary also written to ``outputs["summary"]``.
     Raises: StageInputError when the scores are missing; ValueError for a bad ``cycles``
@@ -69,7 +72,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     name = cfg.model.name
     scores, default_mode = read_successor_scores(inputs["scores"], model=name)
     sl, sh = load_top_heads(inputs["scores"], 1, model=name)[0]
-    model, tok, adapter, manifest = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = open_for_stage(cfg, inputs["manifest"], mem_mb)
     norms, modes = cfg.scores.norms, list(cfg.scores.modes)
     periods = dict(settings.tasks)
     res = measure_cycles(adapter, tok, build_tasks(tok, **asdict(cfg.tasks)), periods=periods, modes=modes, norms=norms,
@@ -95,13 +98,15 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             "circulant_profile": info["profile"], "causal_check": info["causal_check"],
             "harmonics_input": info["harmonics_input"], "harmonics_W_U": info["harmonics_W_U"],
             "closure_ratio_input": info["closure_ratio_input"], "closure_ratio_W_U": info["closure_ratio_W_U"]}
+    with resident(model, *readout_modules(adapter)):  # a streamed model reads W_U for the numbers' columns
+        spectrum = number_spectrum(adapter, tok, norms=norms)
     summary = {"model": name, "successor_head": label, "default_mode": default_mode, "modes": modes,
                "norms": norms, "value_bias": False, "scoring_dtype": "float32",
                **{f"norm_convention_{m}": ", ".join(f"{k}={'n/a' if v is None else v}"
                                                     for k, v in norm_convention(m, norms).items()) for m in modes},
                "tasks": periods, "tasks_skipped": res.skipped, "n_permutations": settings.n_permutations,
-               "seed": settings.seed, "successor": successor,
-               "number_spectrum": number_spectrum(adapter, tok, norms=norms),
+               "seed": settings.seed, "successor": successor, "memory": manifest["memory"],
+               "number_spectrum": spectrum,
                "provenance": provenance(manifest, **cfg.model.provenance(), norms=norms), "wall_s": round(time.time() - t0, 1)}
     write_json(summary, outputs["summary"])
     log.info("cycles of %s in %.1f s", name, summary["wall_s"])

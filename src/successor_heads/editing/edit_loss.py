@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.hooks import hooks
+from successor_heads.core.streaming import pass_size, sequence_mb
 from successor_heads.core.tasks import ordinal_list_prompts
 from successor_heads.editing.vector_arithmetic import DEFAULT_MODULI, edit_pairs, edit_vectors, task_values
 
@@ -162,6 +163,8 @@ def prompt_edit_loss(adapter: Adapter, cases: list[dict], directions: Mapping, s
     by_len: dict[int, list[int]] = {}
     for r, sp in enumerate(specs):
         by_len.setdefault(len(sp[0]), []).append(r)
+    longest = max((len(sp[0]) for sp in specs), default=1)
+    batch_rows = pass_size(adapter.model, batch_rows, len(specs), sequence_mb(adapter, longest))  # streamed: more per pass
     chunks = [rs[k:k + batch_rows] for rs in by_len.values() for k in range(0, len(rs), batch_rows)]
     for rs in tqdm(chunks, desc="edit -> loss (prompts)", disable=not progress):
         ids = torch.tensor([specs[r][0] for r in rs], device=adapter.device)
@@ -207,7 +210,7 @@ def residue_classes(tasks, moduli: Mapping | None = None, families=None,
 
 @torch.no_grad()
 def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, edit=None,
-                 base: torch.Tensor | None = None) -> torch.Tensor:
+                 base: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
     """Next-token cross-entropy ``[n_contexts, context_len - 1]`` (nats, float32) of ``tokens
     [n_contexts, context_len]``.
 
@@ -215,9 +218,12 @@ def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, ed
     :func:`edit_mlp0`, ``batch_idx`` indexing rows of ``tokens``. With ``base`` (the unedited
     losses of the same rows), logits are computed only from each batch's first edited position
     on (the model is causal, so earlier predictions are unchanged and are copied from ``base``).
+    ``progress``: a bar over the batches.
     """
     out = []
-    for s in range(0, tokens.shape[0], batch_size):
+    # a streamed model: as many rows per pass as fit, so each decoder layer is read once per pass
+    batch_size = pass_size(adapter.model, batch_size, tokens.shape[0], sequence_mb(adapter, tokens.shape[1], True))
+    for s in tqdm(range(0, tokens.shape[0], batch_size), desc="edit -> loss (corpus)", disable=not progress):
         chunk = tokens[s:s + batch_size].to(adapter.device)
         ctx, p0 = contextlib.nullcontext(), 0
         if edit is not None:
@@ -254,10 +260,13 @@ def corpus_edit_loss(adapter: Adapter, tokens: torch.Tensor, classes: Mapping, d
     """
     base = token_losses(adapter, tokens, batch_size)
     n_pred = base.numel()
-    rows = []
     jobs = [(src, m, f) for (src, m), f in directions.items()
             if m in classes and (sources is None or src in sources)]
-    for src, m, f in tqdm(jobs, desc="edit -> loss (corpus)", disable=not progress):
+    # every class's edited contexts are stacked and run together (one pass per batch of rows, so a
+    # streamed model reads each decoder layer once per batch, not once per class)
+    runs, ctx_rows, edits = [], [], []
+    n_rows = 0
+    for src, m, f in jobs:
         if shift % m == 0:
             raise ValueError(f"editing.corpus_shift={shift} is a multiple of modulus {m}: the edit would be empty")
         lut = torch.full((int(tokens.max()) + 1,), -1, dtype=torch.long)
@@ -271,22 +280,31 @@ def corpus_edit_loss(adapter: Adapter, tokens: torch.Tensor, classes: Mapping, d
             if not mask.any() or torch.isnan(f[[i, j]]).any():
                 continue
             ctx = mask.any(1).nonzero()[:, 0]
-            sub = tokens[ctx]
             b, p = mask[ctx].nonzero(as_tuple=True)
             n = len(b)
-            loss = token_losses(adapter, sub, batch_size, (b, p, f[i].expand(n, -1), f[j].expand(n, -1),
-                                                           scale, ref, norms), base[ctx])
-            delta = loss - base[ctx]
-            at = torch.zeros_like(delta, dtype=torch.bool)
-            keep = p < delta.shape[1]
-            at[b[keep], p[keep]] = True
-            first = torch.zeros(len(ctx), dtype=torch.long).scatter_reduce(0, b, p, "amin", include_self=False)
-            later = (torch.arange(delta.shape[1])[None] > first[:, None]) & ~at
-            rows.append({"source": src, "modulus": m, "i": i, "j": j, "n_edits": n,
-                         "n_contexts_edited": len(ctx), "base_loss": float(base.mean()),
-                         "delta_loss_all": float(delta.sum() / n_pred),
-                         "delta_loss_at_edit": float(delta[at].mean()) if at.any() else float("nan"),
-                         "delta_loss_later": float(delta[later].mean()) if later.any() else float("nan")})
+            runs.append((src, m, i, j, ctx, b, p, n_rows))
+            ctx_rows.append(ctx)
+            edits.append((b + n_rows, p, f[i].expand(n, -1), f[j].expand(n, -1)))
+            n_rows += len(ctx)
+    rows = []
+    if runs:
+        ctx_all = torch.cat(ctx_rows)
+        b, p, ff, ft = (torch.cat(parts) for parts in zip(*edits))
+        losses = token_losses(adapter, tokens[ctx_all], batch_size, (b, p, ff, ft, scale, ref, norms), base[ctx_all],
+                              progress)
+    for src, m, i, j, ctx, b, p, r0 in runs:
+        delta = losses[r0:r0 + len(ctx)] - base[ctx]
+        n = len(b)
+        at = torch.zeros_like(delta, dtype=torch.bool)
+        keep = p < delta.shape[1]
+        at[b[keep], p[keep]] = True
+        first = torch.zeros(len(ctx), dtype=torch.long).scatter_reduce(0, b, p, "amin", include_self=False)
+        later = (torch.arange(delta.shape[1])[None] > first[:, None]) & ~at
+        rows.append({"source": src, "modulus": m, "i": i, "j": j, "n_edits": n,
+                     "n_contexts_edited": len(ctx), "base_loss": float(base.mean()),
+                     "delta_loss_all": float(delta.sum() / n_pred),
+                     "delta_loss_at_edit": float(delta[at].mean()) if at.any() else float("nan"),
+                     "delta_loss_later": float(delta[later].mean()) if later.any() else float("nan")})
     return pd.DataFrame(rows, columns=["source", "modulus", "i", "j", "n_edits", "n_contexts_edited", "base_loss",
                                        "delta_loss_all", "delta_loss_at_edit", "delta_loss_later"])
 

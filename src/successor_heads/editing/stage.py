@@ -47,10 +47,10 @@ from successor_heads.editing.summary import editing_summary, vector_arithmetic_t
 from successor_heads.core.corpus import load_corpus
 from successor_heads.core.h5io import provenance, quantization_label, write_h5
 from successor_heads.core.heads import head_label
-from successor_heads.core.loading import open_model
+from successor_heads.core.loading import open_for_stage
+from successor_heads.core.streaming import head_circuit, mlp0_circuit, readout_modules, resident
 from successor_heads.core.tasks import build_tasks
 from successor_heads.core.handoff import StageInputError, load_top_heads
-from successor_heads.core.layout import model_dir as model_dir_of
 from successor_heads.core.writers import SIGNIFICANT5, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def _columns(df: pd.DataFrame, prefix: str) -> dict:
     return out
 
 
-def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
+def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True,
+        mem_mb: int | None = None) -> dict:
     """Run the editing analyses for ``cfg.model`` and write the outputs of the module docstring.
 
     Args:
@@ -73,6 +74,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             :func:`successor_heads.core.layout.inputs`).
         outputs: the paths to write, by the names of the module docstring
             (:func:`successor_heads.core.layout.outputs`).
+        mem_mb: the job's memory (MB; the workflow passes the rule's ``mem_mb`` resource), which
+            ``model.memory=auto`` compares the weights with; None: ``cfg.model.resources.mem_mb``.
 
     Returns: the summary dict also written to ``outputs["summary"]``.
     Raises: :class:`~successor_heads.core.handoff.StageInputError` (a ValueError) for a missing
@@ -86,7 +89,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     if not dpath.is_file():
         raise StageInputError(f"{dpath} does not exist: feature directions are made by the features stage "
                               f"(`successor-heads features model={cfg.model.name}`, or snakemake's features rules)")
-    model, tok, adapter, manifest = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = open_for_stage(cfg, inputs["manifest"], mem_mb)
     directions, dattrs = va.load_directions(dpath, adapter.dims.d_model, tuple(e.sources))
     norms = cfg.scores.norms
     mlp0_norms = str(dattrs.get("norms", cfg.features.norms))  # the space the directions live in
@@ -109,12 +112,14 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
         log.info("%s done in %.1f s", name, timings[name])
 
     lap("load")
-    va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
-                                 moduli, residue_of, mlp0_norms, paper_modulus, value_bias)
-    va_sum = vector_arithmetic_table(va_df, float(e.scale))
-    lap("vector_arithmetic")
-    gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families), value_bias)
-    lap("greater_than")
+    # weights only: MLP0, the head's circuit and the readout (a streamed model reads just these)
+    with resident(model, *mlp0_circuit(adapter), *head_circuit(adapter, layer), *readout_modules(adapter)):
+        va_df = va.vector_arithmetic(adapter, layer, head, tasks, directions, scales, norms, e.scale_ref,
+                                     moduli, residue_of, mlp0_norms, paper_modulus, value_bias)
+        va_sum = vector_arithmetic_table(va_df, float(e.scale))
+        lap("vector_arithmetic")
+        gt_df = gt.greater_than(adapter, layer, head, tasks, norms, tuple(e.greater_than_families), value_bias)
+        lap("greater_than")
     cases = el.prompt_cases(tok, tasks, moduli, residue_of, e.n_items, e.max_prompts_per_family,
                             e.max_targets_per_prompt)
     pr_df = el.prompt_edit_loss(adapter, cases, directions, float(e.scale), e.scale_ref, mlp0_norms,
@@ -149,7 +154,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
                               scale_ref=e.scale_ref, moduli=moduli, paper_modulus=paper_modulus, layer=layer,
                               head=head, feat_head=feat_head, tasks=tasks, va_df=va_df, va_sum=va_sum, gt_df=gt_df,
                               pr_df=pr_df, co_df=co_df, directions=directions)
-    summary.update(value_bias=value_bias, mlp0_norms=mlp0_norms, residue_of=residue_of,
+    summary.update(memory=manifest["memory"], value_bias=value_bias, mlp0_norms=mlp0_norms, residue_of=residue_of,
                    n_prompt_edits=len(pr_df),
                    corpus=corpus.description, corpus_shape=list(corpus.tokens.shape),
                    quantization=quantization_label(manifest), timings_s=timings,

@@ -49,13 +49,13 @@ from successor_heads.core.heads import head_label
 from successor_heads.core.paper import paper_values
 from successor_heads.features.activations import TokenRows, activation_rows, read_cache, write_cache
 from successor_heads.core.h5io import IncompleteOutputError, provenance, write_h5
-from successor_heads.core.loading import open_model
+from successor_heads.core.loading import open_for_stage
+from successor_heads.core.streaming import head_circuit, hold, readout_modules
 from successor_heads.features.probes import MAX_ITER, confusion, cosines
 from successor_heads.features.sae import evaluate, save_saes, top_features, train_sae
 from successor_heads.features.selection import head_score_fn, nanmean, probe_results, sae_features, split_tokens
 from successor_heads.core.tasks import build_tasks
 from successor_heads.core.handoff import load_top_heads
-from successor_heads.core.layout import model_dir as model_dir_of
 from successor_heads.core.writers import FIXED4, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,19 @@ def _cache_key(cfg, manifest) -> str:
 
 
 def build_cache(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path],
-                loaded=None) -> tuple[TokenRows, np.ndarray, dict]:
+                loaded=None, mem_mb: int | None = None) -> tuple[TokenRows, np.ndarray, dict]:
     """Compute and write the activation cache (module docstring, step 1).
 
     ``inputs["manifest"]``: the model folder's ``manifest.json``; ``outputs["h5"]``: the cache
     (:func:`successor_heads.core.layout.outputs` of stage ``activations``). ``loaded``: optional
     :class:`~successor_heads.core.loading.LoadedModel` already in memory (from
-    :func:`~successor_heads.core.loading.open_model` on that folder). Returns ``(rows, x
+    :func:`~successor_heads.core.loading.open_model` on that folder); else the folder is opened as
+    ``model.memory`` says (``mem_mb``: the job's memory for ``auto``,
+    :func:`~successor_heads.core.loading.open_for_stage`). Returns ``(rows, x
     [n_tokens, d_model], attrs)``. Raises: ValueError for bad options or an empty token set.
     """
     path = outputs["h5"]
-    model, tok, adapter, manifest = loaded or open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = loaded or open_for_stage(cfg, inputs["manifest"], mem_mb)
     rows = activation_rows(tok, build_tasks(tok, **asdict(cfg.tasks)), cfg.features.numbers_max)
     x = mlp0_embeddings(adapter, rows.token_ids, cfg.features.norms, batch_size=1024).cpu()
     attrs = provenance(manifest, **cfg.model.provenance(), norms=cfg.features.norms, numbers_max=cfg.features.numbers_max,
@@ -106,7 +108,7 @@ def _load_cache_or_build(cfg, inputs, loaded, manifest, build: bool):
 
 
 def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True,
-        rebuild_cache: bool = False) -> dict:
+        rebuild_cache: bool = False, mem_mb: int | None = None) -> dict:
     """Run the stage (module docstring) for ``cfg.model``.
 
     Args:
@@ -118,6 +120,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             (:func:`successor_heads.core.layout.outputs`).
         rebuild_cache: (re)build ``inputs["activations"]`` when it is missing or was built with
             another config (the command line); False: such a cache is an error (Snakemake).
+        mem_mb: the job's memory (MB; the workflow passes the rule's ``mem_mb`` resource), which
+            ``model.memory=auto`` compares the weights with; None: ``cfg.model.resources.mem_mb``.
 
     Returns: the summary dict also written to ``outputs["summary"]``.
     Raises: ValueError for bad options, an empty token set or a stale cache;
@@ -128,11 +132,13 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     fc = cfg.features
     layer, head = load_top_heads(inputs["scores"], 1, fc.head_mode, model=cfg.model.name,
                                  option="features.head_mode")[0]
-    loaded = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
+    loaded = open_for_stage(cfg, inputs["manifest"], mem_mb)
     model, tok, adapter, manifest = loaded
     rows, x = _load_cache_or_build(cfg, inputs, loaded, manifest, build=rebuild_cache)
     x_t = torch.as_tensor(x)
     head_norms, value_bias, probe_max_iter = cfg.scores.norms, cfg.scores.value_bias, fc.probe_max_iter
+    # weights only from here: a streamed model reads the head's circuit and the readout once
+    hold(model, *head_circuit(adapter, layer), *readout_modules(adapter))
     score, ov_norm = head_score_fn(adapter, layer, head, rows, head_norms, value_bias)
 
     train, val = split_tokens(rows.token_ids, fc.val_fraction, cfg.seed)
@@ -194,7 +200,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
                "value_bias": value_bias, "probe_max_iter": probe_max_iter,
                "probe_n_fits": n_fits, "probe_n_not_converged": n_bad, "probes_converged": n_bad == 0,
                "saes": sae_stats, "moduli": {str(m): v for m, v in per_mod.items()}, "paper": PAPER,
-               "wall_s": round(time.time() - t0, 1)}
+               "memory": manifest["memory"], "wall_s": round(time.time() - t0, 1)}
     write_json(summary, outputs["summary"])
     return summary
 

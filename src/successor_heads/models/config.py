@@ -63,8 +63,8 @@ class ModelConfig:
     n_params: int = 0  # nominal; the zoo table reports the count measured on the loaded model
     source: SourceConfig = MISSING
     dtype: str = "float32"
-    # how the scores stage holds the weights: in memory, or streamed from disk layer by layer
-    # (auto: streamed when they exceed a share of the memory available; core/streaming.py)
+    # how every stage that opens the model holds its weights: in memory, or streamed from disk
+    # layer by layer (auto: streamed when they exceed a share of the memory available; core/streaming.py)
     memory: str = "auto"
     # heads per mode that the behavioural check ablates (0: every head); large models on CPU set
     # it in their file, config.yaml passes it on as behaviour.top_k

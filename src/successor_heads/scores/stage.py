@@ -24,10 +24,9 @@ import torch
 from successor_heads.core import plots
 from successor_heads.core.heads import head_label
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix, norm_convention
-from successor_heads.core.layout import model_dir as model_dir_of
 from successor_heads.core.writers import FIXED4, write_csv, write_json
 from successor_heads.core.h5io import provenance, quantization_label, write_h5
-from successor_heads.core.loading import open_model
+from successor_heads.core.loading import open_for_stage
 from successor_heads.core.paper import paper_number
 from successor_heads.scores.behaviour import behavioural_drops, prompts_carry_bos
 from successor_heads.scores.successor_score import TaskIndex, chance_level, successor_scores
@@ -68,9 +67,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     Raises: ValueError when no task survives the single-token filter.
     """
     t0 = time.time()
-    model_dir = model_dir_of(inputs["manifest"])
-    model, tok, adapter, manifest = open_model(model_dir, cfg.model.dtype, cfg.device, memory=cfg.model.memory,
-                                               mem_mb=cfg.model.resources.mem_mb if mem_mb is None else mem_mb)
+    model, tok, adapter, manifest = open_for_stage(cfg, inputs["manifest"], mem_mb)
     d = adapter.dims
     tasks = build_tasks(tok, **asdict(cfg.tasks))
     report = tasks_report(tasks)

@@ -12,6 +12,7 @@ import torch
 
 from successor_heads.core import hooks
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.streaming import streamed_of
 
 
 @dataclass
@@ -29,8 +30,10 @@ class Capture:
 
 
 def compute_device(adapter: Adapter) -> torch.device:
-    """Where the direct-effect arithmetic runs: the unembedding's device."""
-    return adapter.model.get_output_embeddings().weight.device
+    """Where the direct-effect arithmetic runs: the unembedding's device (a streamed model's:
+    where its weights are loaded)."""
+    stream = streamed_of(adapter.model)
+    return stream.device if stream is not None else adapter.model.get_output_embeddings().weight.device
 
 
 @torch.no_grad()

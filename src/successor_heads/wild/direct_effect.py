@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core import hooks
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.streaming import pass_size, readout_modules, resident, sequence_mb
 from successor_heads.wild.capture import Capture, capture, compute_device, concat_captures
 from successor_heads.wild.direct_effect_fast import FastContraction, check_compute_dtype
 from successor_heads.wild.direct_effect_norms import (FINAL_NORMS, NormSpec, check_final_norm, norm_spec,  # noqa: F401
@@ -106,6 +107,8 @@ def mean_z(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, skip_fir
     position 0 when ``skip_first`` (the BOS token): :func:`successor_heads.core.hooks.mean_z`
     with float64 sums. Returns ``[n_layers, n_heads, d_head]`` float32.
     """
+    # a streamed model: the whole corpus in one pass, so each decoder layer is read once
+    batch_size = pass_size(adapter.model, batch_size, len(tokens), sequence_mb(adapter, tokens.shape[1]))
     return hooks.mean_z(adapter, tokens.split(batch_size), int(skip_first), torch.float64, progress)
 
 
@@ -133,6 +136,14 @@ class DirectEffectAblator:
     def __init__(self, adapter: Adapter, mean_z: torch.Tensor, max_chunk_mb: float = 1024, fast: bool | None = None,
                  final_norm: str = "frozen", compute_dtype: str = "float32", rows: int | None = None,
                  width: int | None = None, workers: int | None = None):
+        # a streamed model (core.streaming) reads the readout and every layer's W_O and post-attention
+        # norm while the ablator is built and while it runs, and frees them in between (forward passes)
+        self.weights = readout_modules(adapter) + [m for i in range(adapter.dims.n_layers)
+                                           for m in (adapter.o_proj(i), adapter.attn_out_norm(i))]
+        with resident(adapter.model, *self.weights):
+            self._build(adapter, mean_z, max_chunk_mb, fast, final_norm, compute_dtype, rows, width, workers)
+
+    def _build(self, adapter, mean_z, max_chunk_mb, fast, final_norm, compute_dtype, rows, width, workers):
         self.a, self.d = adapter, adapter.dims
         self.dev = compute_device(adapter)
         dtype = check_compute_dtype(compute_dtype)
@@ -216,6 +227,11 @@ class DirectEffectAblator:
 
     @torch.no_grad()
     def run(self, cap: Capture, targets: torch.Tensor, bar=None) -> tuple[torch.Tensor, ...]:
+        """Every head's direct effect for ``cap`` (:meth:`_run`), with the weights it reads in memory."""
+        with resident(self.a.model, *self.weights):
+            return self._run(cap, targets, bar)
+
+    def _run(self, cap: Capture, targets: torch.Tensor, bar=None) -> tuple[torch.Tensor, ...]:
         """Ablate every head's direct effect for captured positions with next tokens ``targets [N]``.
 
         ``bar``: an optional tqdm bar, advanced :meth:`n_steps` times in all.
@@ -293,6 +309,8 @@ def corpus_direct_effects(adapter: Adapter, tokens: torch.Tensor, mean_z_LHD: to
     d = adapter.dims
     per_ctx = (P - 1) * 4 * (d.n_layers * d.n_heads * d.d_head + d.d_model + (d.n_layers * d.d_model if ab.post else 0))
     fit = max(1, int(max_chunk_mb * 2**20 // per_ctx))
+    # streamed: as many contexts per pass as fit, so each decoder layer is read once per pass
+    batch_size = pass_size(adapter.model, batch_size, n_ctx, sequence_mb(adapter, P))
     if fit < batch_size:
         log.info("batch of %d contexts would capture %.0f MB; using %d per forward pass", batch_size,
                  batch_size * per_ctx / 2**20, fit)

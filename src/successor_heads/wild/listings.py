@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
+from successor_heads.core.streaming import pass_size, sequence_mb, streamed_of
 from successor_heads.wild.capture import capture, concat_captures
 from successor_heads.wild.direct_effect import DirectEffectAblator
 
@@ -106,7 +107,8 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
     """Direct-effect mean ablation of every head on the last position of each listing prompt.
 
     One forward pass per group of prompts of equal token length captures the activations at
-    each prompt's last position; then every head is ablated at once. ``final_norm``: "frozen"
+    each prompt's last position (a streamed model: the prompts right-padded into one pass, as
+    far as memory allows); then every head is ablated at once. ``final_norm``: "frozen"
     (default) or "recomputed"; ``compute_dtype``: "float32" (default) or "bfloat16", as in
     :func:`~successor_heads.wild.direct_effect.corpus_direct_effects`.
     Returns a dict of ``loss``, ``target_logit`` ``[n_layers, n_heads, n_prompts]``, ``base_loss``,
@@ -115,6 +117,17 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
     unrecognised final norm).
     """
     enc = [encode_listing(tokenizer, lp, prepend_bos) for lp in prompts]
+    cap = _capture_padded(adapter, enc) if streamed_of(adapter.model) is not None else _capture_grouped(adapter, enc, progress)
+    targets = [t for _, t in enc]
+    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, final_norm=final_norm, compute_dtype=compute_dtype)
+    loss, logit, bl, bg = ab.run(cap, torch.tensor(targets))
+    return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
+            "target_ids": np.array(targets)}
+
+
+def _capture_grouped(adapter: Adapter, enc: list[tuple[list[int], int]], progress: bool):
+    """One forward pass per group of prompts of equal token length, read at their last position;
+    rows in prompt order."""
     groups: dict[int, list[int]] = {}
     for i, (ids, _) in enumerate(enc):
         groups.setdefault(len(ids), []).append(i)
@@ -125,9 +138,19 @@ def listing_direct_effects(adapter: Adapter, tokenizer, prompts: list[ListingPro
         sel[:, -1] = True
         caps.append(capture(adapter, t, sel))
         order += idx
-    cap = concat_captures(caps, torch.argsort(torch.tensor(order)))  # back in prompt order
-    targets = [t for _, t in enc]
-    ab = DirectEffectAblator(adapter, mean_z_LHD, max_chunk_mb, final_norm=final_norm, compute_dtype=compute_dtype)
-    loss, logit, bl, bg = ab.run(cap, torch.tensor(targets))
-    return {"loss": loss.numpy(), "target_logit": logit.numpy(), "base_loss": bl.numpy(), "base_logit": bg.numpy(),
-            "target_ids": np.array(targets)}
+    return concat_captures(caps, torch.argsort(torch.tensor(order)))  # back in prompt order
+
+
+def _capture_padded(adapter: Adapter, enc: list[tuple[list[int], int]]):
+    """For a streamed model: the prompts right-padded (with their own last token) into as few
+    passes as fit :func:`~successor_heads.core.streaming.pass_size`, each read at its last real
+    position, so each decoder layer is read once per pass instead of once per length group. In a
+    causal model the positions before the padding never see it (same numbers as
+    :func:`_capture_grouped` up to float rounding; tests/core/test_streaming_stages.py). Rows in
+    prompt order."""
+    n = max(len(ids) for ids, _ in enc)
+    t = torch.tensor([ids + ids[-1:] * (n - len(ids)) for ids, _ in enc])
+    sel = torch.zeros_like(t, dtype=torch.bool)
+    sel[torch.arange(len(enc)), torch.tensor([len(ids) - 1 for ids, _ in enc])] = True
+    k = pass_size(adapter.model, 1, len(enc), sequence_mb(adapter, n))
+    return concat_captures([capture(adapter, t[s:s + k], sel[s:s + k]) for s in range(0, len(enc), k)])

@@ -38,12 +38,11 @@ from successor_heads.core.corpus import load_corpus
 from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
 from successor_heads.core.h5io import provenance, write_h5
 from successor_heads.wild.listings import listing_direct_effects, listing_prompts
-from successor_heads.core.loading import open_model
+from successor_heads.core.loading import open_for_stage
 from successor_heads.core.tasks import build_tasks
 from successor_heads.wild.winners import (CATEGORIES, PAPER_SHARES, SuccessionIndex, categorise, effects, token_strings,
                        win_counts, winning_heads)
 from successor_heads.core.handoff import load_top_heads
-from successor_heads.core.layout import model_dir as model_dir_of
 from successor_heads.core.writers import SIGNIFICANT5, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,8 @@ def _listing_table(prompts, ls: dict, head: tuple[int, int], n_heads: int, min_e
     return pd.DataFrame(rows)
 
 
-def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True) -> dict:
+def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], progress: bool = True,
+        mem_mb: int | None = None) -> dict:
     """Run the wild stage for ``cfg.model`` and write the outputs of the module docstring.
 
     Args:
@@ -158,6 +158,8 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
             ``wild.score_mode`` are the successor heads): :func:`successor_heads.core.layout.inputs`.
         outputs: the paths to write, by the names of the module docstring
             (:func:`successor_heads.core.layout.outputs`).
+        mem_mb: the job's memory (MB; the workflow passes the rule's ``mem_mb`` resource), which
+            ``model.memory=auto`` compares the weights with; None: ``cfg.model.resources.mem_mb``.
 
     Returns: the summary dict also written to ``outputs["summary"]``.
     Raises: :class:`~successor_heads.core.handoff.StageInputError` (no successor scores),
@@ -170,7 +172,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
     final_norm, compute_dtype = w.final_norm, w.compute_dtype
     heads = load_top_heads(inputs["scores"], w.n_successor_heads, w.score_mode, model=cfg.model.name,
                            option="wild.score_mode")
-    model, tok, adapter, manifest = open_model(model_dir_of(inputs["manifest"]), cfg.model.dtype, cfg.device)
+    model, tok, adapter, manifest = open_for_stage(cfg, inputs["manifest"], mem_mb)
     d = adapter.dims
     corpus = load_corpus(tok, **asdict(cfg.corpus), progress=progress)
     mz = mean_z(adapter, corpus.tokens, int(w.batch_size), skip_first=corpus.has_bos, progress=progress)
@@ -238,6 +240,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
         summary[f"category_shares_{c}"] = {k: float(sub.share[k]) for k in CATEGORIES}
         summary[f"listing_wins_{c}"] = int(listings[f"successor_head_wins_{c}"].sum())
         summary[f"listing_top_winner_{c}"] = listings[f"winner_{c}"].value_counts().index[0]
+    summary["memory"] = manifest["memory"]
     summary["wall_s"] = round(time.time() - t0, 1)
     write_json(summary, outputs["summary"])
     return summary

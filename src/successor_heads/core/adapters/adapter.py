@@ -376,5 +376,9 @@ class Adapter(HeadWeights, Experts):
         return self.W_U[:, ids], None if b is None else b[ids]
 
     def n_params(self) -> int:
-        """The model's parameter count."""
+        """The model's parameter count (a streamed model's: from its checkpoint's headers, as its
+        tied embeddings come apart on the meta device once either is read)."""
+        stream = streamed_of(self.model)
+        if stream is not None:
+            return stream.tensors.n_params()
         return sum(p.numel() for p in self.model.parameters())
