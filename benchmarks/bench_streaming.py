@@ -195,6 +195,7 @@ def part_b(folder: Path, dtype: str, heads: list) -> dict:
     t0 = time.perf_counter()
     effective_embeddings(ad, ids, "resid", prefix_ids=prefix, batch_size=len(ids))
     resid_s = time.perf_counter() - t0
+    print(f"resid embeddings: {resid_s:.1f} s, peak RSS {_peak_rss_gb():.2f} GB so far", file=sys.stderr, flush=True)
     prompts = ordinal_list_prompts(tok, tasks, n_items=cfg.behaviour.n_items, max_per_family=cfg.behaviour.max_per_family)
     t0 = time.perf_counter()
     behavioural_drops(ad, tok, prompts, ablation=cfg.behaviour.ablation, heads=[tuple(h) for h in heads])
@@ -209,9 +210,9 @@ def part_b(folder: Path, dtype: str, heads: list) -> dict:
 
 def run_child(args: list[str], threads: int | None = None) -> dict:
     extra = ["--threads", str(threads)] if threads else []
-    out = subprocess.run([sys.executable, __file__, *args, *extra], capture_output=True, text=True)
+    # stderr passes through: a long part's progress lines show as they come
+    out = subprocess.run([sys.executable, __file__, *args, *extra], stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
-        print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"part failed: {args}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
