@@ -78,3 +78,23 @@ def test_bad_norms_and_empty_embedding(tokenizer):
         head_task_logits(a, 0, 0, x, torch.arange(3, 8), norms="final")
     with pytest.raises(ValueError, match="empty"):
         mlp0_embeddings(a, [])
+
+
+@pytest.mark.parametrize("family,norms", [("llama", "raw"), ("gemma3", "applied"), ("gpt2", "raw"),
+                                          ("qwen2", "applied")])
+def test_readout_into_a_reused_buffer_is_the_same_tensor_and_bits(family, norms, tokenizer):
+    """``out=`` (the batched scores' buffer kept across layers) returns the buffer, holding exactly
+    the read-out computed without it, for all heads and for a batch of heads; stale contents from
+    the layer before do not leak in."""
+    model, _ = make_model(family, tokenizer)
+    randomize_biases(model)
+    a = get_adapter(model)
+    x = mlp0_embeddings(a, torch.arange(3, 40))
+    n_heads = a.dims.n_heads
+    buf = torch.full((n_heads, x.shape[0], a.dims.d_model), float("nan"))
+    for layer in range(a.dims.n_layers):
+        want = ov_readout(a, layer, x, norms, None, True)
+        got = ov_readout(a, layer, x, norms, None, True, out=buf)
+        assert got is buf and torch.equal(got, want)
+        part = ov_readout(a, layer, x, norms, torch.arange(1, n_heads), True, out=buf[1:])
+        assert part.data_ptr() == buf[1:].data_ptr() and torch.equal(part, want[1:])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 from successor_heads.core import DTYPES
+from successor_heads.core.weight_refs import check_weight_sources
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +194,12 @@ def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
     """Return the parsed ``manifest.json`` of a folder written by the models stage
-    (:func:`successor_heads.models.fetch.fetch_model`).
+    (:func:`successor_heads.models.fetch.fetch_model`), after checking the weight files the folder
+    references on another filesystem (:func:`successor_heads.core.weight_refs.check_weight_sources`).
 
     Raises:
-        ModelFetchError: the folder or its manifest is missing or unreadable (says how to
-            fetch the model).
+        ModelFetchError: the folder or its manifest is missing or unreadable, or a referenced
+            weight file vanished or changed since the fetch (one line; says how to fetch the model).
     """
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
@@ -208,9 +210,14 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
             f"{fetch_hint(model_dir)}"
         )
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ModelFetchError(f"cannot read {path}: {e}. {fetch_hint(model_dir)}") from e
+    try:
+        check_weight_sources(model_dir, manifest)
+    except (OSError, ValueError) as e:
+        raise ModelFetchError(f"{e}. {fetch_hint(model_dir)}") from e
+    return manifest
 
 
 def fetch_hint(model_dir: Path) -> str:

@@ -21,7 +21,7 @@ from successor_heads.core.adapters import Adapter
 
 @torch.no_grad()
 def ov_output(adapter: Adapter, layer: int, x: torch.Tensor, norms: str = "raw", heads=None,
-              value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
+              value_bias: bool = False, input_norm: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Each head's OV output for residual vectors the head attends to (paper Section 2,
     ``W_OV^h = W_V^h W_O^h``).
 
@@ -34,9 +34,11 @@ def ov_output(adapter: Adapter, layer: int, x: torch.Tensor, norms: str = "raw",
         value_bias: add ``b_V^h W_O^h`` (config ``scores.value_bias``; default False, the paper's
             circuit).
         input_norm: apply the layer's attention input norm first (default ``norms == "applied"``).
+        out: a contiguous float32 ``[k, n, d_model]`` tensor to write the result into (reused
+            across layers by the batched scores; :meth:`Adapter.ov`).
 
     Returns:
-        ``[k, n, d_model]`` float32 on the adapter's device.
+        ``[k, n, d_model]`` float32 on the adapter's device (``out`` when given).
 
     Raises:
         ValueError: an unknown ``norms``.
@@ -44,18 +46,21 @@ def ov_output(adapter: Adapter, layer: int, x: torch.Tensor, norms: str = "raw",
     heads = None if heads is None else torch.as_tensor(heads, dtype=torch.long)
     # float32 in: Adapter.ov computes in float32, so a bf16 round trip would only lose precision
     return adapter.ov(layer, x.to(adapter.device, torch.float32), norms, heads=heads, value_bias=value_bias,
-                      input_norm=input_norm)
+                      input_norm=input_norm, out=out)
 
 
 @torch.no_grad()
 def ov_readout(adapter: Adapter, layer: int, x: torch.Tensor, norms: str = "raw", heads=None,
-               value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
+               value_bias: bool = False, input_norm: bool | None = None, out: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """:func:`ov_output` as the unembedding reads it: final-normed under ``norms="applied"``, so
     that ``ov_readout(...) @ W_U + b_U`` are the heads' effective OV logits (paper Section 2).
 
-    Args and errors as :func:`ov_output`. Returns ``[k, n, d_model]`` float32 on the adapter's device.
+    Args and errors as :func:`ov_output`. Returns ``[k, n, d_model]`` float32 on the adapter's
+    device (``out`` when given).
     """
-    return adapter.unembed_input(ov_output(adapter, layer, x, norms, heads, value_bias, input_norm), norms)
+    normed = adapter.unembed_input(ov_output(adapter, layer, x, norms, heads, value_bias, input_norm, out), norms)
+    return normed if out is None or normed is out else out.copy_(normed)  # raw: normed is out
 
 
 @torch.no_grad()

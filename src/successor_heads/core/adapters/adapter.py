@@ -252,7 +252,7 @@ class Adapter(HeadWeights, Experts):
         return out
 
     def ov(self, layer: int, x: torch.Tensor, norms: str = "raw", heads: torch.Tensor | None = None,
-           value_bias: bool = False, input_norm: bool | None = None) -> torch.Tensor:
+           value_bias: bool = False, input_norm: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Each head's OV output for residual input ``x``, in float32 (paper Section 2: ``W_OV^h = W_V^h W_O^h``).
 
         ``norm(x) W_V^h W_O^h`` is the head's output when it attends fully to a position holding
@@ -270,9 +270,13 @@ class Adapter(HeadWeights, Experts):
                 circuit, option ``scores.value_bias``).
             input_norm: run the layer's attention input norm on ``x`` first (default:
                 ``norms == "applied"``).
+            out: a contiguous float32 ``[k, n_tokens, d_model]`` tensor to write the result into
+                (ours: the batched successor scores reuse one for every layer instead of
+                allocating, and page-faulting, ``n_heads * n_tokens * d_model`` floats per layer;
+                the values are those computed without it).
 
         Returns:
-            float32 ``[n_heads, n_tokens, d_model]`` (or ``[k, n_tokens, d_model]``).
+            float32 ``[n_heads, n_tokens, d_model]`` (or ``[k, n_tokens, d_model]``); ``out`` when given.
 
         Raises:
             ValueError: ``norms`` is not one of :data:`NORM_OPTIONS`.
@@ -289,17 +293,19 @@ class Adapter(HeadWeights, Experts):
         v_HTD = torch.einsum("tm,hmd->htd", h, W_V)
         if value_bias:
             v_HTD = v_HTD + b_V[:, None, :]
-        out_HTM = torch.einsum("htd,hdm->htm", v_HTD, W_O)
+        out_HTM = torch.bmm(v_HTD, W_O, out=out)  # per head [n_tokens, d_head] @ [d_head, d_model]
         post = self.attn_out_norm(layer)
         if norms == "applied" and post is not None:
-            out_HTM = self.run_f32(post, out_HTM)
+            normed = self.run_f32(post, out_HTM)
+            out_HTM = normed if out is None else out.copy_(normed)
         return out_HTM
 
     def run_f32(self, module: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
         """``module(x)`` computed in float32.
 
         Norms and MLP0 of a half-precision model run on a float32 copy of the module (made once
-        and kept), so weight-based quantities do not depend on the dtype the model was loaded in.
+        and kept; made per call for a model streamed from disk), so weight-based quantities do
+        not depend on the dtype the model was loaded in.
 
         Args:
             module: a norm or MLP of the model; None (a norm the family lacks) is the identity.
@@ -312,10 +318,15 @@ class Adapter(HeadWeights, Experts):
             return x.to(self.device, torch.float32)
         p = next(module.parameters(), None)
         if p is not None and p.dtype != torch.float32:
-            cache = self.__dict__.setdefault("_f32_modules", {})
-            if id(module) not in cache:
-                cache[id(module)] = copy.deepcopy(module).float()
-            module = cache[id(module)]
+            if streamed_of(self.model) is not None:
+                # a streamed module's weights are in memory only while it is resident: a kept copy
+                # would hold them (a 13B model's MLP0: 0.85 GB in float32) for the rest of the run
+                module = copy.deepcopy(module).float()
+            else:
+                cache = self.__dict__.setdefault("_f32_modules", {})
+                if id(module) not in cache:
+                    cache[id(module)] = copy.deepcopy(module).float()
+                module = cache[id(module)]
         out = module(x.to(self.device, torch.float32))
         return (out[0] if isinstance(out, tuple) else out).float()  # gpt-oss's MLP: (out, router scores)
 

@@ -44,6 +44,9 @@ class HeadWeights:
         """``(W_V [n_kv_heads, d_model, d_head], b_V [n_kv_heads, d_head] | None)`` of one layer."""
         proj = self.v_proj(layer)
         W, b = self._out_in(proj), proj.bias
+        if self.spec.qkv == "separate":  # the value rows are the whole projection: a view, not a copy
+            k, dh = self.dims.n_kv_heads, self.dims.d_head
+            return W[: k * dh].reshape(k, dh, -1).transpose(1, 2), None if b is None else b[: k * dh].reshape(k, dh)
         rows = self.v_rows().to(W.device)
         return W[rows].transpose(1, 2), None if b is None else b[rows]
 
