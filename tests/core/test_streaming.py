@@ -12,7 +12,7 @@ import torch
 
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix
 from successor_heads.core.loading import open_model
-from successor_heads.core.streaming import (CheckpointTensors, StreamedModel, choose_memory, memory_used,
+from successor_heads.core.streaming import (CheckpointTensors, StreamedModel, memory_used,
                                             streamed_of, weight_bytes)
 from successor_heads.core.tasks import build_tasks, ordinal_list_prompts
 from successor_heads.scores.behaviour import behavioural_drops
@@ -135,6 +135,8 @@ def test_parameter_count_from_the_headers(folder):
 
 
 def test_memory_auto_streams_above_the_stated_share():
+    from successor_heads.core.memory import choose_memory
+
     gib = 2**30
     assert choose_memory("auto", 10 * gib, None, available_bytes=16 * gib) == "streamed"
     assert choose_memory("auto", 6 * gib, None, available_bytes=16 * gib) == "in_memory"
@@ -146,10 +148,10 @@ def test_memory_auto_streams_above_the_stated_share():
 
 
 def test_open_model_auto_streams_a_model_over_its_memory_limit(folder, monkeypatch):
-    from successor_heads.core import streaming
+    from successor_heads.core import memory
 
     # a tiny model is far below 1 MB: a share of 1 MB smaller than its weights stands in for a big model
-    monkeypatch.setattr(streaming, "STREAM_SHARE", 0.5 * weight_bytes(folder, "float32") / 2**20)
+    monkeypatch.setattr(memory, "STREAM_SHARE", 0.5 * weight_bytes(folder, "float32") / 2**20)
     assert memory_used(open_model(folder, memory="auto", mem_mb=1).model) == "streamed"
     assert memory_used(open_model(folder, memory="auto", mem_mb=4).model) == "in_memory"
 
@@ -270,3 +272,17 @@ def test_auto_keeps_a_folder_without_safetensors_in_memory(folder, tmp_path):
     assert memory_used(open_model(old, memory="auto", mem_mb=1).model) == "in_memory"
     with pytest.raises(ValueError, match="model.memory='disk'"):
         open_model(folder, memory="disk")
+
+
+def test_a_streamed_job_asks_for_the_memory_streaming_needs_not_the_weights():
+    from successor_heads.core.memory import STREAMED_BASE_MB, job_mem_mb
+
+    gib, n13b = 2**30, 13_000_000_000
+    # Llama-2-13B in bf16 (26 GB): streamed asks for the base plus a quarter of the weights
+    assert job_mem_mb("streamed", n13b, "bfloat16", 185_000) == STREAMED_BASE_MB + int(0.25 * n13b * 2 / 2**20)
+    # auto resolves against the memory available where the run is planned: 24 GB streams it
+    assert job_mem_mb("auto", n13b, "bfloat16", 185_000, available_bytes=24 * gib) < 12_000
+    assert job_mem_mb("auto", n13b, "bfloat16", 185_000, available_bytes=512 * gib) == 185_000
+    assert job_mem_mb("in_memory", n13b, "bfloat16", 185_000, available_bytes=gib) == 185_000
+    # never more than the in-memory figure
+    assert job_mem_mb("streamed", 100_000_000, "float32", 2_000) == 2_000

@@ -120,7 +120,7 @@ def test_tensor_by_tensor_conversion_equals_the_whole_model_one(tiny, tmp_path, 
     """A GGUF larger than memory is dequantized one tensor at a time into shards
     (models/gguf_stream.py): the same tensors, bit for bit, as transformers' whole-model load, an
     index over several shards, and the fetch chooses it when memory is short."""
-    from successor_heads.core import streaming
+    from successor_heads.core import memory
     from successor_heads.models.gguf_stream import convert_gguf_streamed
 
     _, gguf_path, _ = tiny
@@ -138,7 +138,7 @@ def test_tensor_by_tensor_conversion_equals_the_whole_model_one(tiny, tmp_path, 
         assert torch.equal(got[key], want[key]), key
     assert manifest["n_params"] == sum(p.numel() for p in ref.parameters())
     # the fetch streams the conversion when the float32 weights exceed the share of memory
-    monkeypatch.setattr(streaming, "STREAM_SHARE", 1e-12)
+    monkeypatch.setattr(memory, "STREAM_SHARE", 1e-12)
     fetched = tmp_path / "fetched" / "model"
     fetch_model(fetched, **local_cfg(gguf_path, "fetched").model.fetch_args())
     assert read_manifest(fetched)["conversion"].startswith("gguf dequantized tensor by tensor")

@@ -12,7 +12,7 @@ from snakemake.logging import logger
 from successor_heads import config as run_config
 from successor_heads.core import layout
 from successor_heads.core.h5io import set_aside_incomplete
-from successor_heads.core.model_derive import streamed_mem_mb
+from successor_heads.core.memory import job_mem_mb
 
 # config_dir: relative to the working directory if it exists there, else to the Snakefile.
 CONFIG_DIR = Path(config["config_dir"])
@@ -64,9 +64,9 @@ def model_cfg(wildcards):
 def res(key, streams=False):
     """Snakemake resource taken from the model's config (config/model/<name>.yaml: resources).
 
-    ``streams``: the rule's stage honours ``model.memory``; for a model set to ``streamed`` its
-    ``mem_mb`` is what streaming needs (successor_heads.core.model_derive.streamed_mem_mb), not
-    the weights' size.
+    ``streams``: the rule's job opens the model, which honours ``model.memory``; for a model it
+    streams (``streamed``, or ``auto`` with weights over the share of this machine's memory) its
+    ``mem_mb`` is what streaming needs (successor_heads.core.memory.job_mem_mb), not the weights' size.
 
     Also used as `threads: res("cpus")`: a rule's cores are the model's cpus (Snakemake caps
     them at --cores; on SLURM they become --cpus-per-task), and every job script sets torch's
@@ -77,8 +77,8 @@ def res(key, streams=False):
     def get(wildcards, attempt=1):
         m = MODEL_CFG[wildcards.model].model
         value = getattr(m.resources, key)
-        if key == "mem_mb" and streams and m.memory == "streamed":
-            value = streamed_mem_mb(m.n_params, m.dtype, value)
+        if key == "mem_mb" and streams:
+            value = job_mem_mb(m.memory, m.n_params, m.dtype, value)
         if key in ("mem_mb", "runtime"):
             return int(value) * attempt
         return value

@@ -65,7 +65,7 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
             device and read each module's weights from disk only while it runs or is read:
             :mod:`successor_heads.core.streaming`) or ``"auto"`` (streams when the weights at
             ``dtype`` exceed a share of the memory available or of ``mem_mb``:
-            :func:`successor_heads.core.streaming.choose_memory`). Which was used:
+            :func:`successor_heads.core.memory.choose_memory`). Which was used:
             :func:`successor_heads.core.streaming.memory_used` of the model.
         mem_mb: the job's memory limit (``model.resources.mem_mb``) for ``memory="auto"``.
 
@@ -79,7 +79,8 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
             (the message lists the supported families).
     """
     from successor_heads.core.adapters import get_adapter
-    from successor_heads.core.streaming import choose_memory, memory_used, weight_bytes
+    from successor_heads.core.memory import choose_memory
+    from successor_heads.core.streaming import memory_used, weight_bytes
 
     manifest = read_manifest(model_dir)
     size = 0

@@ -28,19 +28,6 @@ _GGUF_ARCH = {"gemma3": "gemma3_text", "gptneox": "gpt_neox", "gptj": "gptj", "c
               "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
 
 
-#: A streamed model's job memory (docs/DESIGN.md, "Large models"): a base for the interpreter,
-#: tokenizer and activations, plus a share of the weights at the run's dtype for what is held at
-#: once (two decoder layers, the embedding and unembedding, page-cache pressure).
-STREAMED_BASE_MB, STREAMED_SHARE = 4000, 0.25
-
-
-def streamed_mem_mb(n_params: int, dtype: str, mem_mb: int) -> int:
-    """The memory (MB) a job streaming a model of ``n_params`` parameters at ``dtype`` asks for:
-    ``STREAMED_BASE_MB + STREAMED_SHARE * weights``, never more than the in-memory ``mem_mb``. Ours."""
-    size = {"float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 4)
-    return min(int(mem_mb), int(STREAMED_BASE_MB + STREAMED_SHARE * n_params * size / 2**20))
-
-
 def resources_for(n_params: int) -> tuple[str, dict[str, int]]:
     """``(dtype, {"mem_mb", "runtime", "cpus", "gpu"})`` of a model of ``n_params`` parameters
     (an estimate is fine): float32 and no GPU below :data:`BF16_FROM`, bfloat16 and one GPU above."""

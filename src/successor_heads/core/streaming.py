@@ -35,14 +35,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from successor_heads.core import MEMORY
 
-#: ``model.memory`` choices: ``auto`` streams when the weights at the run's dtype exceed
-#: :data:`STREAM_SHARE` of the memory available; ``in_memory`` and ``streamed`` force one way.
-MEMORY_CHOICES = MEMORY
-#: Share of the available memory (psutil's ``available``, or ``model.resources.mem_mb`` when
-#: smaller) above which ``auto`` streams: the rest is left for activations and the other stages' data.
-STREAM_SHARE = 0.5
 #: Attribute a streamed transformers model carries: its :class:`StreamedModel`.
 STREAM_ATTR = "_successor_heads_stream"
 
@@ -300,35 +293,6 @@ def _renamed(key: str, model: nn.Module) -> str:
         if pattern is not None:
             key = pattern.sub(target, key)
     return key
-
-
-def choose_memory(memory: str, weight_bytes: int, mem_mb: int | None = None,
-                  available_bytes: int | None = None) -> str:
-    """Resolve ``model.memory`` to ``"in_memory"`` or ``"streamed"`` (ours).
-
-    Args:
-        memory: ``"auto"``, ``"in_memory"`` or ``"streamed"`` (:data:`MEMORY_CHOICES`).
-        weight_bytes: the weights' size at the run's dtype, bytes (:func:`weight_bytes`).
-        mem_mb: the job's memory limit in MB (``model.resources.mem_mb``), or None.
-        available_bytes: the memory available now (default: ``psutil.virtual_memory().available``).
-
-    Returns:
-        ``memory`` itself unless it is ``"auto"``; then ``"streamed"`` when ``weight_bytes`` exceeds
-        :data:`STREAM_SHARE` of the smaller of the available memory and ``mem_mb``.
-
-    Raises:
-        ValueError: ``memory`` is not one of :data:`MEMORY_CHOICES`.
-    """
-    if memory not in MEMORY_CHOICES:
-        raise ValueError(f"model.memory={memory!r}: must be one of {', '.join(MEMORY_CHOICES)}")
-    if memory != "auto":
-        return memory
-    if available_bytes is None:
-        import psutil
-
-        available_bytes = psutil.virtual_memory().available
-    budget = min(available_bytes, mem_mb * 2**20) if mem_mb else available_bytes
-    return "streamed" if weight_bytes > STREAM_SHARE * budget else "in_memory"
 
 
 def weight_bytes(model_dir: str | Path, dtype: str) -> int:

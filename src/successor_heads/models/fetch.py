@@ -106,10 +106,10 @@ def fetch_model(out_dir: str | os.PathLike, *, name: str, family: str, source: M
 
 def _convert(gguf_path: Path, dest: Path, manifest: dict) -> None:
     """Dequantize a GGUF: whole-model through transformers (:func:`convert_gguf`) when its float32
-    weights fit in memory (:func:`successor_heads.core.streaming.choose_memory`), else tensor by
+    weights fit in memory (:func:`successor_heads.core.memory.choose_memory`), else tensor by
     tensor into shards (:func:`successor_heads.models.gguf_stream.convert_gguf_streamed`; same numbers)."""
     from successor_heads.core.gguf_header import read_gguf_header
-    from successor_heads.core.streaming import choose_memory
+    from successor_heads.core.memory import choose_memory
     from successor_heads.models.gguf_stream import convert_gguf_streamed
 
     try:
