@@ -86,6 +86,8 @@ def test_a_hybrid_adapter_sees_its_attention_layers_only_and_says_so(family, tok
     assert a.mlp(0) is decoder[0].feed_forward and a.mlp_in_norm(0) is _module(decoder[0], a.spec.mlp_in_norm)
     assert a.W_V.shape[0] == a.dims.n_layers == len(decoder) // 2
     assert f"attention_layers={list(a.attention_layers)}" in a.hybrid_notice()
+    # Jamba's attention has no position signal ("none"), LFM2's is rotary
+    assert any("Rotary" in type(m).__name__ for m in model.modules()) == (a.spec.positions == "rotary")
     assert get_adapter(make_model("llama", tokenizer)[0]).hybrid_notice() is None
 
 
