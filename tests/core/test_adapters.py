@@ -146,14 +146,16 @@ def test_declared_facts_hold(family, tokenizer):
     assert a.logit_softcap == getattr(model.config, "final_logit_softcapping", None)
     assert s.attn_softcap is None or hasattr(model.config, s.attn_softcap)
     if s.moe_router is None:
-        assert any("gate" in name for name, _ in a.mlp(0).named_children()) == (s.mlp_kind == "gated")
+        names = {name for name, _ in a.mlp(0).named_children()}
+        gated = any("gate" in name for name in names) or {"w1", "w3"} <= names  # LFM2: w2(act(w1 x) * w3 x)
+        assert gated == (s.mlp_kind == "gated")
     else:  # a mixture of experts: layer 0 has its router
         assert a.router(0) is not None and "experts" in dict(a.mlp(0).named_children())
     assert a.parallel_attn_mlp == (family in PARALLEL)
     assert (a.attn_out_norm(0) is None) == (a.mlp_out_norm(0) is None) == (family not in POST_NORMS)
     assert (a.attn_in_norm(0) is None) == (a.mlp_in_norm(0) is None) == (family in NO_INPUT_NORMS)
     assert (a.b_U is not None) == s.unembed_bias
-    qk_names = ("q_norm", "k_norm", "query_layernorm", "key_layernorm")
+    qk_names = ("q_norm", "k_norm", "query_layernorm", "key_layernorm", "q_layernorm", "k_layernorm")
     assert any(n in qk_names for n, _ in a.attn(0).named_children()) == s.qk_norm
     learned = any(isinstance(m, torch.nn.Embedding) and m is not model.get_input_embeddings()
                   for m in model.modules())

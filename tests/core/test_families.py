@@ -16,8 +16,9 @@ import torch
 
 from successor_heads.core.adapters import FAMILIES as SPECS
 from successor_heads.core.adapters import MODEL_TYPES, family_of, get_adapter, is_moe
+from successor_heads.core.adapters.parts import module_at as _module
 from successor_heads.core.hooks import hooks
-from tests.support.tiny import FAMILIES, MOE, NEW_FAMILIES, make_model
+from tests.support.tiny import FAMILIES, HYBRID, MOE, NEW_FAMILIES, make_model
 
 MOE_TYPES = ["hunyuan_v1_moe", "dbrx", "ernie4_5_moe", "glm4_moe"]  # mixture-of-experts families not declared
 
@@ -60,13 +61,34 @@ def test_expert_count_in_the_config_marks_moe():
 
 @pytest.mark.parametrize(("model_type", "why"), [
     ("mamba", "has no attention heads"), ("rwkv", "has no attention heads"),
-    ("jamba", "hybrid whose layers are not all attention layers .*attention layers alone is not supported yet"),
+    ("bamba", "hybrid whose layers are not all attention layers .*ordinary attention, but this family is not declared"),
     ("qwen3_next", "hybrid whose layers are not all attention layers .*sigmoid.*no OV circuit"),
     ("zamba2", "hybrid whose layers are not all attention layers .*shared by several depths"),
 ])
 def test_models_without_attention_heads_are_refused_with_the_reason(model_type, why):
     with pytest.raises(ValueError, match=f"model_type='{model_type}' .*{why}"):
         get_adapter(_stub(model_type))
+
+
+@pytest.mark.parametrize("family", HYBRID)
+def test_a_hybrid_adapter_sees_its_attention_layers_only_and_says_so(family, tokenizer):
+    """LFM2 and Jamba: the adapter's layer k is decoder layer ``attention_layers[k]`` (every
+    attention accessor), MLP0 is still the first decoder layer's feed-forward (a convolution or
+    Mamba layer here), and the notice names the mapping."""
+    model, _ = make_model(family, tokenizer)
+    a = get_adapter(model)
+    decoder = a.layers()
+    kinds = ["conv" if hasattr(layer, "conv") or hasattr(layer, "mamba") else "attention" for layer in decoder]
+    assert kinds == ["conv", "attention"] * a.dims.n_layers
+    assert a.is_hybrid and a.attention_layers == tuple(range(1, len(decoder), 2))
+    for k, i in enumerate(a.attention_layers):
+        assert a.attn(k) is decoder[i].self_attn and a.attn_in_norm(k) is _module(decoder[i], a.spec.attn_in_norm)
+    assert a.mlp(0) is decoder[0].feed_forward and a.mlp_in_norm(0) is _module(decoder[0], a.spec.mlp_in_norm)
+    assert a.W_V.shape[0] == a.dims.n_layers == len(decoder) // 2
+    assert f"attention_layers={list(a.attention_layers)}" in a.hybrid_notice()
+    # Jamba's attention has no position signal ("none"), LFM2's is rotary
+    assert any("Rotary" in type(m).__name__ for m in model.modules()) == (a.spec.positions == "rotary")
+    assert get_adapter(make_model("llama", tokenizer)[0]).hybrid_notice() is None
 
 
 def test_unknown_model_type_lists_the_supported_ones():
@@ -103,6 +125,15 @@ def test_bloom_checkpoints_the_paths_do_not_fit_are_refused(change, why, tokeniz
         get_adapter(model)
 
 
+def _first_mixer(a):
+    """What the first decoder layer adds before its MLP: the attention output, or in a hybrid
+    whose first layer is not attention, its short convolution (LFM2) or Mamba mixer (Jamba)."""
+    if not a.is_hybrid or a.attention_layers[0] == 0:
+        return a.attn_out(0)
+    layer = a.layers()[0]
+    return layer.conv if hasattr(layer, "conv") else layer.mamba
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
     """Layer 0's MLP input in the model's own forward pass equals the declared form: its input
@@ -118,7 +149,7 @@ def test_mlp_reads_what_the_declared_order_gives(family, tokenizer):
         a.layers()[0].register_forward_pre_hook(
             lambda _m, args, kwargs: got.__setitem__("h", args[0] if args else kwargs["hidden_states"]),
             with_kwargs=True),
-        a.attn_out(0).register_forward_hook(
+        _first_mixer(a).register_forward_hook(
             lambda _m, _i, out: got.__setitem__("attn", out[0] if isinstance(out, tuple) else out)),
         first.register_forward_pre_hook(lambda _m, args: got.__setitem__("mlp_in", args[0])),
         # a copy: Falcon adds the attention output into the MLP's output tensor in place

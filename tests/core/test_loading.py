@@ -10,7 +10,7 @@ import torch
 
 from successor_heads.core import adapters
 from successor_heads.core.loading import LoadedModel, ModelFetchError, load_model, open_model, read_manifest
-from tests.support.tiny import FAMILIES, make_model, make_tokenizer, save_tiny_model
+from tests.support.tiny import FAMILIES, HYBRID, make_model, make_tokenizer, save_tiny_model
 
 MANIFEST = {"model": "tiny", "family": "llama", "source_kind": "local", "n_params": 1}
 
@@ -22,6 +22,18 @@ def _model_folder(root, family: str = "llama"):
     return folder
 
 
+@pytest.mark.parametrize("family", HYBRID)
+def test_opening_a_hybrid_says_which_layers_are_scored(tmp_path, family, caplog):
+    """A hybrid (LFM2, Jamba) is opened with one notice naming its attention layers, which the
+    manifest carries into every output's provenance."""
+    with caplog.at_level("WARNING", logger="successor_heads.core.loading"):
+        loaded = open_model(_model_folder(tmp_path, family))
+    notices = [r.getMessage() for r in caplog.records if "hybrid" in r.getMessage()]
+    assert notices == [f"{family} is a hybrid: only its 2 attention layers are scored (of 4 decoder layers); "
+                       "layer k means decoder layer attention_layers[k], attention_layers=[1, 3]"]
+    assert loaded.manifest["attention_layers"] == [1, 3] == list(loaded.adapter.attention_layers)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_open_model_gives_model_tokenizer_adapter_manifest(tmp_path, family):
     folder = _model_folder(tmp_path, family)
@@ -30,7 +42,10 @@ def test_open_model_gives_model_tokenizer_adapter_manifest(tmp_path, family):
     model, tok, adapter, manifest = loaded  # unpacks in field order
     assert (model, tok, adapter, manifest) == (loaded.model, loaded.tokenizer, loaded.adapter, loaded.manifest)
     # the manifest as stored, plus how the model is held (open_model's default: in memory)
-    assert manifest == {**read_manifest(folder), "memory": "in_memory"}
+    # (and, for a hybrid, the decoder-layer index of each scored layer)
+    hybrid = {"attention_layers": list(adapter.attention_layers)} if adapter.is_hybrid else {}
+    assert manifest == {**read_manifest(folder), "memory": "in_memory", **hybrid}
+    assert adapter.is_hybrid == (family in HYBRID)
     assert read_manifest(folder) == {**MANIFEST, "family": family}
     assert isinstance(adapter, adapters.Adapter) and adapter.model is model
     assert adapter.dims == adapters.get_adapter(model).dims

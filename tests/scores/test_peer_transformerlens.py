@@ -59,20 +59,22 @@ def peers(request, tmp_path_factory, tokenizer):
     return get_adapter(ours), tok, bridge
 
 
-def _tl_x(bridge, ids: torch.Tensor, mode: str, prefix: list[int]) -> torch.Tensor:
-    """TransformerLens' input to each layer's OV circuit ``[n_layers, n_tokens, d_model]``:
+def _tl_x(bridge, ids: torch.Tensor, mode: str, prefix: list[int], layers=None) -> torch.Tensor:
+    """TransformerLens' input to each attention layer's OV circuit ``[n_layers, n_tokens, d_model]``:
     ``blocks[0].mlp(embed(t))`` (mlp0, raw) or ``ln1`` of the residual stream at the token after
-    ``prefix`` (resid: what the head reads)."""
-    n_layers = bridge.cfg.n_layers
+    ``prefix`` (resid: what the head reads). ``layers``: the blocks that are attention layers (a
+    hybrid's ``Adapter.attention_layers``; TL stacks a hybrid's ``W_V``, ``W_O`` over those only);
+    None: every block."""
+    layers = range(bridge.cfg.n_layers) if layers is None else layers
     with torch.no_grad():
         if mode == "mlp0":
             x = _tl_mlp0(bridge, _tl_embed(bridge, ids[None]))[0]
-            return x.expand(n_layers, *x.shape)
+            return x.expand(len(layers), *x.shape)
         seq = torch.cat([torch.tensor(prefix).expand(len(ids), len(prefix)), ids[:, None]], 1)
         _, cache = bridge.run_with_cache(seq)
         # a block without ln1 (OLMo-2 has no input norms) feeds the head the residual itself
         keys = [f"blocks.{layer}.ln1.hook_out" if f"blocks.{layer}.ln1.hook_out" in cache
-                else f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+                else f"blocks.{layer}.hook_resid_pre" for layer in layers]
         return torch.stack([cache[k][:, -1] for k in keys])
 
 
@@ -167,7 +169,7 @@ def test_mlp0_effective_embedding_equals_transformerlens(peers):
     ids = torch.arange(5, 40)
     ours = effective_embeddings(a, ids, "mlp0", "raw")
     # atol relative to the vectors' size: a tiny model's MLP0 outputs can be far below 1e-4
-    torch.testing.assert_close(ours, _tl_x(bridge, ids, "mlp0", []), rtol=1e-4, atol=1e-4 * float(ours.abs().max()))
+    torch.testing.assert_close(ours, _tl_x(bridge, ids, "mlp0", [], a.attention_layers), rtol=1e-4, atol=1e-4 * float(ours.abs().max()))
     if a.spec.embed_scale == "none":  # Gemma 2/3 embedding modules scale W_E by sqrt(d_model)
         torch.testing.assert_close(bridge.embed(ids[None])[0], bridge.W_E[ids], **TOL)
 
@@ -183,7 +185,7 @@ def test_successor_scores_equal_transformerlens(peers, mode):
     prefix = neutral_prefix(tok)
     x = effective_embeddings(a, ids, mode, "raw", prefix_ids=prefix)
     ours = successor_scores(a, x, ids, tasks, "raw", input_norm=head_input_norm(mode, "raw"))
-    x_tl = _tl_x(bridge, ids, mode, prefix)
+    x_tl = _tl_x(bridge, ids, mode, prefix, a.attention_layers)
     # the read-out itself, before any argmax: what the head writes for each token, unembedded
     for layer in range(a.dims.n_layers):
         got = a.unembed(a.ov(layer, x[layer], "raw", input_norm=head_input_norm(mode, "raw")))

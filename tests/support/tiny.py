@@ -63,6 +63,18 @@ MOE = {
                                               "shared_intermediate_size": 32, **_GRANITE_MULTIPLIERS}),
 }
 DENSE.update(MOE)
+#: Hybrids scored on their attention layers only: ``n_layers`` attention layers, each after a
+#: layer of the other kind (a short convolution for LFM2, Mamba for Jamba), so the first decoder
+#: layer, whose feed-forward is MLP0, is not an attention layer. Jamba: 4 experts, top-2, on every
+#: second layer from the first (so MLP0 is a mixture of experts in a Mamba layer).
+HYBRID = {
+    "lfm2": ("lfm2", {"block_auto_adjust_ff_dim": False, "conv_L_cache": 3}),
+    "jamba": ("jamba", {"num_experts": 4, "num_experts_per_tok": 2, "expert_layer_period": 2,
+                        "expert_layer_offset": 0, "attn_layer_period": 2, "attn_layer_offset": 1,
+                        "mamba_d_state": 4, "mamba_expand": 2, "mamba_d_conv": 2}),
+}
+DENSE.update(HYBRID)
+MOE["jamba"] = HYBRID["jamba"]  # a hybrid and a mixture of experts: the MoE tests run on it too
 NEW_FAMILIES += tuple(DENSE)
 FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma3") + NEW_FAMILIES
 #: The families before the second wave: option and code-path tests that do not depend on the
@@ -183,6 +195,10 @@ def _new_config(family: str, vocab_size: int, n_layers: int, d_model: int, n_hea
                   num_key_value_heads=n_heads // 2, head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                   max_position_embeddings=512, tie_word_embeddings=False, **common)
         kw.update(extra)
+        if base in HYBRID:  # n_layers attention layers, each after a layer of the other kind
+            kw["num_hidden_layers"] = 2 * n_layers
+            if base == "lfm2":
+                kw["layer_types"] = ["conv", "full_attention"] * n_layers
         return tr.AutoConfig.for_model(model_type, **{k: v for k, v in kw.items() if v is not None})
     if family == "gptj":  # rotary on the first half of each head, parallel block
         return tr.GPTJConfig(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=512,

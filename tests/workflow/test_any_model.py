@@ -16,7 +16,7 @@ import torch
 
 from successor_heads.core import layout
 from successor_heads.core.h5io import read_h5
-from tests.support.tiny import CHECKPOINT_VARIANTS, DENSE, FAMILIES, MOE, NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_readout, save_tiny_model
+from tests.support.tiny import CHECKPOINT_VARIANTS, DENSE, FAMILIES, HYBRID, MOE, NEW_FAMILIES, VARIANTS, make_model, make_tokenizer, plant_readout, save_tiny_model
 from tests.support.workflow_project import REPO, TINY_OVERRIDES, snakemake
 
 pytestmark = pytest.mark.dag
@@ -86,7 +86,12 @@ def test_cli_scores_in_process_on_a_folder_of_each_dense_family(family, tmp_path
     summary = json.loads((tmp_path / "results" / f"local-tiny-{family}" / "scores_summary.json").read_text())
     assert summary["family"] == VARIANTS.get(family, family)
     h5 = layout.outputs("scores", tmp_path / "results", f"local-tiny-{family}")["h5"]
-    data, _ = read_h5(h5)
+    data, attrs = read_h5(h5)
+    # a hybrid says which decoder layer each scored layer is, in the summary and the provenance
+    layers = [1, 3] if VARIANTS.get(family, family) in HYBRID else None
+    assert summary.get("attention_layers") == layers
+    assert (json.loads(attrs["attention_layers"]) if "attention_layers" in attrs else None) == layers
+    assert ("layer_index" in summary) == ("layer_index" in attrs) == (layers is not None)
     moe = VARIANTS.get(family, family) in MOE
     assert ("mlp0_router_experts" in data) == moe  # the router's choice per task token
     if moe:

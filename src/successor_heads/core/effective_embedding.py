@@ -113,7 +113,8 @@ def effective_embeddings(
     ``mlp0``: ``MLP0(embed(t))`` with layer 0's MLP input norm skipped (``norms="raw"``) or
     applied (``"applied"``), expanded (a view, no copy) over layers. ``resid``: hidden state
     entering layer L at the last position of ``prefix_ids + [t]`` (``norms`` does not apply:
-    these are the model's real activations, un-normed; scoring applies the head's input norm,
+    these are the model's real activations, un-normed; for a hybrid, layer L is decoder layer
+    ``adapter.attention_layers[L]``; scoring applies the head's input norm,
     see :func:`head_input_norm`). A model streamed from disk runs all tokens in one batch, so
     each decoder layer is read once.
 
@@ -137,5 +138,6 @@ def effective_embeddings(
     for chunk in tqdm(chunks, desc="resid effective embeddings", disable=not progress):
         ids = torch.cat([torch.tensor(prefix, dtype=torch.long).expand(len(chunk), len(prefix)), chunk[:, None]], 1)
         hs = adapter.model(input_ids=ids.to(adapter.device), output_hidden_states=True).hidden_states
-        out.append(torch.stack([h[:, -1].float() for h in hs[:n_layers]]))
+        # hs[i] enters decoder layer i; a hybrid's layer k is decoder layer attention_layers[k]
+        out.append(torch.stack([hs[i][:, -1].float() for i in adapter.attention_layers]))
     return torch.cat(out, 1)

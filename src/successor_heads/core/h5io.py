@@ -212,6 +212,21 @@ def quantization_label(manifest: Mapping[str, Any] | None) -> str:
     return f"{q.get('main_type')} ({q.get('file_type')}; {summary})"
 
 
+def layer_record(manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a layer index means in an output of a hybrid model (ours): ``{}`` for a model whose
+    decoder layers are all attention layers; else ``attention_layers`` (the decoder-layer index of
+    each scored layer, set by :func:`successor_heads.core.loading.open_model` from
+    ``Adapter.attention_layers``) and ``layer_index``, the sentence that says layer ``k`` (``LkHh``,
+    the ``layer`` column, the first axis of ``[n_layers, n_heads]``) is decoder layer
+    ``attention_layers[k]``."""
+    layers = (manifest or {}).get("attention_layers")
+    if not layers:
+        return {}
+    return {"attention_layers": [int(i) for i in layers],
+            "layer_index": "hybrid model: only its attention layers are scored; layer k (LkHh, the layer "
+                           "column, the first axis of [n_layers, n_heads]) is decoder layer attention_layers[k]"}
+
+
 def provenance(manifest: Mapping[str, Any] | None = None, *, model: str, family: str, source: str, dtype: str,
                revision: str | None = None, sha256: str | None = None, norms: str = "n/a",
                **extra: Any) -> dict[str, Any]:
@@ -220,7 +235,7 @@ def provenance(manifest: Mapping[str, Any] | None = None, *, model: str, family:
 
     ``manifest`` is the model folder's ``manifest.json`` as a dict (see
     :mod:`successor_heads.models.fetch`); its hub commit and GGUF sha256 win over the configured
-    ``revision`` and ``sha256``. ``model`` .. ``sha256`` are the ``model`` config section's
+    ``revision`` and ``sha256``; for a hybrid it adds :func:`layer_record`. ``model`` .. ``sha256`` are the ``model`` config section's
     (``ModelConfig.provenance()``); ``norms``: ``scores.norms`` ("n/a" for outputs it does not shape).
     """
     manifest = dict(manifest or {})
@@ -236,6 +251,7 @@ def provenance(manifest: Mapping[str, Any] | None = None, *, model: str, family:
         # how the stage held the model (successor_heads.core.loading.open_model)
         "memory": manifest.get("memory", "in_memory"),
         "package_versions": package_versions(),
+        **layer_record(manifest),
     }
     out.update(extra)
     return out

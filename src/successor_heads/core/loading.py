@@ -71,7 +71,9 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
 
     Returns:
         :class:`LoadedModel` ``(model, tokenizer, adapter, manifest)``; ``manifest["memory"]``
-        says how the model is held (``"in_memory"`` or ``"streamed"``).
+        says how the model is held (``"in_memory"`` or ``"streamed"``); for a hybrid (LFM2, Jamba)
+        ``manifest["attention_layers"]`` holds the decoder-layer index of each scored layer, and a
+        one-line notice is logged.
 
     Raises:
         ModelFetchError: folder or manifest missing or unreadable (says which command fetches it).
@@ -94,7 +96,12 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
     else:
         model, tokenizer = load_model(model_dir, dtype, device)
     manifest["memory"] = memory_used(model)  # read by every output's provenance
-    return LoadedModel(model, tokenizer, get_adapter(model), manifest)
+    adapter = get_adapter(model)
+    notice = adapter.hybrid_notice()
+    if notice:  # a hybrid: say which decoder layers the scored layers are, and record it for provenance
+        log.warning(notice)
+        manifest["attention_layers"] = list(adapter.attention_layers)
+    return LoadedModel(model, tokenizer, adapter, manifest)
 
 
 def open_for_stage(cfg, manifest: str | os.PathLike, mem_mb: int | None = None) -> LoadedModel:

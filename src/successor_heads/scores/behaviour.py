@@ -187,7 +187,8 @@ def _drops_cached_prefix(adapter: Adapter, groups, by_layer, means, start: int, 
         base_parts.append(base_g)
         for layer, hs in by_layer.items():
             with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs, start):
-                h = _run_layers_from(adapter, inputs, layer, len(hs), len(ids))
+                # a hybrid's layer is decoder layer attention_layers[layer]; replay from there
+                h = _run_layers_from(adapter, inputs, adapter.attention_layers[layer], len(hs), len(ids))
             lp_parts[layer].append(_logprobs_last(adapter, h, tgt.repeat(len(hs))).reshape(len(hs), -1))
             bar.update()
         del inputs
@@ -264,7 +265,7 @@ def _repeat_batch(x, k: int, n: int, memo: dict):
 
 @torch.no_grad()
 def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> torch.Tensor:
-    """Run decoder layers ``first..end`` on ``k`` stacked copies of the cached residual entering
+    """Run decoder layers ``first..end`` (decoder-layer indices: for a hybrid, all its layers) on ``k`` stacked copies of the cached residual entering
     layer ``first`` (``inputs`` from :func:`_capture_layer_inputs` for ``n`` prompts); every other
     argument is the one the clean pass gave that layer, repeated along the batch when it has one.
     Returns the last position's residual after the last layer, ``[k * n, 1, d_model]``.

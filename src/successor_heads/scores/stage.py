@@ -25,7 +25,7 @@ from successor_heads.core import plots
 from successor_heads.core.heads import head_label
 from successor_heads.core.effective_embedding import effective_embeddings, head_input_norm, neutral_prefix, norm_convention
 from successor_heads.core.writers import FIXED4, write_csv, write_json
-from successor_heads.core.h5io import provenance, quantization_label, write_h5
+from successor_heads.core.h5io import layer_record, provenance, quantization_label, write_h5
 from successor_heads.core.loading import open_for_stage
 from successor_heads.core.paper import paper_number
 from successor_heads.scores.behaviour import behavioural_drops, prompts_carry_bos
@@ -135,6 +135,7 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
 
     summary = summarise(cfg, results, drops, adapter.n_params(), manifest)
     summary.update(method_record(cfg, chance, bos))
+    summary.update(layer_record(manifest))  # a hybrid: which decoder layer each layer index is
     summary.update(memory=manifest["memory"], n_prompts=len(prompts), behaviour_heads_checked=checked_label, baseline_logprob=base_lp,
                    wall_s=round(time.time() - t0, 1),
                    tokens_kept=int(report.n_tokens_kept.sum()), pairs_kept=int(report.n_pairs_kept.sum()),

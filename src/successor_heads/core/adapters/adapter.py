@@ -49,6 +49,17 @@ class Adapter(HeadWeights, Experts):
         parallel_attn_mlp: attention and MLP read the same residual (GPT-NeoX/Pythia): MLP0's
             input is the embedding alone.
         dims: the model's :class:`Dims`.
+        attention_layers: the decoder-layer index of each of the adapter's ``n_layers`` layers
+            (``range(num_hidden_layers)`` except for a hybrid, whose adapter sees its attention
+            layers only: layer ``k`` is decoder layer ``attention_layers[k]``).
+        is_hybrid: some decoder layers are not attention layers (``FamilySpec.attention_layers``).
+
+    Layer indices: the attention accessors (:meth:`attn`, :meth:`v_proj`, :meth:`o_proj`,
+    :meth:`attn_out`, :meth:`attn_in_norm`, :meth:`attn_out_norm`, ``W_V``, ``W_O``, :meth:`ov`)
+    take the adapter's layer ``k``; the MLP accessors (:meth:`mlp`, :meth:`mlp_in_norm`,
+    :meth:`mlp_out`, :meth:`mlp_out_norm`, ``shared_mlp``, ``router``) and :meth:`layers` take
+    decoder-layer indices, so ``mlp(0)`` is the first decoder layer's MLP (the paper's MLP0) in a
+    hybrid too. The two agree for every model that is not a hybrid.
     """
 
     def __init__(self, model: nn.Module, spec: FamilySpec):
@@ -58,6 +69,12 @@ class Adapter(HeadWeights, Experts):
         self.family = spec.name
         flag, parallel = spec.parallel_flag, spec.parallel_attn_mlp
         self.parallel_attn_mlp = bool(getattr(self.cfg, flag, parallel)) if flag else parallel
+        n_decoder = len(self.layers())
+        pick = spec.attention_layers
+        self.attention_layers = tuple(int(i) for i in pick(self.cfg)) if pick else tuple(range(n_decoder))
+        self.is_hybrid = self.attention_layers != tuple(range(n_decoder))
+        if not self.attention_layers:
+            raise ValueError(f"this {spec.name} model has no attention layer: there are no heads to score")
         self.dims = self._dims()
 
     def _dims(self) -> Dims:
@@ -66,7 +83,7 @@ class Adapter(HeadWeights, Experts):
         d_head = getattr(c, "head_dim", None) or c.hidden_size // n_heads
         n_kv = 1 if self.spec.multi_query else getattr(c, self.spec.kv_heads_attr, None) or n_heads
         return Dims(
-            n_layers=c.num_hidden_layers,
+            n_layers=len(self.attention_layers),
             n_heads=n_heads,
             n_kv_heads=n_kv,
             d_model=c.hidden_size,
@@ -76,19 +93,33 @@ class Adapter(HeadWeights, Experts):
 
     # --- the model's modules, where the spec says they are ------------------------------
     def layers(self) -> nn.ModuleList:
-        """The ``n_layers`` decoder layers."""
+        """All the model's decoder layers (for a hybrid, more than ``n_layers``: see
+        :attr:`attention_layers`)."""
         return _module(self.model, self.spec.layers)
+
+    def hybrid_notice(self) -> str | None:
+        """One line saying which decoder layers a hybrid's layers are, or None (ours)."""
+        if not self.is_hybrid:
+            return None
+        return (f"{self.family} is a hybrid: only its {len(self.attention_layers)} attention layers are scored "
+                f"(of {len(self.layers())} decoder layers); layer k means decoder layer attention_layers[k], "
+                f"attention_layers={list(self.attention_layers)}")
 
     def final_norm(self) -> nn.Module:
         """The norm before the unembedding (``ln_f``, ``norm``, ...)."""
         return _module(self.model, self.spec.final_norm)
 
     def _part(self, layer: int, path: str | None) -> nn.Module | None:
+        """A module of decoder layer ``layer`` (a decoder-layer index)."""
         return _module(self.layers()[layer], path)
+
+    def _attn_part(self, layer: int, path: str | None) -> nn.Module | None:
+        """A module of the adapter's layer ``layer`` (decoder layer ``attention_layers[layer]``)."""
+        return _module(self.layers()[self.attention_layers[layer]], path)
 
     def attn(self, layer: int) -> nn.Module:
         """The attention module whose output is the sum of head outputs plus ``b_O``."""
-        return self._part(layer, self.spec.attn)
+        return self._attn_part(layer, self.spec.attn)
 
     def v_proj(self, layer: int) -> nn.Module:
         """The projection holding ``W_V`` (for fused q/k/v, the fused one; see ``FamilySpec.qkv``)."""
@@ -107,7 +138,7 @@ class Adapter(HeadWeights, Experts):
     def attn_in_norm(self, layer: int) -> nn.Module | None:
         """The norm on the residual stream before attention; None where the family has none
         (OLMo-2; :meth:`run_f32` reads None as the identity)."""
-        return self._part(layer, self.spec.attn_in_norm)
+        return self._attn_part(layer, self.spec.attn_in_norm)
 
     def mlp_in_norm(self, layer: int) -> nn.Module | None:
         """The norm before the MLP (Gemma3: ``pre_feedforward_layernorm``); None where the family
@@ -136,7 +167,7 @@ class Adapter(HeadWeights, Experts):
 
     def attn_out_norm(self, layer: int) -> nn.Module | None:
         """Norm applied to the attention output before the residual add (Gemma 2/3, OLMo-2); else None."""
-        return self._part(layer, self.spec.attn_out_norm)
+        return self._attn_part(layer, self.spec.attn_out_norm)
 
     def mlp_out_norm(self, layer: int) -> nn.Module | None:
         """Norm applied to the MLP output before the residual add (Gemma 2/3, OLMo-2); else None."""

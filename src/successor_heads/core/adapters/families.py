@@ -8,8 +8,10 @@ before them; Gemma3 is Llama with sandwich norms in Gemma's ``(1 + w)`` conventi
 scaled by sqrt(d_model) and soft-caps, and Gemma 2 is Gemma3 without q/k norms. Llama 3 is
 ``model_type`` ``llama``. Granite is Llama with scalar multipliers; BLOOM's attention and MLP
 modules add the residual themselves. Mixture-of-experts families (Mixtral, OLMoE, Qwen2/3-MoE,
-PhiMoE, gpt-oss, Granite-MoE(-Shared)) declare their router (``moe_router``); other MoE models, models without attention heads,
-hybrids and multi-head latent attention (DeepSeek-V2/V3) are refused with the reason (:func:`family_of`).
+PhiMoE, gpt-oss, Granite-MoE(-Shared), Jamba) declare their router (``moe_router``). Two hybrids (LFM2,
+Jamba) declare which decoder layers are attention layers (``attention_layers``) and are scored on
+those only. Other MoE models, models without attention heads, other hybrids and multi-head latent
+attention (DeepSeek-V2/V3) are refused with the reason (:func:`family_of`).
 """
 
 from __future__ import annotations
@@ -285,12 +287,35 @@ GRANITEMOE = replace(GRANITE, name="granitemoe", model_types=("granitemoe",), ml
 GRANITEMOESHARED = replace(GRANITEMOE, name="granitemoeshared", model_types=("granitemoeshared", "granitemoe_swa"),
                            shared_mlp="shared_mlp")
 
+# Hybrids whose attention layers are ordinary softmax attention (per-head W_V, W_O): the adapter
+# sees those layers only (FamilySpec.attention_layers); the other layers still run in every forward
+# pass, and mlp0 is the first decoder layer's feed-forward whatever its kind.
+def _lfm2_attention(cfg: Any) -> list[int]:
+    return [i for i, kind in enumerate(cfg.layer_types) if kind != "conv"]
+
+
+def _jamba_attention(cfg: Any) -> list[int]:
+    return [i for i, kind in enumerate(cfg.layers_block_type) if kind == "attention"]
+
+
+# LFM2: short-convolution layers between grouped-query attention layers with q/k norms; one
+# pre-norm (operator_norm) before either operator; the final norm is named embedding_norm.
+LFM2 = replace(LLAMA, name="lfm2", model_types=("lfm2",), final_norm="model.embedding_norm", o_proj="out_proj",
+               attn_in_norm="operator_norm", mlp_in_norm="ffn_norm", mlp="feed_forward", qk_norm=True,
+               attention_layers=_lfm2_attention)
+# Jamba: Mamba layers with one attention layer every attn_layer_period (no position signal in
+# attention); every expert_layer_period-th layer's feed-forward is a mixture of experts.
+JAMBA = replace(LLAMA, name="jamba", model_types=("jamba",), final_norm="model.final_layernorm",
+                mlp_in_norm="pre_ff_layernorm", mlp="feed_forward", moe_router="router", positions="none",
+                attention_layers=_jamba_attention)
+
 #: Every supported family by its config name (``model.family``).
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in (
     GPT2, GPT_NEOX, LLAMA, QWEN2, GEMMA3, MISTRAL, QWEN3, PHI3, OLMO2, GEMMA2, GPTJ, GPT_NEO, OPT,
     SMOLLM3, MINISTRAL, EXAONE, SEED_OSS, ERNIE4_5, HUNYUAN_DENSE, ARCEE, GEMMA, OLMO, OLMO3, EXAONE4,
     GLM4, GLM, STARCODER2, STABLELM, PHI, COHERE, NEMOTRON, GPT_BIGCODE, MPT, CODEGEN, XGLM,
-    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE, GRANITEMOESHARED)}
+    FALCON, GRANITE, BLOOM, MIXTRAL, OLMOE, QWEN2_MOE, QWEN3_MOE, PHIMOE, GPT_OSS, GRANITEMOE, GRANITEMOESHARED,
+    LFM2, JAMBA)}
 
 #: The family of each transformers ``config.model_type``.
 MODEL_TYPES: dict[str, FamilySpec] = {mt: s for s in FAMILIES.values() for mt in s.model_types}
@@ -323,7 +348,8 @@ _REFUSED["jetmoe"] = ("model_type='jetmoe' has a mixture of attention experts (M
 
 
 #: Hybrids whose attention layers themselves have no per-head OV circuit, and why (the other
-#: hybrids' attention layers are ordinary softmax attention; scoring them alone is not built yet).
+#: hybrids' attention layers are ordinary softmax attention: those declared in :data:`FAMILIES`
+#: (LFM2, Jamba) are scored on their attention layers only; the rest are not declared yet).
 _HYBRID_ATTENTION = {
     **{mt: "its full-attention layers multiply each head's output by sigmoid(x W_gate) (the second half of "
            "q_proj), so a head's output is not linear in its values and it has no OV circuit"
@@ -340,8 +366,9 @@ def _no_heads(model_type: str | None) -> str | None:
     if model_type in NO_ATTENTION:
         return (f"model_type={model_type!r} has no attention heads (a state-space or recurrent model): "
                 "a successor head is an attention head, so there is nothing to score")
-    if model_type in HYBRIDS:
-        why = _HYBRID_ATTENTION.get(model_type, "scoring a hybrid's attention layers alone is not supported yet")
+    if model_type in HYBRIDS and model_type not in MODEL_TYPES:
+        why = _HYBRID_ATTENTION.get(model_type, "its attention layers are ordinary attention, but this family is not "
+                                                "declared yet (declared hybrids: lfm2, jamba)")
         return (f"model_type={model_type!r} is a hybrid whose layers are not all attention layers "
                 f"(state-space, linear-attention or recurrent layers): {why}")
     return None

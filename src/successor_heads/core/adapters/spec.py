@@ -8,7 +8,7 @@ one generic :class:`~successor_heads.core.adapters.adapter.Adapter` reads it; th
 
 Facts the adapter reads: the module paths, ``qkv``, ``weights_in_out``, ``parallel_attn_mlp``
 (with ``parallel_flag``), ``logit_softcap``, ``logit_scale``, ``embed_multiplier``,
-``residual_multiplier``, ``residual_in_modules``, ``moe_router``, ``shared_mlp`` and ``refuse``. The others (``norm``, ``embed_scale``,
+``residual_multiplier``, ``residual_in_modules``, ``moe_router``, ``shared_mlp``, ``attention_layers`` and ``refuse``. The others (``norm``, ``embed_scale``,
 ``attn_softcap``, ``value_bias``, ``output_bias``, ``unembed_bias``, ``mlp_kind``, ``qk_norm``,
 ``positions``) describe what the family's own modules already do (Gemma's embedding module
 multiplies by sqrt(d_model), its RMSNorm scales by ``1 + w``); the adapter runs those modules,
@@ -43,8 +43,9 @@ MLPKind = Literal["dense", "gated"]
 #: ``learned``: absolute position embeddings added to the token embedding (GPT-2, GPT-Neo, OPT);
 #: ``sinusoidal``: fixed sinusoidal embeddings added to the token embedding (XGLM); ``rotary``:
 #: q and k rotated, nothing added to the residual stream; ``alibi``: a per-head linear bias on
-#: the attention scores (BLOOM, MPT), nothing added to the residual stream.
-PositionKind = Literal["learned", "sinusoidal", "rotary", "alibi"]
+#: the attention scores (BLOOM, MPT), nothing added to the residual stream; ``none``: no
+#: position signal in the attention layers (Jamba: its state-space layers carry the order).
+PositionKind = Literal["learned", "sinusoidal", "rotary", "alibi", "none"]
 
 _CHOICES = {"qkv": QKVLayout, "norm": NormKind, "embed_scale": EmbedScale, "mlp_kind": MLPKind,
             "positions": PositionKind}
@@ -122,6 +123,10 @@ class FamilySpec:
         shared_mlp: path, on the decoder layer, of a dense MLP that reads the MoE block's input
             and whose output is added to the block's (Granite-MoE-Shared's ``shared_mlp``), or
             None; ``Adapter.mlp0`` runs both.
+        attention_layers: None for a model whose decoder layers are all attention layers; for a
+            hybrid (LFM2, Jamba), a function of the transformers config returning the decoder-layer
+            indices of its attention layers. The adapter's layers are then those layers only
+            (``Adapter.attention_layers``); the other layers still run in every forward pass.
         variant: None, or a function of the transformers config returning the fields that differ
             for that checkpoint (Falcon's decoder architectures, StableLM's parallel residual);
             :func:`~successor_heads.core.adapters.families.family_of` applies them.
@@ -167,6 +172,7 @@ class FamilySpec:
     variant: Callable[[Any], dict[str, Any]] | None = None
     moe_router: str | None = None
     shared_mlp: str | None = None
+    attention_layers: Callable[[Any], list[int]] | None = None
 
     def __post_init__(self) -> None:
         if not self.model_types:
