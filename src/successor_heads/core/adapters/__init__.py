@@ -5,7 +5,8 @@ one generic :class:`Adapter`; :func:`get_adapter` picks the spec from ``model.co
 from __future__ import annotations
 
 from .adapter import NORM_OPTIONS, Adapter, Dims
-from .families import FAMILIES, MODEL_TYPES, family_of, is_moe
+from .families import FAMILIES, MODEL_TYPES
+from .resolve import family_of, is_moe
 from .spec import FamilySpec
 
 

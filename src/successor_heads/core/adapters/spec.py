@@ -129,7 +129,7 @@ class FamilySpec:
             (``Adapter.attention_layers``); the other layers still run in every forward pass.
         variant: None, or a function of the transformers config returning the fields that differ
             for that checkpoint (Falcon's decoder architectures, StableLM's parallel residual);
-            :func:`~successor_heads.core.adapters.families.family_of` applies them.
+            :func:`~successor_heads.core.adapters.resolve.family_of` applies them.
 
     Raises:
         ValueError: on construction, a choice outside its allowed values or no ``model_types``.
