@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 from successor_heads.core import DTYPES
+from successor_heads.core.memory import choose_memory, weights_bytes
 from successor_heads.core.weight_refs import check_weight_sources
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ def open_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
             (the message lists the supported families).
     """
     from successor_heads.core.adapters import get_adapter
-    from successor_heads.core.memory import choose_memory
     from successor_heads.core.streaming import memory_used, weight_bytes
 
     manifest = read_manifest(model_dir)
@@ -183,7 +183,7 @@ def load_model(model_dir: str | os.PathLike, dtype: str = "float32", device: str
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         total = torch.cuda.get_device_properties(idx).total_memory
         n_params = int(manifest.get("n_params") or 0)
-        need = n_params * torch.finfo(torch_dtype).bits // 8
+        need = weights_bytes(n_params, dtype)
         if need > 0.9 * total:
             log.info("model needs %.1f GiB > 90%% of GPU %d; using device_map='auto'", need / 2**30, idx)
             kwargs["device_map"] = "auto"

@@ -20,6 +20,15 @@ STREAMED_BASE_MB, STREAMED_SHARE = 4000, 0.25
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
+def weights_bytes(n_params: int, dtype: str) -> int:
+    """Bytes ``n_params`` parameters take at ``dtype`` (one of ``core.DTYPES``; ours).
+
+    Raises:
+        KeyError: an unknown dtype.
+    """
+    return int(n_params or 0) * _BYTES[dtype]
+
+
 def choose_memory(memory: str, weight_bytes: int, mem_mb: int | None = None,
                   available_bytes: int | None = None) -> str:
     """Resolve ``model.memory`` to ``"in_memory"`` or ``"streamed"`` (ours).
@@ -58,8 +67,9 @@ def job_mem_mb(memory: str, n_params: int, dtype: str, mem_mb: int, available_by
 
     Raises:
         ValueError: ``memory`` is not one of :data:`MEMORY_CHOICES`.
+        KeyError: an unknown dtype.
     """
-    weights = (n_params or 0) * _BYTES.get(dtype, 4)
+    weights = weights_bytes(n_params, dtype)
     if choose_memory(memory, weights, mem_mb, available_bytes) == "in_memory":
         return int(mem_mb)
     return min(int(mem_mb), int(STREAMED_BASE_MB + STREAMED_SHARE * weights / 2**20))

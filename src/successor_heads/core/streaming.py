@@ -35,6 +35,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from successor_heads.core.memory import weights_bytes
 
 #: Attribute a streamed transformers model carries: its :class:`StreamedModel`.
 STREAM_ATTR = "_successor_heads_stream"
@@ -298,7 +299,7 @@ def _renamed(key: str, model: nn.Module) -> str:
 def weight_bytes(model_dir: str | Path, dtype: str) -> int:
     """Bytes the weights of ``model_dir`` take at ``dtype`` (``"float32"``, ...): the parameter count
     from the safetensors headers times the dtype's size. Raises FileNotFoundError without safetensors."""
-    return CheckpointTensors(model_dir).n_params() * torch.finfo(getattr(torch, dtype)).bits // 8
+    return weights_bytes(CheckpointTensors(model_dir).n_params(), dtype)
 
 
 def memory_used(model: nn.Module) -> str:
