@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core import MODES
-from successor_heads.core.streaming import resident, streamed_of
+from successor_heads.core.streaming import mlp0_circuit, resident, streamed_of
 
 
 
@@ -92,8 +92,7 @@ def mlp0_embeddings(adapter: Adapter, token_ids, norms: str = "raw", batch_size:
         raise ValueError("token_ids is empty: nothing to embed")
     chunks = [ids] if batch_size is None else ids.split(batch_size)
     # a streamed model reads W_E and layer 0's MLP (and its norms) for this block only
-    with resident(adapter.model, adapter.model.get_input_embeddings(), adapter.embed_norm(), adapter.mlp_in_norm(0),
-                  adapter.mlp(0), adapter.shared_mlp(0), adapter.mlp_out_norm(0)):
+    with resident(adapter.model, *mlp0_circuit(adapter)):
         out = [adapter.mlp0(adapter.embed(c), norms).float() for c in chunks]
     return out[0] if len(out) == 1 else torch.cat(out)
 

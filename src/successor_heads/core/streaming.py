@@ -336,8 +336,10 @@ def readout_modules(adapter) -> list[nn.Module | None]:
 
 def mlp0_circuit(adapter) -> list[nn.Module | None]:
     """The modules of the paper's effective embedding ``MLP0(W_E[t])`` (Section 2): the token
-    embedding and layer 0's MLP with its input and output norms. Ours."""
-    return [adapter.model.get_input_embeddings(), adapter.mlp_in_norm(0), adapter.mlp(0), adapter.mlp_out_norm(0)]
+    embedding and its norm (BLOOM), and layer 0's MLP with its input and output norms and the dense
+    MLP beside its experts (Granite-MoE-Shared). Ours."""
+    return [adapter.model.get_input_embeddings(), adapter.embed_norm(), adapter.mlp_in_norm(0), adapter.mlp(0),
+            adapter.shared_mlp(0), adapter.mlp_out_norm(0)]
 
 
 def sequence_mb(adapter, n_pos: int, logits: bool = False) -> float:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.ov import ov_readout
-from successor_heads.core.streaming import resident
+from successor_heads.core.streaming import head_circuit, readout_modules, resident
 
 
 @dataclass
@@ -136,15 +136,14 @@ def successor_scores(
         raise ValueError(f"task token id {e} is not among token_ids") from e
     # a streamed model (successor_heads.core.streaming) reads W_U and the final norm once, then
     # each layer's norms and value/output projections only while that layer is scored
-    with resident(adapter.model, adapter.model.get_output_embeddings(), adapter.final_norm()):
+    with resident(adapter.model, *readout_modules(adapter)):
         return _score_layers(adapter, x_LTM, tasks, task_pos, norms, batch_heads, progress, value_bias, input_norm)
 
 
 def _layer_weights(adapter: Adapter, layer: int):
     """What scoring ``layer`` reads: its attention input norm, value and output projections and
     post-attention norm (resident for the block when the model is streamed)."""
-    return resident(adapter.model, adapter.attn_in_norm(layer), adapter.v_proj(layer), adapter.o_proj(layer),
-                    adapter.attn_out_norm(layer))
+    return resident(adapter.model, *head_circuit(adapter, layer))
 
 
 def _score_layers(adapter: Adapter, x_LTM, tasks, task_pos, norms, batch_heads, progress, value_bias,
