@@ -104,6 +104,26 @@ def test_forward_passes_streamed_equal_in_memory(folder):
     assert abs(ba - bb) < 1e-5
 
 
+def test_streamed_behavioural_check_reads_each_layer_once_per_group_and_pass(folder):
+    """The ablated batches ride along the clean pass: each decoder layer's tensors are read from
+    disk once per prompt-length group for the mean ``z`` and once for the clean pass with every
+    ablation (replaying layers L..end per ablated layer read the last layer 1 + 3 per group here)."""
+    from successor_heads.scores.behaviour import _group_by_length
+
+    _, streamed = _open_both(folder)
+    tok, ad = streamed.tokenizer, streamed.adapter
+    stream = streamed_of(streamed.model)
+    prompts = ordinal_list_prompts(tok, build_tasks(tok), 4, 3)
+    n_groups = len(_group_by_length(tok, prompts))
+    heads = [(0, 0), (1, 1), (ad.dims.n_layers - 1, 0)]
+    stream.tensors.reads.clear()
+    behavioural_drops(ad, tok, prompts, heads=heads)
+    layer_tensors = {stream._source[n] for n in stream._params_of(ad.layers()[-1])}
+    counts = {stream.tensors.reads.count(t) for t in layer_tensors}
+    assert counts == {2 * n_groups}, (counts, n_groups)
+    assert not stream.loaded_now
+
+
 def test_a_streamed_pass_holds_at_most_two_decoder_layers(folder, monkeypatch):
     _, streamed = _open_both(folder)
     stream = streamed_of(streamed.model)

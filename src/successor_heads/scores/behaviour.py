@@ -6,10 +6,11 @@ log-probability of the correct next item when one head is ablated (its ``z``, th
 of the attention output projection, replaced by its mean over the prompt positions, or by
 zero). Positive drop = the head helps. This is a total effect (the ablation propagates).
 
-Cost: the ablations at layer L leave layers 0..L-1 untouched, so by default one clean pass per
-prompt-length group caches what every decoder layer receives and each layer's batch of K
-ablated copies runs layers L..end only (``cached_prefix=True``; about half the work of running
-the whole model per layer, the same drops up to float rounding).
+Cost: the ablations at layer L leave layers 0..L-1 untouched, so by default each layer's batch of
+K ablated copies forks from the clean pass at layer L and runs layers L..end only, alongside the
+clean pass (``cached_prefix=True``; about half the work of running the whole model per layer, the
+same drops up to float rounding). Each decoder layer is called once per prompt-length group for
+all ablations together, so a model streamed from disk reads its layers once per group.
 
 When the tokenizer puts a BOS token first (:func:`prompts_carry_bos`), that position is neither
 ablated nor part of the mean: it is the attention sink that later layers read, and ablating a
@@ -23,11 +24,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.heads import head_label
 from successor_heads.core.hooks import hooks, mean_z
+from successor_heads.core.streaming import readout_modules, resident
 from successor_heads.scores import ABLATIONS
 
 
@@ -119,11 +122,11 @@ def behavioural_drops(
             :func:`successor_heads.core.tasks.ordinal_list_prompts`.
         ablation: ``"mean"`` (mean ``z`` over prompt positions, BOS left out) or ``"zero"``.
         heads: ``(layer, head)`` pairs to ablate; ``None`` ablates every head.
-        cached_prefix: ``True`` (default): one clean pass per prompt-length group caches what
-            every decoder layer receives, and the ablated batch of layer L (``K x n_prompts``
-            rows for the K heads of L being checked) runs layers L..end only, from the cached
-            residual (:func:`_capture_layer_inputs`, :func:`_run_layers_from`), then the final
-            norm and unembedding of the last position. ``False``: the whole model is run on the
+        cached_prefix: ``True`` (default): one clean pass per prompt-length group; the ablated
+            batch of layer L (``K x n_prompts`` rows for the K heads of L being checked) forks
+            from the residual the clean pass gives layer L and runs layers L..end only, each
+            right after its clean call (:class:`_Forks`), then the final norm and unembedding
+            of the last position. ``False``: the whole model is run on the
             ablated batch (the original method; kept for comparison and benchmarks). Both give
             the same drops up to float rounding (tests: within 1e-5 nats).
 
@@ -169,36 +172,48 @@ def _drops_full_forward(adapter: Adapter, groups, by_layer, means, start: int, p
 
 
 def _drops_cached_prefix(adapter: Adapter, groups, by_layer, means, start: int, progress: bool):
-    """As :func:`_drops_full_forward`, but per prompt-length group one clean pass caches every
-    decoder layer's inputs and each layer's ablated batch runs layers L..end only: about
-    ``(n_layers + 1) / 2`` of the layers on average instead of all. Groups are done one at a
-    time, so only one group's residuals (``n_layers x n x pos x d_model``) are held."""
+    """As :func:`_drops_full_forward`, in one clean pass per prompt-length group: each ablated
+    batch forks from the clean residual entering its layer L and rides along the clean pass
+    through layers L..end (:class:`_Forks`), so every decoder layer is called (and, streamed, read
+    from disk) once per group for the clean prompts and all ablations together: about
+    ``(n_layers + 1) / 2`` of the layers' work per ablated batch instead of all. Returns as
+    :func:`_drops_full_forward`.
+
+    Raises:
+        RuntimeError: as :func:`behavioural_drops` (the replay check, or a layer not called once).
+    """
     base_parts: list[torch.Tensor] = []
     lp_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in by_layer}
     smallest = min(len(ids) for ids, _ in groups.values())
     checked = False
-    bar = tqdm(total=len(groups) * len(by_layer), desc="behavioural check (ablating each head, cached prefix)",
+    layers = adapter.layers()
+    bar = tqdm(total=len(groups) * len(layers), desc="behavioural check (ablating each head, cached prefix)",
                disable=not progress)
     for ids, tgt in groups.values():
-        base_g, inputs = _capture_layer_inputs(adapter, ids, tgt)
-        if not checked and len(ids) == smallest:  # the cheapest group proves the replay once
-            _check_replay(adapter, inputs, len(ids), base_g, tgt)
+        check = not checked and len(ids) == smallest  # the cheapest group proves the replay once
+        forks = _Forks(adapter, by_layer, means, start, len(ids), check, bar)
+        with forks.attached():
+            out = adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1, use_cache=False)
+        forks.check_calls()
+        logits = out.logits[:, -1].float()
+        base_g = logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu()
+        with resident(adapter.model, *readout_modules(adapter)):
+            lp = {key: _logprobs_last(adapter, h, tgt.repeat(k)).reshape(k, -1) for key, (h, k) in forks.ends.items()}
+        if check:
+            _check_replay(adapter, lp.pop(_REPLAY), base_g)
             checked = True
         base_parts.append(base_g)
-        for layer, hs in by_layer.items():
-            with patch_each_head(adapter, layer, means[layer, hs].to(adapter.device), hs, start):
-                # a hybrid's layer is decoder layer attention_layers[layer]; replay from there
-                h = _run_layers_from(adapter, inputs, adapter.attention_layers[layer], len(hs), len(ids))
-            lp_parts[layer].append(_logprobs_last(adapter, h, tgt.repeat(len(hs))).reshape(len(hs), -1))
-            bar.update()
-        del inputs
+        for layer in by_layer:
+            lp_parts[layer].append(lp[layer])
     bar.close()
     # concatenated in group order, as _target_logprobs does, so the reduction is the same
     return torch.cat(base_parts), {layer: torch.cat(parts, 1) for layer, parts in lp_parts.items()}
 
 
 # --------------------------------------------------------------------------------------------
-# cached prefix: capture what each decoder layer receives, replay layers L..end
+# cached prefix: ablated batches fork from the clean pass and ride along it
+
+_REPLAY = "replay"  # the unablated fork from layer 0 that checks the replay
 
 
 def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -206,40 +221,99 @@ def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-@torch.no_grad()
-def _capture_layer_inputs(adapter: Adapter, ids: torch.Tensor, tgt: torch.Tensor):
-    """One clean forward pass of ``ids [n, pos]``; returns ``(logprobs [n]`` of the targets
-    ``tgt [n]``, ``[(args, kwargs)]`` per decoder layer, exactly as each layer was called).
+class _Forks:
+    """The ablated batches of one prompt-length group (``n`` prompts), carried through the clean
+    forward pass by hooks on the decoder layers.
 
-    Forward pre-hooks (``with_kwargs=True``) record every argument: the residual entering the
-    layer ``[n, pos, d_model]`` (GPT-2's learned positions already added) and whatever the
-    model computed once for all layers (rotary ``position_embeddings``, the causal or
-    sliding-window mask of that layer's type, ``position_ids``). The pass runs with
-    ``use_cache=False`` so that no KV cache is recorded (a replay would append to it).
+    At decoder layer ``attention_layers[L]`` (L in ``by_layer``) the residual the clean pass gives
+    it is stacked ``K`` times (copy k for head ``by_layer[L][k]``) and run through that layer with
+    those heads ablated (:func:`patch_each_head`); each later layer, right after its clean call
+    (and, streamed, before its weights are freed), runs every open batch with the arguments the
+    clean call got (rotary embeddings, the mask of its layer type), repeated along the batch
+    (:func:`_repeat_batch`). With ``check``, an unablated 2-copy batch forks at layer 0
+    (:func:`_check_replay`). Valid because the layers below L see nothing of an ablation at L
+    (causal order of the residual stream).
 
-    Raises:
-        RuntimeError: a decoder layer was not called exactly once.
+    Attributes:
+        ends: ``{L or "replay": (residual after the last layer at the last position [K * n, 1,
+            d_model], K)}`` once the pass is done.
     """
-    layers = adapter.layers()
-    calls: dict[int, list] = defaultdict(list)
 
-    def make(i):
+    def __init__(self, adapter: Adapter, by_layer, means, start: int, n: int, check: bool, bar):
+        self.adapter, self.by_layer, self.means, self.start, self.n, self.bar = adapter, by_layer, means, start, n, bar
+        self.fork_at = {adapter.attention_layers[layer]: layer for layer in by_layer}
+        if check:
+            self.fork_at.setdefault(0, None)
+        self.check = check
+        self.open: dict = {}  # key -> (residual [K * n, pos, d_model], K)
+        self.memos: dict[int, dict] = defaultdict(dict)  # per K: a mask shared by all layers repeated once
+        self.saved: dict[int, torch.Tensor] = {}
+        self.calls: dict[int, int] = defaultdict(int)
+        self.ends: dict = {}
+
+    @contextlib.contextmanager
+    def attached(self):
+        layers = self.adapter.layers()
+        handles = []
+        try:
+            for i, layer in enumerate(layers):
+                handles.append(layer.register_forward_pre_hook(self._pre(i), with_kwargs=True))
+                # prepended: runs before a streamed model's hook frees the layer's weights
+                handles.append(layer.register_forward_hook(self._post(i), with_kwargs=True, prepend=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.ends = {key: (h[:, -1:], k) for key, (h, k) in self.open.items()}
+        self.open.clear()
+
+    def check_calls(self) -> None:
+        """Raises RuntimeError when a decoder layer was not called exactly once in the pass."""
+        bad = [i for i in range(len(self.adapter.layers())) if self.calls[i] != 1]
+        if bad:
+            raise RuntimeError(f"decoder layers {bad} were not called exactly once in a forward pass; "
+                               "use behavioural_drops(cached_prefix=False)")
+
+    def _pre(self, i: int):
         def hook(_mod, args, kwargs):
-            args = tuple(args)
-            if args:
-                args = (args[0].detach().clone(), *args[1:])  # never aliased by the next layer's in-place ops
-            calls[i].append((args, dict(kwargs)))
+            if i in self.fork_at:  # a copy: never aliased by the layer's in-place ops
+                self.saved[i] = _hidden_of(args, kwargs).detach().clone()
         return hook
 
-    with hooks(*[(layer, "pre", make(i)) for i, layer in enumerate(layers)], with_kwargs=True):
-        out = adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1, use_cache=False)
-    bad = [i for i in range(len(layers)) if len(calls[i]) != 1]
-    if bad:
-        raise RuntimeError(f"decoder layers {bad} were not called exactly once in a forward pass; "
-                           "use behavioural_drops(cached_prefix=False)")
-    logits = out.logits[:, -1].float()
-    lp = logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu()
-    return lp, [calls[i][0] for i in range(len(layers))]
+    def _post(self, i: int):
+        def hook(mod, args, kwargs, _out):
+            self.calls[i] += 1
+            if i in self.saved:
+                h = self.saved.pop(i)
+                if self.check and i == 0:
+                    self.open[_REPLAY] = (h.repeat(2, 1, 1), 2)
+                layer = self.fork_at[i]
+                if layer is not None:
+                    hs = self.by_layer[layer]
+                    with patch_each_head(self.adapter, layer, self.means[layer, hs].to(self.adapter.device), hs,
+                                         self.start):
+                        self.open[layer] = (self._run(mod, h.repeat(len(hs), 1, 1), args, kwargs, len(hs)), len(hs))
+            for key, (h, k) in self.open.items():
+                if key != self.fork_at.get(i, ()):  # a batch forked here has run this layer already
+                    self.open[key] = (self._run(mod, h, args, kwargs, k), k)
+            self.bar.update()
+        return hook
+
+    def _run(self, layer: nn.Module, h: torch.Tensor, args: tuple, kwargs: dict, k: int) -> torch.Tensor:
+        """``layer`` on the ``k``-copy batch ``h [k * n, pos, d_model]`` with the clean call's other
+        arguments; its ``forward`` directly, so the layer's own hooks (these, a streamed model's
+        load and free) do not fire again; hooks inside it (ablation) do."""
+        memo = self.memos[k]
+        alibi = kwargs.get("alibi")
+        kwargs = _repeat_batch(kwargs, k, self.n, memo)
+        if alibi is not None and k > 1 and alibi.shape[0] == self.n * self.adapter.dims.n_heads != self.n:
+            # BLOOM's ALiBi bias [n * n_heads, 1, pos], batch-major: one block per prompt
+            kwargs["alibi"] = alibi.repeat(k, *([1] * (alibi.dim() - 1)))
+        if args:
+            out = layer.forward(h, *_repeat_batch(args[1:], k, self.n, memo), **kwargs)
+        else:
+            out = layer.forward(**{**kwargs, "hidden_states": h})
+        return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _repeat_batch(x, k: int, n: int, memo: dict):
@@ -263,37 +337,6 @@ def _repeat_batch(x, k: int, n: int, memo: dict):
     return x
 
 
-@torch.no_grad()
-def _run_layers_from(adapter: Adapter, inputs, first: int, k: int, n: int) -> torch.Tensor:
-    """Run decoder layers ``first..end`` (decoder-layer indices: for a hybrid, all its layers) on ``k`` stacked copies of the cached residual entering
-    layer ``first`` (``inputs`` from :func:`_capture_layer_inputs` for ``n`` prompts); every other
-    argument is the one the clean pass gave that layer, repeated along the batch when it has one.
-    Returns the last position's residual after the last layer, ``[k * n, 1, d_model]``.
-
-    Valid because the layers below ``first`` see nothing of an ablation at ``first`` (causal
-    order of the residual stream); hooks on layers ``first..end`` (e.g. :func:`patch_each_head`)
-    act as in a full forward pass.
-    """
-    layers = adapter.layers()
-    memo: dict = {}
-    args, kwargs = inputs[first]
-    h = _hidden_of(args, kwargs)
-    h = h.repeat(k, 1, 1) if k > 1 else h
-    for i in range(first, len(layers)):
-        args, kwargs = inputs[i]
-        alibi = kwargs.get("alibi")
-        kwargs = _repeat_batch(kwargs, k, n, memo)
-        if alibi is not None and k > 1 and alibi.shape[0] == n * adapter.dims.n_heads != n:
-            # BLOOM's ALiBi bias [n * n_heads, 1, pos], batch-major: one block per prompt
-            kwargs["alibi"] = alibi.repeat(k, *([1] * (alibi.dim() - 1)))
-        if args:
-            out = layers[i](h, *_repeat_batch(args[1:], k, n, memo), **kwargs)
-        else:
-            out = layers[i](**{**kwargs, "hidden_states": h})
-        h = out[0] if isinstance(out, (tuple, list)) else out
-    return h[:, -1:]
-
-
 def _logprobs_last(adapter: Adapter, h_last: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     """Log-prob of ``tgt [B]`` from the last-position residual ``h_last [B, 1, d_model]`` after the
     last layer: final norm, the model's output embedding, the logit scale (:attr:`Adapter.logit_scale`,
@@ -310,18 +353,17 @@ def _logprobs_last(adapter: Adapter, h_last: torch.Tensor, tgt: torch.Tensor) ->
     return logits.log_softmax(-1).gather(1, tgt.to(logits.device)[:, None])[:, 0].cpu()
 
 
-def _check_replay(adapter: Adapter, inputs, n: int, base: torch.Tensor, tgt: torch.Tensor) -> None:
-    """Replaying every layer from the cached inputs on 2 copies must give the model's own clean
-    log-probs ``base [n]``; else the architecture passes something to its layers (or after
-    them) that the cached path does not reproduce. Costs one 2-copy pass of one group.
+def _check_replay(adapter: Adapter, lp: torch.Tensor, base: torch.Tensor) -> None:
+    """The unablated 2-copy fork from layer 0 (``lp [2, n]``) must give the model's own clean
+    log-probs ``base [n]``; else the architecture passes something to its layers (or after them)
+    that the forks do not reproduce.
 
     Raises:
         RuntimeError: the replay differs by more than float rounding.
     """
-    lp = _logprobs_last(adapter, _run_layers_from(adapter, inputs, 0, 2, n), tgt.repeat(2))
-    dtype = next(adapter.model.parameters()).dtype
+    dtype = next(adapter.model.parameters()).dtype  # a streamed model's meta parameters carry the run's dtype
     tol = 1e-3 if dtype == torch.float32 else 5e-2
-    err = float((lp.reshape(2, -1) - base[None]).abs().max())
+    err = float((lp - base[None]).abs().max())
     if not err <= tol:
         raise RuntimeError(
             f"the cached-prefix behavioural check does not reproduce the clean log-probs of this "
