@@ -203,9 +203,28 @@ def part_b(folder: Path, dtype: str, heads: list) -> dict:
     rate = _matmul_gflops(getattr(torch, dtype))
     resid_tokens = len(ids) * (len(prefix) + 1)
     est = 2 * n_params * resid_tokens / (rate * 1e9)
+    behaviour_est = _behaviour_flops(ad, tok, prompts, heads) / (rate * 1e9)
     return {"part": "b", "dtype": dtype, "resid_s": round(resid_s, 1), "resid_compute_bound_s": round(est, 1),
             "resid_over_bound": round(resid_s / est, 2), "behaviour_s": round(behaviour_s, 1),
+            "behaviour_compute_bound_s": round(behaviour_est, 1), "behaviour_over_bound": round(behaviour_s / behaviour_est, 2),
             "n_prompts": len(prompts), "matmul_GFLOPs": round(rate, 1), "peak_rss_GB": round(_peak_rss_gb(), 2)}
+
+
+def _behaviour_flops(ad, tok, prompts: list, heads: list) -> float:
+    """The matmul FLOPs of the behavioural check of ``heads`` (2 x parameters x tokens): per
+    prompt-length group, the mean-``z`` pass and the clean pass through every decoder layer, and
+    each ablated layer L's ``K x n`` copies through layers L..end; the unembedding of the last
+    position of every copy. Attention's own products (short prompts) are left out."""
+    from successor_heads.scores.behaviour import _group_by_length
+
+    n_layers, d = len(ad.layers()), ad.dims
+    per_layer = sum(p.numel() for p in ad.layers()[0].parameters())
+    tokens = sum(ids.numel() for ids, _ in _group_by_length(tok, prompts).values())
+    k_at: dict[int, int] = {}
+    for layer, _head in heads:
+        k_at[ad.attention_layers[layer]] = k_at.get(ad.attention_layers[layer], 0) + 1
+    layer_tokens = tokens * (2 * n_layers + sum(k * (n_layers - at) for at, k in k_at.items()))
+    return 2.0 * per_layer * layer_tokens + 2.0 * d.d_model * d.d_vocab * len(prompts) * (1 + len(heads))
 
 
 def run_child(args: list[str], threads: int | None = None) -> dict:
