@@ -323,3 +323,28 @@ def test_a_streamed_job_asks_for_the_memory_streaming_needs_not_the_weights():
     assert job_mem_mb("in_memory", n13b, "bfloat16", 185_000, available_bytes=gib) == 185_000
     # never more than the in-memory figure
     assert job_mem_mb("streamed", 100_000_000, "float32", 2_000) == 2_000
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss", "granitemoe"])
+def test_scores_stage_of_a_mixture_of_experts_streamed_equals_in_memory(family, tmp_path):
+    """``successor-heads scores`` on an MoE folder: every dataset equal streamed and in memory,
+    the router's record of layer 0's experts included (its weights are read for that call:
+    on the meta device a linear map returns garbage instead of failing)."""
+    from pathlib import Path
+
+    from successor_heads.cli import main
+    from successor_heads.core.h5io import read_h5
+    from tests.support.tiny import save_tiny_model
+
+    src = save_tiny_model(family, tmp_path / f"tiny-{family}")
+    config_dir = Path(__file__).resolve().parents[2] / "config"
+    out = {}
+    for memory in ("in_memory", "streamed"):
+        assert main(["scores", f"model={src}", f"model.memory={memory}", f"results_dir={tmp_path / memory}",
+                     "--config-dir", str(config_dir)]) == 0
+        out[memory], attrs = read_h5(tmp_path / memory / f"local-tiny-{family}" / "successor_scores.h5")
+        assert attrs["memory"] == memory
+    assert "mlp0_router_experts" in out["streamed"]
+    for key, value in out["in_memory"].items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fi":
+            np.testing.assert_array_equal(out["streamed"][key], value, err_msg=key)
