@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from successor_heads.core.memory import weights_bytes
-from successor_heads.core.streaming_experts import conversions
+from successor_heads.core.streaming_experts import Conversion, conversions
 
 #: Attribute a streamed transformers model carries: its :class:`StreamedModel`.
 STREAM_ATTR = "_successor_heads_stream"
@@ -233,7 +233,7 @@ class StreamedModel:
 
 
 def checkpoint_names(model: nn.Module, tensors: CheckpointTensors,
-                     converted: Mapping[str, object] | None = None) -> dict[str, str]:
+                     converted: Mapping[str, Conversion] | None = None) -> dict[str, str]:
     """Each parameter of ``model`` read as stored -> the name of its tensor in the checkpoint (ours).
 
     The model's own parameter names (its module paths), matched to the checkpoint's after

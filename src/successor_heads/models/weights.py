@@ -42,11 +42,10 @@ def check_weights(folder: str | os.PathLike) -> int:
             file, a tensor the model needs missing, or one whose shape differs from the
             shape ``config.json`` implies.
     """
+    import torch
     from accelerate import init_empty_weights
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    import torch
 
     from successor_heads.core.streaming import CheckpointTensors, checkpoint_names
     from successor_heads.core.streaming_experts import conversions
