@@ -128,7 +128,7 @@ def part_a(folder: Path, dtype: str) -> dict:
               ad.mlp(0), ad.mlp_out_norm(0)]
     for layer in range(ad.dims.n_layers):
         needed += [ad.attn_in_norm(layer), ad.v_proj(layer), ad.o_proj(layer), ad.attn_out_norm(layer)]
-    names = [stream._source[n] for m in needed if m is not None for n in stream._params_of(m)]
+    names = [s for m in needed if m is not None for n in stream._params_of(m) for s in stream.sources_of(n)]
     _evict(folder)
     t0 = time.perf_counter()
     nbytes = 0

@@ -31,23 +31,60 @@ def _save(family, tmp_path_factory, tokenizer):
 
 
 #: MoE families whose checkpoint holds per-expert tensors that transformers fuses while loading
-#: (refused streamed); gpt-oss and Granite-MoE(-Shared) store their experts fused already
-#: (Granite's under names transformers renames while loading) and stream like a dense model
+#: (streamed through transformers' converters); gpt-oss and Granite-MoE(-Shared) store their
+#: experts fused already (Granite's under names transformers renames while loading)
 FUSED_ON_LOAD = sorted(set(MOE) - {"gpt_oss", "granitemoe", "granitemoeshared"})
 
 
-@pytest.fixture(scope="module", params=[f for f in FAMILIES if f not in FUSED_ON_LOAD])
+@pytest.fixture(scope="module", params=FAMILIES)
 def folder(request, tmp_path_factory, tokenizer):
     """A tiny model of the family saved as a fetched folder (safetensors + a manifest)."""
     return _save(request.param, tmp_path_factory, tokenizer)
 
 
 @pytest.mark.parametrize("family", FUSED_ON_LOAD)
-def test_mixture_of_experts_is_refused_streamed_in_one_line(family, tmp_path_factory, tokenizer):
-    """transformers fuses an MoE layer's per-expert tensors while loading; streaming says so."""
+def test_fused_experts_streamed_equal_from_pretrained_reading_one_layer(family, tmp_path_factory, tokenizer):
+    """Each fused expert parameter, built from its per-expert tensors by transformers' converter
+    when its layer loads, equals what ``from_pretrained`` builds, and reads that layer's tensors only."""
     path = _save(family, tmp_path_factory, tokenizer)
-    with pytest.raises(ValueError, match="mixture-of-experts checkpoint is not supported.*model.memory=in_memory"):
-        open_model(path, memory="streamed")
+    mem, streamed = _open_both(path)
+    stream = streamed_of(streamed.model)
+    assert stream._converted and all(".experts." in n for n in stream._converted)
+    params = dict(mem.model.named_parameters())
+    for layer, module in enumerate(streamed.adapter.model.model.layers):
+        fused = [n for n in stream._params_of(module) if n in stream._converted]
+        if not fused:
+            continue
+        stream.tensors.reads.clear()
+        with stream.resident([module]):
+            for name in fused:
+                torch.testing.assert_close(streamed.model.get_parameter(name), params[name], atol=0, rtol=0)
+        assert stream.tensors.reads and all(f"layers.{layer}." in r for r in stream.tensors.reads)
+        assert len(stream.sources_of(fused[0])) >= streamed.model.get_parameter(fused[0]).shape[0]
+    assert not stream.loaded_now
+
+
+@pytest.mark.parametrize("family, expert_tensor", [("mixtral", ".experts.1.w1."), ("mixtral", ".experts.1.w2."),
+                                                   ("jamba", ".experts.1.down_proj.")])
+def test_fetch_refuses_a_checkpoint_missing_an_expert_in_one_line(family, expert_tensor, tmp_path_factory, tokenizer):
+    """The fused experts' shapes are checked by transformers' converters on meta tensors: a
+    missing expert tensor is refused, naming the folder and the fused parameter."""
+    from safetensors.torch import load_file, save_file
+
+    from successor_heads.core.loading import ModelFetchError
+    from successor_heads.models.weights import check_weights
+
+    path = _save(family, tmp_path_factory, tokenizer)
+    assert check_weights(path) == CheckpointTensors(path).n_params()  # the experts counted
+    bad = _without_weights(path, tmp_path_factory.mktemp(f"{family}-bad") / "bad")
+    state = load_file(str(path / "model.safetensors"))
+    del state[next(k for k in state if expert_tensor in k)]
+    save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelFetchError, match=rf"^{bad}: model\.layers\.0\.\w+\.experts\.\w+(, built from \d+ "
+                                              r"per-expert tensors .* config.json implies|: transformers' "
+                                              r"WeightConverter could not build it .*re-fetch the model)") as e:
+        check_weights(bad)
+    assert "\n" not in str(e.value)
 
 
 def _without_weights(folder, dest):
@@ -84,10 +121,10 @@ def test_mlp0_scores_streamed_equal_in_memory_and_read_only_what_they_need(folde
               ad.mlp_in_norm(0), ad.mlp(0), ad.shared_mlp(0), ad.mlp_out_norm(0)}
     for layer in range(ad.dims.n_layers):
         needed |= {ad.attn_in_norm(layer), ad.v_proj(layer), ad.o_proj(layer), ad.attn_out_norm(layer)}
-    allowed = {stream._source[n] for m in needed if m is not None for n in stream._params_of(m)}
+    allowed = {s for m in needed if m is not None for n in stream._params_of(m) for s in stream.sources_of(n)}
     assert set(stream.tensors.reads) <= allowed
     # the MLPs of later layers are never read (GPT-J's parallel block shares ln_1 with attention)
-    later_mlp = {stream._source[n] for n in stream._params_of(ad.mlp(ad.dims.n_layers - 1))}
+    later_mlp = {s for n in stream._params_of(ad.mlp(ad.dims.n_layers - 1)) for s in stream.sources_of(n)}
     assert later_mlp and not later_mlp & set(stream.tensors.reads)
 
 
@@ -306,3 +343,28 @@ def test_a_streamed_job_asks_for_the_memory_streaming_needs_not_the_weights():
     assert job_mem_mb("in_memory", n13b, "bfloat16", 185_000, available_bytes=gib) == 185_000
     # never more than the in-memory figure
     assert job_mem_mb("streamed", 100_000_000, "float32", 2_000) == 2_000
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss", "granitemoe"])
+def test_scores_stage_of_a_mixture_of_experts_streamed_equals_in_memory(family, tmp_path):
+    """``successor-heads scores`` on an MoE folder: every dataset equal streamed and in memory,
+    the router's record of layer 0's experts included (its weights are read for that call:
+    on the meta device a linear map returns garbage instead of failing)."""
+    from pathlib import Path
+
+    from successor_heads.cli import main
+    from successor_heads.core.h5io import read_h5
+    from tests.support.tiny import save_tiny_model
+
+    src = save_tiny_model(family, tmp_path / f"tiny-{family}")
+    config_dir = Path(__file__).resolve().parents[2] / "config"
+    out = {}
+    for memory in ("in_memory", "streamed"):
+        assert main(["scores", f"model={src}", f"model.memory={memory}", f"results_dir={tmp_path / memory}",
+                     "--config-dir", str(config_dir)]) == 0
+        out[memory], attrs = read_h5(tmp_path / memory / f"local-tiny-{family}" / "successor_scores.h5")
+        assert attrs["memory"] == memory
+    assert "mlp0_router_experts" in out["streamed"]
+    for key, value in out["in_memory"].items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fi":
+            np.testing.assert_array_equal(out["streamed"][key], value, err_msg=key)

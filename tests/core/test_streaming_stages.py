@@ -1,5 +1,5 @@
 """The stages after the scores, streamed from disk (successor_heads.core.streaming) against the
-same folder loaded in memory, on a tiny model of every family that streams: the activation cache
+same folder loaded in memory, on a tiny model of every declared family: the activation cache
 (MLP0 outputs), the edit-loss (the MLP0 edit hooks in forward passes over a corpus; over prompts
 on Gemma3) and the direct effects (fast and exact paths, corpus and listing prompts) are equal
 within 1e-5, and their forward passes hold at most two decoder layers' weights at once; the
@@ -20,11 +20,11 @@ from successor_heads.editing import edit_loss as el
 from successor_heads.features.activations import activation_rows
 from successor_heads.wild.direct_effect import corpus_direct_effects, mean_z
 from successor_heads.wild.listings import listing_direct_effects, listing_prompts
-from tests.support.tiny import FAMILIES, MOE, save_tiny_model
+from tests.support.tiny import FAMILIES, save_tiny_model
 
-#: MoE families whose per-expert checkpoint tensors transformers fuses while loading: refused
-#: streamed (tests/core/test_streaming.py); gpt-oss stores its experts fused and streams
-STREAMED_FAMILIES = [f for f in FAMILIES if f not in set(MOE) - {"gpt_oss"}]
+#: every declared family streams, mixtures of experts included (their per-expert checkpoint
+#: tensors fused by transformers' converters as each layer loads)
+STREAMED_FAMILIES = list(FAMILIES)
 TEXT = ("On Monday we counted one two three and then 1 2 3 4 5 in March. The quick brown fox "
         "jumps over the lazy dog, first and second, 12 and 13 on Friday. ")
 ATOL = 1e-5

@@ -20,7 +20,8 @@ module needs them, and put back on the meta device afterwards:
 Checkpoint tensor names are not declared per family: they are the streamed model's own
 parameter names (its module paths, which the family's declared table points into), matched to
 the checkpoint's names with or without the base model's prefix (``transformer.``, ``model.``);
-a tied unembedding reads the embedding's tensor.
+a tied unembedding reads the embedding's tensor. Fused mixture-of-experts parameters are built
+from their per-expert tensors by transformers' own converters (:mod:`.streaming_experts`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from successor_heads.core.memory import weights_bytes
+from successor_heads.core.streaming_experts import Conversion, conversions
 
 #: Attribute a streamed transformers model carries: its :class:`StreamedModel`.
 STREAM_ATTR = "_successor_heads_stream"
@@ -149,7 +151,8 @@ class StreamedModel:
         model.requires_grad_(False)
         self.model = model
         self._module_name = {id(m): n for n, m in model.named_modules()}
-        self._source = checkpoint_names(model, self.tensors)
+        self._converted = conversions(model, self.tensors.files)  # fused experts: built from per-expert tensors
+        self._source = checkpoint_names(model, self.tensors, self._converted)
         self.loaded_now: set[str] = set()
         setattr(model, STREAM_ATTR, self)
 
@@ -176,11 +179,20 @@ class StreamedModel:
             for name in self._params_of(module):
                 if name in self.loaded_now:
                     continue
-                value = self.tensors.get(self._source[name])
-                set_module_tensor_to_device(self.model, name, self.device, value=value, dtype=self.dtype)
-                self.loaded_now.add(name)
-                done.append(name)
+                conv = self._converted.get(name)
+                values = (conv.build(self.tensors.get, self.model) if conv is not None
+                          else {name: self.tensors.get(self._source[name])})
+                for target, value in values.items():
+                    if target not in self.loaded_now:
+                        set_module_tensor_to_device(self.model, target, self.device, value=value, dtype=self.dtype)
+                        self.loaded_now.add(target)
+                        done.append(target)
         return done
+
+    def sources_of(self, name: str) -> list[str]:
+        """The checkpoint tensor names parameter ``name`` is read from (several for fused experts)."""
+        conv = self._converted.get(name)
+        return conv.names() if conv is not None else [self._source[name]]
 
     def free(self, names: Iterable[str]) -> None:
         """Put parameters ``names`` back on the meta device (their memory is released)."""
@@ -220,23 +232,25 @@ class StreamedModel:
             module.register_forward_hook(post)
 
 
-def checkpoint_names(model: nn.Module, tensors: CheckpointTensors, fused_experts: str = "refuse") -> dict[str, str]:
-    """Each parameter of ``model`` -> the name of its tensor in the checkpoint (ours).
+def checkpoint_names(model: nn.Module, tensors: CheckpointTensors,
+                     converted: Mapping[str, Conversion] | None = None) -> dict[str, str]:
+    """Each parameter of ``model`` read as stored -> the name of its tensor in the checkpoint (ours).
 
     The model's own parameter names (its module paths), matched to the checkpoint's after
     transformers' checkpoint renamings for the model class, with or without the base model's
     prefix; tied parameters (a tied unembedding) resolve to the one tensor stored.
 
     Args:
-        fused_experts: ``"refuse"`` (streaming) raises for a mixture-of-experts parameter that
-            transformers builds from per-expert tensors while loading; ``"skip"`` (the fetch's
-            check) leaves such parameters out of the map.
+        converted: the parameters transformers builds from several checkpoint tensors
+            (:func:`successor_heads.core.streaming_experts.conversions`; computed when None):
+            left out of the map.
 
     Raises:
-        ValueError: a parameter has no tensor in the checkpoint (names up to five; says to re-fetch);
-            with ``fused_experts="refuse"``, a mixture-of-experts model whose experts transformers
-            fuses while loading (not streamed).
+        ValueError: a parameter has neither a tensor in the checkpoint nor a conversion (names
+            up to five; says to re-fetch).
     """
+    if converted is None:
+        converted = conversions(model, tensors.files)
     prefix = getattr(model, "base_model_prefix", "") or ""
     tied: dict[int, list[str]] = defaultdict(list)
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -255,20 +269,12 @@ def checkpoint_names(model: nn.Module, tensors: CheckpointTensors, fused_experts
 
     out, missing = {}, []
     for names in tied.values():
+        if names[0] in converted:
+            continue
         src = next((s for s in map(stored, names) if s is not None), None)
         if src is None:
             missing.append(names[0])
         out.update({n: src for n in names})
-    if fused_experts == "skip":
-        missing = [n for n in missing if ".experts." not in n]
-        out = {k: v for k, v in out.items() if v is not None or ".experts." not in k}
-    if any(".experts." in n for n in missing):
-        # transformers 5 stores a mixture-of-experts layer's experts as fused 3-D parameters and
-        # builds them from the per-expert checkpoint tensors while loading; that conversion is not
-        # reproduced here
-        raise ValueError(f"{tensors.folder}: streaming a mixture-of-experts checkpoint is not supported (its "
-                         f"per-expert tensors are fused by transformers while loading, e.g. {missing[0]}); "
-                         "run it with model.memory=in_memory")
     if missing:
         raise ValueError(f"{tensors.folder}: the checkpoint has no tensor for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}; re-fetch the model")

@@ -42,11 +42,13 @@ def check_weights(folder: str | os.PathLike) -> int:
             file, a tensor the model needs missing, or one whose shape differs from the
             shape ``config.json`` implies.
     """
+    import torch
     from accelerate import init_empty_weights
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from successor_heads.core.streaming import CheckpointTensors, checkpoint_names
+    from successor_heads.core.streaming_experts import conversions
 
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
@@ -69,21 +71,33 @@ def check_weights(folder: str | os.PathLike) -> int:
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config)
     model.tie_weights()
+    shapes = tensors.shapes()
+    converted = conversions(model, tensors.files)
     try:
-        # an MoE's fused expert parameters are built from per-expert tensors by transformers'
-        # loader: their headers are checked above, their names and shapes by that loader
-        names = checkpoint_names(model, tensors, fused_experts="skip")
+        names = checkpoint_names(model, tensors, converted)
     except ValueError as e:
         raise ModelFetchError(str(e)) from e
-    shapes = tensors.shapes()
+    try:
+        # an MoE's fused expert parameters: transformers' converters run on meta tensors of the
+        # stored per-expert shapes (no data read), giving the fused shapes to check
+        built = {k: v for conv in {id(c): c for c in converted.values()}.values()
+                 for k, v in conv.build(lambda key: torch.empty(shapes[key], device="meta"), model).items()}
+    except ValueError as e:
+        raise ModelFetchError(f"{tensors.folder}: {e}") from e
     for name, p in model.named_parameters():
-        if name not in names:
+        if name in converted:
+            sources = converted[name].names()
+            if list(built[name].shape) != list(p.shape):
+                raise ModelFetchError(f"{tensors.folder}: {name}, built from {len(sources)} per-expert tensors "
+                                      f"({sources[0]} ...), has shape {list(built[name].shape)}, config.json implies "
+                                      f"{list(p.shape)}; the weights do not match the config")
             continue
         stored = shapes[names[name]]
         if list(p.shape) != stored:
             raise ModelFetchError(f"{tensors.files[names[name]]}: tensor {names[name]} has shape {stored}, "
                                   f"config.json implies {list(p.shape)}; the weights do not match the config")
-    return sum(math.prod(shapes[n]) for n in set(names.values()))
+    read = set(names.values()) | {k for conv in converted.values() for k in conv.names()}
+    return sum(math.prod(shapes[n]) for n in read)
 
 
 def link_or_reference(src: Path, dest: Path) -> tuple[str, dict | None]:

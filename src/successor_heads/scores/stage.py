@@ -28,6 +28,7 @@ from successor_heads.core.writers import FIXED4, write_csv, write_json
 from successor_heads.core.h5io import layer_record, provenance, quantization_label, write_h5
 from successor_heads.core.loading import open_for_stage
 from successor_heads.core.paper import paper_number
+from successor_heads.core.streaming import resident
 from successor_heads.scores.behaviour import behavioural_drops, prompts_carry_bos
 from successor_heads.scores.successor_score import TaskIndex, chance_level, successor_scores
 from successor_heads.core.tasks import build_tasks, ordinal_list_prompts, tasks_report
@@ -82,8 +83,13 @@ def run(cfg, inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]
                                          value_bias, head_input_norm(mode, norms))
     chance = chance_level(idx)
     # mixture of experts: which experts layer 0's router picks for each task token's mlp0 embedding
-    # (a dense model's embeddings are not read again: a streamed model would read W_E from disk)
-    experts = adapter.mlp0_experts(adapter.embed(token_ids), norms) if adapter.router(0) is not None else None
+    # (a dense model's embeddings are not read again: a streamed model would read W_E from disk);
+    # streamed, the router and its input norm are read for this call (on the meta device a
+    # router's linear map returns garbage instead of failing)
+    experts = None
+    if adapter.router(0) is not None:
+        with resident(model, adapter.model.get_input_embeddings(), adapter.mlp_in_norm(0), adapter.router(0)):
+            experts = adapter.mlp0_experts(adapter.embed(token_ids), norms)
     b = cfg.behaviour
     prompts = ordinal_list_prompts(tok, tasks, n_items=b.n_items, max_per_family=b.max_per_family)
     bos = prompts_carry_bos(tok, prompts) if prompts else False
