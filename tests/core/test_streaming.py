@@ -155,7 +155,7 @@ def test_streamed_behavioural_check_reads_each_layer_once_per_group_and_pass(fol
     heads = [(0, 0), (1, 1), (ad.dims.n_layers - 1, 0)]
     stream.tensors.reads.clear()
     behavioural_drops(ad, tok, prompts, heads=heads)
-    layer_tensors = {stream._source[n] for n in stream._params_of(ad.layers()[-1])}
+    layer_tensors = {t for n in stream._params_of(ad.layers()[-1]) for t in stream.sources_of(n)}
     counts = {stream.tensors.reads.count(t) for t in layer_tensors}
     assert counts == {2 * n_groups}, (counts, n_groups)
     assert not stream.loaded_now
