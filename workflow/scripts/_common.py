@@ -35,11 +35,11 @@ def job_config(params):
     """The job's typed config (:class:`successor_heads.config.RootConfig`) from its Snakemake
     ``params``: the keys it reads (:data:`successor_heads.config.PARAMS`), logged as the record of
     what the job ran with."""
-    from successor_heads.config import from_params
+    from successor_heads.config import build
 
     given = dict(params.items())
     logging.getLogger("successor_heads").info("config (this job's params): %s", given)
-    return from_params(given)
+    return build(given)
 
 
 def setup_logging(log_path, threads=None):
