@@ -1,5 +1,5 @@
-"""The rules' declarations, read without running the workflow: every per-model job uses the
-cores it is given."""
+"""The rules' declarations and the job scripts, checked without running the workflow: every
+per-model job uses the cores it is given."""
 
 import re
 import runpy
