@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
+    from omegaconf import OmegaConf
+
+    from successor_heads.config import ConfigError, as_dict, compose
     from successor_heads.core import layout
-    from successor_heads.config import ConfigError, compose, record
+    from successor_heads.core.writers import write_text
 
     try:
         cfg = compose(None, args.overrides, args.config_dir)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     results, name, stage_name = cfg.results_dir, cfg.model.name, STAGES[args.stage]
-    record(cfg, layout.config_file(results, name))
+    write_text(OmegaConf.to_yaml(as_dict(cfg)), layout.config_file(results, name))  # the run's record
     manifest = layout.outputs("models", results, name)["manifest"]
     from successor_heads.models.fetch import ModelFetchError, fetch_model
 

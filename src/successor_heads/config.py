@@ -131,8 +131,9 @@ def _make(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def build(cfg: Any) -> RootConfig:
-    """The :class:`RootConfig` of a composed ``cfg`` (DictConfig or nested dict; keys left out keep
-    their defaults). Raises: ConfigError naming the key (an unknown key, a wrong type, a bad value)."""
+    """The :class:`RootConfig` of a composed ``cfg`` (DictConfig or nested dict, e.g. a job's params:
+    :func:`job_params`; keys left out keep their defaults). Raises: ConfigError naming the key (an
+    unknown key, a wrong type, a bad value; from a job's params only after a hand edit)."""
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -228,21 +229,6 @@ def job_params(cfg: RootConfig, rule: str) -> dict[str, Any]:
             src, dst = src[p], dst.setdefault(p, {})
         dst[leaf] = src[leaf]
     return out
-
-
-def from_params(params: Any) -> RootConfig:
-    """A job's :class:`RootConfig` from its Snakemake ``params`` (:func:`job_params`; the other keys
-    keep their defaults). Raises: ConfigError as :func:`build` (only a hand edit fails)."""
-    return build({k: params[k] for k in params.keys() if not str(k).startswith("_")})
-
-
-def record(cfg: RootConfig, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML to ``path``, atomically (the command line's record of a run)."""
-    from successor_heads.core.atomic import atomic_path
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(OmegaConf.to_yaml(as_dict(cfg)))
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from successor_heads.config import (PARAMS, ConfigError, RootConfig, available_models, build, compose, from_params,
-                                    job_params, resolve_zoo, schema)
+from successor_heads.config import (PARAMS, ConfigError, RootConfig, available_models, build, compose, job_params,
+                                    resolve_zoo, schema)
 from successor_heads.scores.config import ScoresConfig
 
 
@@ -224,20 +224,20 @@ def _flatten(d, prefix=""):
 
 def test_jobs_rebuild_their_config_typed_from_params():
     cfg = compose("smollm2-135m", ["scores.threshold=1", "wild.batch_size=3"])
-    wild = from_params(job_params(cfg, "wild"))
+    wild = build(job_params(cfg, "wild"))
     assert isinstance(wild, RootConfig) and wild.wild == cfg.wild and wild.model.source == cfg.model.source
     assert isinstance(wild.scores, ScoresConfig) and wild.scores.norms == cfg.scores.norms
-    act = from_params(job_params(cfg, "cache_activations"))
+    act = build(job_params(cfg, "cache_activations"))
     assert (act.features.numbers_max, act.features.norms) == (500, "raw")
-    assert from_params({"scores": {"threshold": 1}, **job_params(cfg, "fetch_model")}).scores.threshold == 1.0
+    assert build({"scores": {"threshold": 1}, **job_params(cfg, "fetch_model")}).scores.threshold == 1.0
     for rule in PARAMS:
         if rule != "zoo_table":
-            assert from_params(job_params(cfg, rule)).model.name == "smollm2-135m"
+            assert build(job_params(cfg, rule)).model.name == "smollm2-135m"
 
 
 def test_params_edited_by_hand_are_checked_when_rebuilt():
     params = job_params(compose("smollm2-135m"), "wild")
     with pytest.raises(ConfigError, match="wild.final_norm='fixed': must be one of frozen, recomputed"):
-        from_params({**params, "wild": {**params["wild"], "final_norm": "fixed"}})
+        build({**params, "wild": {**params["wild"], "final_norm": "fixed"}})
     with pytest.raises(ConfigError, match="wild.final_nrm"):
-        from_params({**params, "wild": {"final_nrm": "frozen"}})
+        build({**params, "wild": {"final_nrm": "frozen"}})

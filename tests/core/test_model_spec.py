@@ -106,6 +106,25 @@ def test_hub_id_offline_fails_within_seconds(monkeypatch):
     assert time.time() - t0 < 10
 
 
+def test_hub_id_with_config_json_in_the_hf_cache_derives_offline(monkeypatch, tmp_path, tiny_folder):
+    """A job re-parsing the Snakefile offline finds the hub model's config.json in the HF cache."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--some-org--tiny-llama"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text((tiny_folder / "config.json").read_text())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "step1").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a cache miss would fail
+    model = compose("some-org/tiny-llama@step1").model
+    assert (model.name, model.family, model.source.repo_id, model.source.revision) == (
+        "some-org--tiny-llama@step1", "llama", "some-org/tiny-llama", "step1")
+    with pytest.raises(ConfigError, match="cannot reach the Hugging Face hub"):
+        compose("some-org/tiny-llama@step2")
+
+
 def test_resources_scale_with_parameters():
     assert resources_for(135e6) == ("float32", {"mem_mb": 4000, "runtime": 30, "cpus": 2, "gpu": 0})
     dtype, res = resources_for(6.7e9)

@@ -35,11 +35,11 @@ def job_config(params):
     """The job's typed config (:class:`successor_heads.config.RootConfig`) from its Snakemake
     ``params``: the keys it reads (:data:`successor_heads.config.PARAMS`), logged as the record of
     what the job ran with."""
-    from successor_heads.config import from_params
+    from successor_heads.config import build
 
     given = dict(params.items())
     logging.getLogger("successor_heads").info("config (this job's params): %s", given)
-    return from_params(given)
+    return build(given)
 
 
 def setup_logging(log_path, threads=None):
@@ -59,3 +59,15 @@ def setup_logging(log_path, threads=None):
     if threads is not None:
         log.info("torch threads: %d (snakemake.threads)", set_threads(threads))
     return log
+
+
+def run_stage(smk, run, **kwargs):
+    """Run a stage's ``run(cfg, inputs, outputs, mem_mb=..., **kwargs)`` for the job ``smk`` (the
+    ``snakemake`` object): log to the rule's log with the rule's threads, build the job's config
+    from its params, pass the job's ``mem_mb`` (a stage streams the model when it exceeds it), and
+    log what ``run`` returns. Returns it."""
+    log = setup_logging(smk.log[0], smk.threads)
+    cfg = job_config(smk.params)
+    result = run(cfg, named(smk.input), named(smk.output), mem_mb=smk.resources.mem_mb, **kwargs)
+    log.info("summary: %s", result)
+    return result

@@ -18,10 +18,8 @@ def _fail(key: str, value: Any, what: str, hint: str = "") -> None:
     raise ConfigError(f"{key}={value!r}" + (f" ({hint})" if hint else "") + f": {what}")
 
 
-def one_of(key: str, value: Any, choices: Iterable[str], *, optional: bool = False, each: bool = False,
-           non_empty: bool = False) -> None:
-    """Check that ``value`` (``each``: every item of the list, ``non_empty``: at least one) is in
-    ``choices`` (``optional``: or None).
+def one_of(key: str, value: Any, choices: Iterable[str], *, optional: bool = False, each: bool = False) -> None:
+    """Check that ``value`` (``each``: every item of the list) is in ``choices`` (``optional``: or None).
 
     Raises:
         ConfigError: naming the key, e.g. ``wild.final_norm='fixed': must be one of frozen, recomputed``.
@@ -29,8 +27,6 @@ def one_of(key: str, value: Any, choices: Iterable[str], *, optional: bool = Fal
     choices = tuple(choices)
     if value is None and optional:
         return
-    if each and non_empty and not value:
-        _fail(key, value, "must not be empty")
     bad = [v for v in value if v not in choices] if each else []
     if bad:
         _fail(key, value, f"holds {', '.join(map(repr, bad))}: each must be one of {', '.join(choices)}")

@@ -68,13 +68,10 @@ def hub_config_json(repo_id: str, revision: str | None) -> dict:
         ConfigError: the hub unreachable and the file not cached (saying how to work offline), or
             the download failed (a gated repo, a bad id or revision).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    try:
-        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision,
-                                               local_files_only=True)).read_text())
-    except Exception:  # noqa: BLE001 - not cached: ask the hub below
-        pass
+    if isinstance(cached := try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return json.loads(Path(cached).read_text())
     at = f"{repo_id}@{revision or 'main'}"
     if not hub_reachable():
         raise ConfigError(

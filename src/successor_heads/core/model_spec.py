@@ -44,14 +44,6 @@ def safe(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-") or "model"
 
 
-def _local(value: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(value)))
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~", "$")) or value.endswith(".gguf") or value in (".", "..")
-
-
 def checkpoint_folders(path: str | os.PathLike) -> list[Path]:
     """The checkpoints in a sweep folder: its subfolders holding ``config.json`` and its
     ``.gguf`` files, by name (an empty list when ``path`` is itself a model folder)."""
@@ -74,8 +66,8 @@ def parse_model(value: str, known: Sequence[str]) -> ModelSpec:
             not ``.gguf``, or a value of no known form (listing the known names and the syntax).
     """
     value = str(value).strip()
-    p = _local(value)
-    if p.exists() or _looks_like_path(value):
+    p = Path(os.path.expandvars(os.path.expanduser(value)))
+    if p.exists() or value.startswith(("/", "./", "../", "~", "$")) or value.endswith(".gguf") or value in (".", ".."):
         if not p.exists():
             raise ConfigError(f"model {value!r}: no such file or folder ({p.resolve()}); {SYNTAX}")
         path = str(p.resolve())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from successor_heads.core import MODES, NORMS
-from successor_heads.core.config import bounded, one_of
+from successor_heads.core.config import bounded, one_of, require
 from successor_heads.scores import ABLATIONS
 
 
@@ -23,7 +23,8 @@ class ScoresConfig:
     batch_heads: int = 64
 
     def __post_init__(self):
-        one_of("scores.modes", self.modes, MODES, each=True, non_empty=True)
+        require(len(self.modes) > 0, "scores.modes", self.modes, "must not be empty")
+        one_of("scores.modes", self.modes, MODES, each=True)
         one_of("scores.default_mode", self.default_mode, MODES)
         one_of("scores.norms", self.norms, NORMS)
         bounded("scores.batch_heads", self.batch_heads, ge=1)
