@@ -161,6 +161,21 @@ def test_streamed_behavioural_check_reads_each_layer_once_per_group_and_pass(fol
     assert not stream.loaded_now
 
 
+def test_a_streamed_module_called_with_its_weights_on_disk_raises(folder):
+    """torch's linear map on meta weights returns garbage instead of failing: a module of a
+    streamed model called outside a forward pass or a resident block raises, naming it."""
+    from successor_heads.core.streaming import resident
+
+    _, streamed = _open_both(folder)
+    ad = streamed.adapter
+    x = torch.randn(2, 3, ad.dims.d_model)
+    with pytest.raises(RuntimeError, match="still on disk"):
+        ad.o_proj(0)(torch.randn(2, 3, ad.dims.n_heads * ad.dims.d_head))
+    with resident(streamed.model, ad.mlp_in_norm(0)):
+        assert torch.isfinite(ad.mlp_in_norm(0)(x)).all() if ad.mlp_in_norm(0) is not None else True
+    assert not streamed_of(streamed.model).loaded_now
+
+
 def test_a_streamed_pass_holds_at_most_two_decoder_layers(folder, monkeypatch):
     _, streamed = _open_both(folder)
     stream = streamed_of(streamed.model)

@@ -230,6 +230,15 @@ class StreamedModel:
 
             module.register_forward_pre_hook(pre)
             module.register_forward_hook(post)
+        # after the loading hooks: torch's linear map on meta weights returns garbage, not an error
+        for module in self.model.modules():
+            if next(module.parameters(recurse=False), None) is not None:
+                module.register_forward_pre_hook(self._refuse_unloaded)
+
+    def _refuse_unloaded(self, module: nn.Module, _args) -> None:
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            raise RuntimeError(f"{self._module_name.get(id(module))} of a streamed model was called with its weights "
+                               "still on disk; read them first (core.streaming.resident(model, module))")
 
 
 def checkpoint_names(model: nn.Module, tensors: CheckpointTensors,
