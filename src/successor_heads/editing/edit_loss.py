@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
-from successor_heads.core.hooks import hooks
+from successor_heads.core.hooks import contiguous_readout, hooks
 from successor_heads.core.streaming import pass_size, sequence_mb
 from successor_heads.core.tasks import ordinal_list_prompts
 from successor_heads.editing.vector_arithmetic import DEFAULT_MODULI, edit_pairs, edit_vectors, task_values
@@ -173,7 +173,7 @@ def prompt_edit_loss(adapter: Adapter, cases: list[dict], directions: Mapping, s
         if ed:
             ctx = edit_mlp0(adapter, [k for k, _ in ed], [e[0] for _, e in ed], torch.stack([e[1] for _, e in ed]),
                             torch.stack([e[2] for _, e in ed]), scale, ref, norms)
-        with ctx:
+        with ctx, contiguous_readout(adapter):
             lp = adapter.model(input_ids=ids, logits_to_keep=1).logits[:, -1].float().log_softmax(-1).cpu()
         for k, r in enumerate(rs):
             top[r] = int(lp[k].argmax())
@@ -232,7 +232,7 @@ def token_losses(adapter: Adapter, tokens: torch.Tensor, batch_size: int = 8, ed
             ctx = edit_mlp0(adapter, b[sel] - s, p[sel], ff[sel], ft[sel], scale, ref, norms)
             if base is not None and sel.any():
                 p0 = min(int(p[sel].min()), chunk.shape[1] - 2)
-        with ctx:
+        with ctx, contiguous_readout(adapter):
             logits = adapter.model(input_ids=chunk, logits_to_keep=chunk.shape[1] - p0).logits[:, :-1].float()
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, p0 + 1:], reduction="none").cpu()
         if p0:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from successor_heads.core.adapters import Adapter
 from successor_heads.core.heads import head_label
-from successor_heads.core.hooks import hooks, mean_z
+from successor_heads.core.hooks import contiguous_readout, hooks, mean_z
 from successor_heads.core.streaming import readout_modules, resident
 from successor_heads.scores import ABLATIONS
 
@@ -77,7 +77,8 @@ def _target_logprobs(adapter: Adapter, groups, repeat: int = 1) -> torch.Tensor:
     out = []
     for ids, tgt in groups.values():
         ids_rep = ids.repeat(repeat, 1).to(adapter.device)
-        logits = adapter.model(input_ids=ids_rep, logits_to_keep=1).logits[:, -1].float()
+        with contiguous_readout(adapter):
+            logits = adapter.model(input_ids=ids_rep, logits_to_keep=1).logits[:, -1].float()
         lp = logits.log_softmax(-1).gather(1, tgt.repeat(repeat).to(logits.device)[:, None])[:, 0]
         out.append(lp.reshape(repeat, -1).cpu())
     return torch.cat(out, 1)
@@ -192,7 +193,7 @@ def _drops_cached_prefix(adapter: Adapter, groups, by_layer, means, start: int, 
     for ids, tgt in groups.values():
         check = not checked and len(ids) == smallest  # the cheapest group proves the replay once
         forks = _Forks(adapter, by_layer, means, start, len(ids), check, bar)
-        with forks.attached():
+        with forks.attached(), contiguous_readout(adapter):
             out = adapter.model(input_ids=ids.to(adapter.device), logits_to_keep=1, use_cache=False)
         forks.check_calls()
         logits = out.logits[:, -1].float()
