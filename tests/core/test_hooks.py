@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from successor_heads.core.adapters import get_adapter
-from successor_heads.core.hooks import first_input, hooks, mean_z
+from successor_heads.core.hooks import contiguous_readout, first_input, hooks, mean_z
 from tests.support.tiny import FAMILIES, make_model
 
 
@@ -59,3 +59,22 @@ def test_mean_z_is_the_mean_of_each_heads_z(family, start, tokenizer):
         got = mean_z(a, batches, start, acc)
         assert got.shape == (d.n_layers, d.n_heads, d.d_head) and got.dtype == torch.float32
         torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_contiguous_readout_hands_a_half_precision_unembedding_a_contiguous_input(dtype, tokenizer):
+    """logits_to_keep slices the residual stream; in half precision the unembedding gets a
+    contiguous copy (the same values), in float32 the slice as transformers passes it."""
+    model, _ = make_model("llama", tokenizer)
+    model.to(dtype)
+    a = get_adapter(model)
+    seen = []
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    record = (model.get_output_embeddings(), "pre", lambda _m, args: seen.append(args[0].is_contiguous()))
+    with hooks(record):
+        plain = model(input_ids=ids, logits_to_keep=1).logits
+    with contiguous_readout(a), hooks(record):  # the recorder runs after the readout's hook
+        fixed = model(input_ids=ids, logits_to_keep=1).logits
+    assert seen == [False, dtype != torch.float32]
+    torch.testing.assert_close(fixed, plain, rtol=0.02, atol=0.02)
+    assert not model.get_output_embeddings()._forward_pre_hooks
