@@ -45,7 +45,6 @@ SHAPES = {"13b": dict(layers=40, d_model=5120, heads=40, d_mlp=13824),
 
 def build(folder: Path, tokenizer_dir: Path, layers: int, d_model: int, heads: int, d_mlp: int) -> float:
     """Write a random bfloat16 Llama of this shape into ``folder`` (one shard per layer); returns GB."""
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer, LlamaConfig
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -83,14 +82,22 @@ def build(folder: Path, tokenizer_dir: Path, layers: int, d_model: int, heads: i
                 p + "mlp.gate_proj.weight": rand(d_mlp, d_model), p + "mlp.up_proj.weight": rand(d_mlp, d_model),
                 p + "mlp.down_proj.weight": rand(d_model, d_mlp)}
 
+    return write_shards(folder, shards(), "synthetic")
+
+
+def write_shards(folder: Path, shards, model: str) -> float:
+    """Write ``(file name, {tensor name: bf16 tensor})`` pairs as safetensors shards of ``folder``,
+    one at a time, with their index and a manifest naming ``model``; returns GB written."""
+    from safetensors.torch import save_file
+
     weight_map, total = {}, 0
-    for name, tensors in shards():
+    for name, tensors in shards:
         save_file(tensors, str(folder / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in tensors})
         total += sum(t.numel() * 2 for t in tensors.values())
     (folder / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": total}, "weight_map": weight_map}))
-    (folder / "manifest.json").write_text(json.dumps({"model": "synthetic", "conversion": "benchmark"}))
+    (folder / "manifest.json").write_text(json.dumps({"model": model, "conversion": "benchmark"}))
     return total / 1e9
 
 

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_streaming import write_shards  # the same shard writer (this folder is on sys.path)
+
 
 def build(folder: Path, tokenizer_dir: Path, layers: int, d_model: int, heads: int, experts: int, d_mlp: int) -> float:
     """Write a random bfloat16 Mixtral of this shape into ``folder`` (per-expert tensors); returns GB."""
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer, MixtralConfig
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -68,15 +69,7 @@ def build(folder: Path, tokenizer_dir: Path, layers: int, d_model: int, heads: i
                                 moe + f"experts.{e}.w2.weight": rand(d_model, d_mlp)})
             yield f"model-layer{i:03d}.safetensors", tensors
 
-    weight_map, total = {}, 0
-    for name, tensors in shards():
-        save_file(tensors, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in tensors})
-        total += sum(t.numel() * 2 for t in tensors.values())
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}))
-    (folder / "manifest.json").write_text(json.dumps({"model": "synthetic-mixtral", "conversion": "benchmark"}))
-    return total / 1e9
+    return write_shards(folder, shards(), "synthetic-mixtral")
 
 
 def child(folder: Path, memory: str, out: Path) -> dict:
